@@ -1,0 +1,78 @@
+"""AurA Studio's library: find the MLP units that express a concept and dampen them (AurA).
+
+>>> from aura_core import load_model, load_concept_data, balanced_sample, discover_units
+>>> from aura_core import collect_responses, fit_intervention, generate
+>>> loaded = load_model("smollm2-135m")                                  # doctest: +SKIP
+>>> data = balanced_sample(load_concept_data("starter"), 200, seed=0)     # doctest: +SKIP
+>>> units = discover_units(loaded.model)                                  # doctest: +SKIP
+>>> responses = collect_responses(loaded.model, loaded.tokenizer, data, units)   # doctest: +SKIP
+>>> aura = fit_intervention(responses, "aura")                            # doctest: +SKIP
+>>> generate(loaded.model, loaded.tokenizer, ["You are"], intervention=aura)     # doctest: +SKIP
+"""
+
+from aura_core.auroc import auroc
+from aura_core.data import (
+    ConceptData,
+    Prompt,
+    balanced_sample,
+    load_concept_data,
+    load_neutral_texts,
+    load_preprompts,
+    load_prompts,
+    parse_concept_bytes,
+)
+from aura_core.errors import AuraError, DataError, InterventionError, ModelLoadError, UnitPatternError
+from aura_core.generation import SAMPLING_PRESETS, Generation, SamplingSettings, generate
+from aura_core.interventions import (
+    METHODS,
+    Intervention,
+    apply_hooks,
+    export_model,
+    fit_intervention,
+    fold_into_weights,
+    intervened,
+    unit_table,
+)
+from aura_core.models import DEFAULT_MODEL, PRESETS, LoadedModel, discover_units, load_model
+from aura_core.responses import CollectionCancelled, Responses, collect_responses
+from aura_core.scoring import DEFAULT_SCORER, load_scorer, perplexity
+
+__all__ = [
+    "auroc",
+    "ConceptData",
+    "Prompt",
+    "balanced_sample",
+    "load_concept_data",
+    "load_neutral_texts",
+    "load_preprompts",
+    "load_prompts",
+    "parse_concept_bytes",
+    "AuraError",
+    "DataError",
+    "InterventionError",
+    "ModelLoadError",
+    "UnitPatternError",
+    "SAMPLING_PRESETS",
+    "Generation",
+    "SamplingSettings",
+    "generate",
+    "METHODS",
+    "Intervention",
+    "apply_hooks",
+    "export_model",
+    "fit_intervention",
+    "fold_into_weights",
+    "intervened",
+    "unit_table",
+    "DEFAULT_MODEL",
+    "PRESETS",
+    "LoadedModel",
+    "discover_units",
+    "load_model",
+    "CollectionCancelled",
+    "Responses",
+    "collect_responses",
+    "DEFAULT_SCORER",
+    "load_scorer",
+    "perplexity",
+]

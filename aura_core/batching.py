@@ -1,0 +1,54 @@
+"""Tokenising and length-sorted, padded batches shared by collection, perplexity and tests.
+
+>>> length_sorted_batches([3, 9, 1, 8], 2)
+[[1, 3], [0, 2]]
+"""
+
+from __future__ import annotations
+
+import torch
+
+from aura_core.errors import DataError
+
+__all__ = ["tokenize_texts", "length_sorted_batches", "pad_right"]
+
+
+def tokenize_texts(tokenizer: object, texts: list[str], max_tokens: int, *, drop_bos: bool = True) -> list[list[int]]:
+    """Token ids of each text, truncated to ``max_tokens``.
+
+    A leading BOS is dropped by default: it is the same token in every text and often
+    carries very large activations, so it would set the max of many units to one constant
+    and hide what the text itself does.
+    """
+    if max_tokens < 1:
+        raise DataError("max_tokens must be at least 1")
+    encoded = tokenizer(list(texts), add_special_tokens=True, truncation=False)["input_ids"]
+    bos = getattr(tokenizer, "bos_token_id", None)
+    fallback = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
+    result = []
+    for ids in encoded:
+        if drop_bos and bos is not None and len(ids) > 1 and ids[0] == bos:
+            ids = ids[1:]
+        result.append(list(ids[:max_tokens]) or [fallback])
+    return result
+
+
+def length_sorted_batches(lengths: list[int], batch_size: int) -> list[list[int]]:
+    """Indices grouped into batches of similar length (longest first), to cut padding."""
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def pad_right(batch_ids: list[list[int]], pad_id: int, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """``(input_ids, attention_mask)`` padded on the right.
+
+    Right padding keeps every real token at its natural position, and causal attention never
+    lets a real token see the padding after it: per-token outputs equal unbatched ones.
+    """
+    width = max(len(ids) for ids in batch_ids)
+    input_ids = torch.full((len(batch_ids), width), pad_id, dtype=torch.long)
+    attention = torch.zeros((len(batch_ids), width), dtype=torch.long)
+    for row, ids in enumerate(batch_ids):
+        input_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+        attention[row, : len(ids)] = 1
+    return input_ids.to(device), attention.to(device)

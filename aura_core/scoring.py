@@ -1,0 +1,134 @@
+"""Toxicity scorers and perplexity.
+
+The default scorer is a trained linear model shipped inside ``alt-profanity-check`` (works
+offline). Any Hugging Face text-classification model id also works, such as
+``s-nlp/roberta_toxicity_classifier`` as in the paper.
+
+>>> scorer = load_scorer()                                   # doctest: +SKIP
+>>> scorer.score(["have a lovely day", "you absolute idiot"]).round(2)   # doctest: +SKIP
+array([0.05, 0.99])
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Protocol
+
+import numpy as np
+import torch
+from torch import nn
+
+from aura_core.batching import length_sorted_batches, pad_right, tokenize_texts
+from aura_core.errors import AuraError, ModelLoadError
+from aura_core.interventions import Intervention, intervened
+
+__all__ = ["ToxicityScorer", "ProfanityCheckScorer", "HFClassifierScorer", "DEFAULT_SCORER", "load_scorer", "perplexity"]
+
+DEFAULT_SCORER = "profanity-check"
+
+
+class ToxicityScorer(Protocol):
+    """Maps texts to toxicity scores in [0, 1]."""
+
+    name: str
+
+    def score(self, texts: list[str]) -> np.ndarray: ...
+
+
+class ProfanityCheckScorer:
+    """``alt-profanity-check``: a linear SVM over character n-grams, calibrated to a probability."""
+
+    name = DEFAULT_SCORER
+
+    def __init__(self) -> None:
+        try:
+            from profanity_check import predict_prob
+        except ImportError as err:
+            raise ModelLoadError("the default scorer needs alt-profanity-check: pip install alt-profanity-check==1.9.1") from err
+        self._predict = predict_prob
+
+    def score(self, texts: list[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros(0)
+        return np.asarray(self._predict([t if t.strip() else " " for t in texts]), dtype=np.float64)
+
+
+class HFClassifierScorer:
+    """A Hugging Face text-classification model; the score is the probability of its toxic label."""
+
+    def __init__(self, model_id: str, *, device: str | None = None, batch_size: int = 32, toxic_label: str | None = None):
+        from transformers import pipeline
+
+        self.name = model_id
+        self.batch_size = batch_size
+        try:
+            self._pipe = pipeline("text-classification", model=model_id, device=device, top_k=None, truncation=True)
+        except OSError as err:
+            raise ModelLoadError(
+                f"scorer {model_id!r} cannot be had here; without a network use the default "
+                f"{DEFAULT_SCORER!r} or pass a local folder"
+            ) from err
+        labels = list(self._pipe.model.config.id2label.values())
+        self.toxic_label = toxic_label or self._guess_toxic_label(labels)
+
+    @staticmethod
+    def _guess_toxic_label(labels: list[str]) -> str:
+        for label in labels:
+            lowered = label.lower()
+            if ("toxic" in lowered or "offensive" in lowered or "hate" in lowered) and not lowered.startswith(("non", "not")):
+                return label
+        if "LABEL_1" in labels:
+            return "LABEL_1"
+        raise AuraError(f"cannot tell which label means toxic among {labels}; pass toxic_label")
+
+    def score(self, texts: list[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros(0)
+        outputs = self._pipe(list(texts), batch_size=self.batch_size)
+        return np.array([next(o["score"] for o in row if o["label"] == self.toxic_label) for row in outputs])
+
+
+def load_scorer(name: str = DEFAULT_SCORER, **kwargs: object) -> ToxicityScorer:
+    """``profanity-check`` (default, offline) or a Hugging Face text-classification id or folder."""
+    if name in (DEFAULT_SCORER, "default", "alt-profanity-check"):
+        return ProfanityCheckScorer()
+    return HFClassifierScorer(name, **kwargs)
+
+
+def perplexity(
+    model: nn.Module,
+    tokenizer: object,
+    texts: list[str],
+    *,
+    max_tokens: int = 128,
+    batch_size: int = 8,
+    intervention: Intervention | None = None,
+    mode: str = "fold",
+) -> float:
+    """Token-weighted perplexity of ``texts`` (each cut to ``max_tokens``), under an intervention if given.
+
+    >>> perplexity(model, tok, load_neutral_texts()[:20])     # doctest: +SKIP
+    18.4
+    """
+    if not texts:
+        raise AuraError("perplexity needs at least one text")
+    token_ids = tokenize_texts(tokenizer, texts, max_tokens, drop_bos=False)
+    batches = length_sorted_batches([len(ids) for ids in token_ids], batch_size)
+    device = next(model.parameters()).device
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    total_nll = 0.0
+    total_tokens = 0
+    with intervened(model, intervention, mode), torch.inference_mode():
+        for batch in batches:
+            input_ids, attention = pad_right([token_ids[i] for i in batch], pad_id, device)
+            logits = model(input_ids=input_ids, attention_mask=attention, use_cache=False).logits.float()
+            targets = input_ids[:, 1:]
+            mask = attention[:, 1:].bool()
+            nll = torch.nn.functional.cross_entropy(
+                logits[:, :-1].reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="none"
+            ).view_as(targets)
+            total_nll += float(nll[mask].sum())
+            total_tokens += int(mask.sum())
+    if total_tokens == 0:
+        raise AuraError("texts too short for perplexity: each needs at least two tokens")
+    return math.exp(total_nll / total_tokens)
