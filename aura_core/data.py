@@ -115,6 +115,14 @@ def _parse_label(value: object, name: str, row: int) -> int:
     raise DataError(f"{name}: row {row}: label {value!r} is not 0/1")
 
 
+def _looks_like_label(value: str) -> bool:
+    try:
+        _parse_label(value, "", 0)
+    except DataError:
+        return False
+    return True
+
+
 def _rows_from_text(text: str, name: str, fmt: str) -> list[dict]:
     if fmt == "jsonl":
         rows = []
@@ -140,7 +148,7 @@ def _rows_from_text(text: str, name: str, fmt: str) -> list[dict]:
     lowered = [column.lower() for column in header]
     if not any(column in _TEXT_COLUMNS for column in lowered):
         # No header: two columns, text then label (the layout of the balanced Jigsaw split).
-        if all(len(row) == 2 for row in table[:50]):
+        if all(len(row) == 2 for row in table[:50]) and _looks_like_label(table[0][1]):
             return [{"text": row[0], "label": row[1]} for row in table]
         raise DataError(
             f"{name}: no text column (looked for {', '.join(_TEXT_COLUMNS)}); "
@@ -286,7 +294,9 @@ def parse_prompt_bytes(raw: bytes, name: str) -> list[Prompt]:
                 raise DataError(f"{name}: a row has no 'text' or 'prompt.text'")
     elif lowered.endswith(".csv"):
         rows = _rows_from_text(text, name, "csv")
-        key = next((k for k in ("text", "prompt") if rows and k in rows[0]), None)
+        if not rows:
+            raise DataError(f"{name}: no prompts")
+        key = next((k for k in ("text", "prompt") if k in rows[0]), None)
         if key is None:
             raise DataError(f"{name}: no 'text' or 'prompt' column")
         prompts = [Prompt(row[key], str(row.get("kind", ""))) for row in rows]

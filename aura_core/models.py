@@ -11,7 +11,6 @@ from __future__ import annotations
 import difflib
 import hashlib
 import importlib.util
-import json
 import os
 import re
 import shutil
@@ -291,15 +290,17 @@ def load_model(
         cuda_bf16 = target_device.type == "cuda" and torch.cuda.is_bf16_supported()
         torch_dtype = torch.bfloat16 if cuda_bf16 else torch.float32
     source = _resolve_source(name_or_path)
-    offline = isinstance(source, str)
+    from_hub = isinstance(source, str)
     kwargs: dict = {"dtype": torch_dtype, "trust_remote_code": trust_remote_code}
+    # Read at call time, so a server or test can go offline without re-importing the hub client.
+    local_only = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
     if device_map:
         kwargs["device_map"] = device_map
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
-        model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code, local_files_only=local_only)
+        model = AutoModelForCausalLM.from_pretrained(source, local_files_only=local_only, **kwargs)
     except OSError as err:
-        if offline:
+        if from_hub:
             raise ModelLoadError(
                 f"{name_or_path}: cannot be had here ({_first_line(err)}); without a network, "
                 "download it elsewhere and pass the local folder, or use a preset such as smollm2-135m"
@@ -392,15 +393,16 @@ def module_kind(unit_module: str) -> str:
 
 
 def model_fingerprint(model: nn.Module) -> str:
-    """A short hash of the config and a slice of every weight: equal models, equal fingerprints."""
+    """A short hash of the architecture and every weight's sum and norm: equal models, equal prints.
+
+    Scaling any unit's weights (an exported intervention) changes its norm, so the print too.
+    """
     digest = hashlib.sha256()
     config = getattr(model, "config", None)
-    if config is not None:
-        digest.update(json.dumps(config.to_dict(), sort_keys=True, default=str).encode())
+    digest.update(str(getattr(config, "model_type", type(model).__name__)).encode())
     with torch.no_grad():
         for name, param in model.named_parameters():
-            digest.update(name.encode())
-            digest.update(str(tuple(param.shape)).encode())
-            head = param.detach().reshape(-1)[:64].to("cpu", torch.float32)
-            digest.update(head.numpy().tobytes())
+            stats = torch.stack([param.sum(dtype=torch.float32), torch.linalg.vector_norm(param, dtype=torch.float32)])
+            digest.update(f"{name}{tuple(param.shape)}".encode())
+            digest.update(stats.cpu().numpy().round(decimals=4).tobytes())
     return digest.hexdigest()[:16]

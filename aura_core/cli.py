@@ -1,0 +1,375 @@
+"""``python -m aura_core``: the AurA pipeline from the command line.
+
+    python -m aura_core models
+    python -m aura_core collect --data starter --n-per-class 200 --out runs/responses.safetensors
+    python -m aura_core fit --responses runs/responses.safetensors --out runs/aura.safetensors
+    python -m aura_core generate --intervention runs/aura.safetensors --compare --kind provocative
+    python -m aura_core export --intervention runs/aura.safetensors --out runs/smollm2-aura
+
+Bad input ends with one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from aura_core.errors import AuraError
+
+__all__ = ["main", "build_parser"]
+
+
+def _progress_bar(desc: str, unit: str) -> tuple[Callable[[int, int], None], Callable[[], None]]:
+    """A tqdm bar on stderr driven by ``progress(done, total)`` callbacks."""
+    from tqdm import tqdm
+
+    bar = tqdm(desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True)
+
+    def update(done: int, total: int) -> None:
+        bar.total = total
+        bar.n = done
+        bar.refresh()
+
+    return update, bar.close
+
+
+def _emit(rows: list[dict] | dict, fmt: str, out: str | None) -> None:
+    if fmt == "csv":
+        table = rows if isinstance(rows, list) else [rows]
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=list(table[0]) if table else [])
+        writer.writeheader()
+        writer.writerows(table)
+        text = buffer.getvalue()
+    else:
+        text = json.dumps(rows, indent=2, default=str) + "\n"
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(text, encoding="utf-8")
+        print(f"wrote {out}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+
+
+def _add_model_args(parser: argparse.ArgumentParser) -> None:
+    from aura_core.models import DEFAULT_MODEL
+
+    group = parser.add_argument_group("model")
+    group.add_argument("--model", default=DEFAULT_MODEL, help=f"preset, Hugging Face id or local folder (default {DEFAULT_MODEL})")
+    group.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto)")
+    group.add_argument("--dtype", default="auto", help="auto, float32, bfloat16 or float16 (default auto)")
+    group.add_argument("--device-map", default=None, help="'auto' spreads a large model over all devices")
+    group.add_argument("--trust-remote-code", action="store_true", help="run the model repository's own code (off by default)")
+
+
+def _add_collect_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("concept data and responses")
+    group.add_argument("--data", default="starter", help="'starter', a CSV/JSONL file or a dataset id (default starter)")
+    group.add_argument("--n-per-class", type=int, default=300, help="texts per label, balanced (default 300)")
+    group.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    group.add_argument("--max-tokens", type=int, default=64, help="token budget per text (default 64)")
+    group.add_argument("--pooling", choices=["max", "mean"], default="max", help="pooling over tokens (default max)")
+    group.add_argument("--units", default=None, help="regex over module names (default: the architecture's MLP layers)")
+    group.add_argument("--batch-size", type=int, default=32, help="texts per forward pass (default 32)")
+    group.add_argument("--no-cache", action="store_true", help="recompute even if cached")
+
+
+def _load(args: argparse.Namespace):
+    from aura_core.models import load_model
+
+    return load_model(
+        args.model,
+        dtype=args.dtype,
+        device=args.device,
+        trust_remote_code=args.trust_remote_code,
+        device_map=args.device_map,
+    )
+
+
+def _collect(args: argparse.Namespace, loaded=None):
+    from aura_core.data import balanced_sample, load_concept_data
+    from aura_core.models import discover_units
+    from aura_core.responses import collect_responses
+
+    data = balanced_sample(load_concept_data(args.data), args.n_per_class, seed=args.seed)
+    loaded = loaded or _load(args)
+    units = discover_units(loaded.model, args.units)
+    update, close = _progress_bar("collect", "text")
+    try:
+        responses = collect_responses(
+            loaded.model,
+            loaded.tokenizer,
+            data,
+            units,
+            pooling=args.pooling,
+            max_tokens=args.max_tokens,
+            batch_size=args.batch_size,
+            progress=update,
+            use_cache=not args.no_cache,
+            model_name=args.model,
+        )
+    finally:
+        close()
+    return responses, data
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from aura_core.models import PRESETS, discover_units, module_kind, preset_status, unit_width
+
+    if args.show:
+        loaded = _load(args)
+        modules = dict(loaded.model.named_modules())
+        units = discover_units(loaded.model, args.units)
+        per_kind: dict[str, int] = {}
+        for name in units:
+            per_kind[module_kind(name)] = per_kind.get(module_kind(name), 0) + unit_width(modules[name])
+        config = loaded.model.config
+        _emit(
+            {
+                "model": args.model,
+                "architecture": type(loaded.model).__name__,
+                "model_type": config.model_type,
+                "layers": getattr(config, "num_hidden_layers", None) or getattr(config, "n_layer", None),
+                "parameters": loaded.n_parameters,
+                "memory_mb": round(loaded.memory_bytes / 2**20, 1),
+                "device": str(loaded.device),
+                "dtype": str(loaded.model.dtype),
+                "unit_modules": len(units),
+                "units_per_kind": per_kind,
+                "load_seconds": round(loaded.load_seconds, 2),
+            },
+            args.format,
+            args.out,
+        )
+        return 0
+    rows = [
+        {"name": p.name, "status": preset_status(p.name), "description": p.description, "install": p.install}
+        for p in PRESETS.values()
+    ]
+    _emit(rows, args.format, args.out)
+    return 0
+
+
+def cmd_collect(args: argparse.Namespace) -> int:
+    responses, data = _collect(args)
+    if args.out:
+        responses.save(args.out)
+    summary = {
+        "texts": len(data),
+        "per_class": data.counts(),
+        "unit_modules": len(responses.per_module),
+        "units": responses.n_units,
+        "from_cache": bool(responses.meta.get("from_cache")),
+        "cache_key": responses.meta.get("cache_key"),
+        "out": args.out,
+        "notes": data.notes,
+    }
+    _emit(summary, "json", None)
+    return 0
+
+
+def cmd_fit(args: argparse.Namespace) -> int:
+    from aura_core.interventions import fit_intervention, unit_table
+    from aura_core.responses import Responses
+
+    responses = Responses.load(args.responses) if args.responses else _collect(args)[0]
+    intervention = fit_intervention(
+        responses, args.method, k=args.k, damp_alpha=args.damp_alpha, strength=args.strength
+    )
+    intervention.meta["model"] = intervention.meta.get("model") or args.model
+    intervention.save(args.out)
+    table = unit_table(intervention)
+    if args.table:
+        table.to_csv(args.table, index=False)
+    print(f"wrote {args.out}", file=sys.stderr)
+    top = table.head(args.top)
+    _emit(
+        {
+            "out": args.out,
+            "method": args.method,
+            "units": len(table),
+            "units_auroc_above": {f"{t:.1f}": int((table.auroc > t).sum()) for t in (0.5, 0.6, 0.7, 0.8, 0.9)},
+            "max_auroc": float(table.auroc.iloc[0]),
+            "units_changed": int((table.factor != 1.0).sum()),
+            "top_units": top[["module", "unit", "auroc", "alpha"]].to_dict(orient="records"),
+        }
+        if args.format == "json"
+        else top.to_dict(orient="records"),
+        args.format,
+        None,
+    )
+    return 0
+
+
+def _resolve_pre_prompt(value: str | None) -> str | None:
+    """A starter pre-prompt by name (``favourable:polite``) or the text itself."""
+    if not value:
+        return None
+    from aura_core.data import load_preprompts
+
+    for group, items in load_preprompts().items():
+        for item in items:
+            if value in (item["name"], f"{group}:{item['name']}"):
+                return item["text"]
+    return value
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from aura_core.data import load_prompts
+    from aura_core.generation import SAMPLING_PRESETS, generate
+    from aura_core.interventions import Intervention
+    from aura_core.scoring import load_scorer
+
+    settings = SAMPLING_PRESETS[args.preset]
+    changes = {
+        key: value
+        for key, value in {
+            "max_new_tokens": args.max_new_tokens,
+            "num_return_sequences": args.samples,
+            "temperature": args.temperature,
+            "top_p": args.top_p,
+            "repetition_penalty": args.repetition_penalty,
+        }.items()
+        if value is not None
+    }
+    settings = settings.with_(**changes)
+    if args.prompt:
+        prompts = list(args.prompt)
+    else:
+        prompts = [p.text for p in load_prompts(args.prompts, n=args.n_prompts, seed=args.seed, kind=args.kind)]
+    intervention = None
+    if args.intervention:
+        intervention = Intervention.load(args.intervention, strength=args.strength, method=args.method, k=args.k)
+    elif not args.baseline_only:
+        raise AuraError("give --intervention FILE (from `fit`), or --baseline-only")
+    loaded = _load(args)
+    scorer = load_scorer(args.scorer)
+    pre_prompt = _resolve_pre_prompt(args.pre_prompt)
+    conditions = [("baseline", None)] if (args.compare or args.baseline_only) else []
+    if intervention is not None:
+        conditions.append((intervention.method, intervention))
+    rows = []
+    for condition, iv in conditions:
+        update, close = _progress_bar(condition, "completion")
+        try:
+            outs = generate(
+                loaded.model,
+                loaded.tokenizer,
+                prompts,
+                pre_prompt=pre_prompt,
+                settings=settings,
+                seed=args.seed,
+                batch_size=args.batch_size,
+                intervention=iv,
+                progress=update,
+            )
+        finally:
+            close()
+        scores = scorer.score([g.completion for g in outs])
+        for g, score in zip(outs, scores):
+            rows.append({"condition": condition, **g.as_dict(), "toxicity": round(float(score), 6)})
+    _emit(rows, args.format, args.out)
+    for condition, _ in conditions:
+        values = [r["toxicity"] for r in rows if r["condition"] == condition]
+        share = sum(v > 0.5 for v in values) / len(values)
+        print(f"{condition}: mean toxicity {sum(values) / len(values):.4f}, toxic share {share:.3f} (n={len(values)})", file=sys.stderr)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from aura_core.interventions import Intervention, export_model
+
+    intervention = Intervention.load(args.intervention, strength=args.strength)
+    loaded = _load(args)
+    folder = export_model(loaded.model, loaded.tokenizer, intervention, args.out)
+    _emit({"out": str(folder), "method": intervention.method, "strength": intervention.strength}, "json", None)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from aura_core.generation import SAMPLING_PRESETS
+    from aura_core.interventions import METHODS
+    from aura_core.scoring import DEFAULT_SCORER
+
+    parser = argparse.ArgumentParser(prog="python -m aura_core", description="AurA: find and dampen the units of a language model that express a concept.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    models = sub.add_parser("models", help="list model presets, or inspect one model's units")
+    _add_model_args(models)
+    models.add_argument("--show", action="store_true", help="load --model and describe its units")
+    models.add_argument("--units", default=None, help="regex over module names (with --show)")
+    models.add_argument("--format", choices=["json", "csv"], default="json")
+    models.add_argument("--out", default=None, help="write to this file instead of stdout")
+    models.set_defaults(func=cmd_models)
+
+    collect = sub.add_parser("collect", help="pooled unit responses to concept texts (cached)")
+    _add_model_args(collect)
+    _add_collect_args(collect)
+    collect.add_argument("--out", default=None, help="also save the responses to this .safetensors file")
+    collect.set_defaults(func=cmd_collect)
+
+    fit = sub.add_parser("fit", help="per-unit AUROC and an intervention file")
+    _add_model_args(fit)
+    _add_collect_args(fit)
+    fit.add_argument("--responses", default=None, help="a file from `collect --out` (otherwise collect first)")
+    fit.add_argument("--method", choices=METHODS, default="aura")
+    fit.add_argument("--k", type=int, default=None, help="units acted on by det0/damp")
+    fit.add_argument("--damp-alpha", type=float, default=0.5, help="constant factor for damp (default 0.5)")
+    fit.add_argument("--strength", type=float, default=1.0, help="λ in [0, 1] (default 1)")
+    fit.add_argument("--out", required=True, help="intervention file to write (.safetensors)")
+    fit.add_argument("--table", default=None, help="write the per-unit AUROC table to this CSV")
+    fit.add_argument("--top", type=int, default=10, help="top units to print (default 10)")
+    fit.add_argument("--format", choices=["json", "csv"], default="json")
+    fit.set_defaults(func=cmd_fit)
+
+    gen = sub.add_parser("generate", help="seeded completions, baseline and/or intervened, with toxicity scores")
+    _add_model_args(gen)
+    gen.add_argument("--intervention", default=None, help="a file from `fit`")
+    gen.add_argument("--method", choices=METHODS, default=None, help="override the file's method")
+    gen.add_argument("--k", type=int, default=None, help="override k (det0/damp)")
+    gen.add_argument("--strength", type=float, default=None, help="override λ")
+    gen.add_argument("--compare", action="store_true", help="also run the baseline with the same seed")
+    gen.add_argument("--baseline-only", action="store_true", help="no intervention")
+    gen.add_argument("--prompt", action="append", help="a prompt (repeatable); otherwise --prompts")
+    gen.add_argument("--prompts", default="starter", help="'starter' or a prompt file (JSONL/CSV/lines)")
+    gen.add_argument("--kind", default=None, help="only prompts of this kind (e.g. provocative)")
+    gen.add_argument("--n-prompts", type=int, default=None, help="sample this many prompts")
+    gen.add_argument("--pre-prompt", default=None, help="text, or a starter name such as 'polite'")
+    gen.add_argument("--preset", choices=list(SAMPLING_PRESETS), default="demo")
+    gen.add_argument("--samples", type=int, default=None, help="completions per prompt")
+    gen.add_argument("--max-new-tokens", type=int, default=None)
+    gen.add_argument("--temperature", type=float, default=None)
+    gen.add_argument("--top-p", type=float, default=None)
+    gen.add_argument("--repetition-penalty", type=float, default=None)
+    gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--batch-size", type=int, default=32)
+    gen.add_argument("--scorer", default=DEFAULT_SCORER, help=f"toxicity scorer (default {DEFAULT_SCORER}) or an HF model id")
+    gen.add_argument("--format", choices=["json", "csv"], default="json")
+    gen.add_argument("--out", default=None)
+    gen.set_defaults(func=cmd_generate)
+
+    export = sub.add_parser("export", help="save the intervened model as an ordinary checkpoint folder")
+    _add_model_args(export)
+    export.add_argument("--intervention", required=True)
+    export.add_argument("--strength", type=float, default=None, help="override λ")
+    export.add_argument("--out", required=True, help="new folder to write")
+    export.set_defaults(func=cmd_export)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except AuraError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: finished chunks are cached; run the same command again to resume", file=sys.stderr)
+        return 130

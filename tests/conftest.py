@@ -1,0 +1,47 @@
+"""Shared fixtures: tiny random models for logic, the real default model for integration."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from aura_core.data import ConceptData
+from aura_core.tiny import load_tiny
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.fixture(params=["tiny-gpt2", "tiny-llama"])
+def tiny(request):
+    """Each logic test runs on a 2-layer GPT-2 (Conv1D) and a 2-layer Llama (nn.Linear)."""
+    return load_tiny(request.param, seed=0)
+
+
+@pytest.fixture
+def tiny_gpt2():
+    return load_tiny("tiny-gpt2", seed=0)
+
+
+@pytest.fixture
+def toy_data() -> ConceptData:
+    """Texts of varied length; label 1 texts contain the marker byte 'Z'."""
+    positives = [f"Z{'x' * (i % 7)} bad Z thing {i}" for i in range(12)]
+    negatives = [f"{'y' * (i % 5)} good thing number {i}" for i in range(12)]
+    texts = [t for pair in zip(positives, negatives) for t in pair]
+    labels = [1 - (i % 2) for i in range(len(texts))]
+    return ConceptData(texts, labels, "toy")
+
+
+def logits_of(model: torch.nn.Module, tokenizer, texts: list[str]) -> torch.Tensor:
+    encoded = tokenizer(texts, return_tensors="pt", padding=True)
+    with torch.inference_mode():
+        return model(**encoded).logits.clone()
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not (SHARED_DATA / "jigsaw_balanced.csv").is_file():
+        pytest.fail(f"real data missing: expected {SHARED_DATA} beside the checkout")
+    return SHARED_DATA

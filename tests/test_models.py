@@ -1,0 +1,62 @@
+import pytest
+import torch
+
+from aura_core.errors import ModelLoadError, UnitPatternError
+from aura_core.models import discover_units, layer_of, load_model, model_fingerprint, module_kind, unit_width
+from aura_core.tiny import load_tiny
+
+
+def test_discovers_the_paper_units_per_architecture():
+    gpt2 = load_tiny("tiny-gpt2").model
+    llama = load_tiny("tiny-llama").model
+    assert discover_units(gpt2) == [f"transformer.h.{i}.mlp.{m}" for i in range(2) for m in ("c_fc", "c_proj")]
+    assert discover_units(llama) == [
+        f"model.layers.{i}.mlp.{m}" for i in range(2) for m in ("gate_proj", "up_proj", "down_proj")
+    ]
+    modules = dict(gpt2.named_modules())
+    assert unit_width(modules["transformer.h.0.mlp.c_fc"]) == 64  # Conv1D: (in, out) weight
+    assert unit_width(modules["transformer.h.0.mlp.c_proj"]) == 16
+    assert layer_of("model.layers.12.mlp.up_proj") == 12 and module_kind("model.layers.12.mlp.up_proj") == "up_proj"
+
+
+def test_user_regex_uses_fullmatch_and_unmatched_pattern_lists_close_names():
+    llama = load_tiny("tiny-llama").model
+    assert discover_units(llama, r"model\.layers\.1\.mlp\.up_proj") == ["model.layers.1.mlp.up_proj"]
+    assert discover_units(llama, r".*up_proj") == ["model.layers.0.mlp.up_proj", "model.layers.1.mlp.up_proj"]
+    with pytest.raises(UnitPatternError, match="closest names: .*up_proj"):
+        discover_units(llama, r"model\.layers\.0\.mlp\.up_prj")
+    with pytest.raises(UnitPatternError, match="not a valid regex"):
+        discover_units(llama, r"model(")
+
+
+def test_local_folder_loads_like_a_hub_model(tmp_path):
+    tiny = load_tiny("tiny-llama", seed=3)
+    tiny.model.save_pretrained(tmp_path / "m")
+    tiny.tokenizer.save_pretrained(tmp_path / "m")
+    loaded = load_model(str(tmp_path / "m"), device="cpu")
+    assert loaded.tokenizer.padding_side == "left" and loaded.tokenizer.pad_token is not None
+    assert not loaded.model.training
+    assert model_fingerprint(loaded.model) == model_fingerprint(tiny.model)
+    ids = torch.tensor([[5, 6, 7]])
+    with torch.inference_mode():
+        assert torch.allclose(loaded.model(ids).logits, tiny.model(ids).logits, atol=1e-6)
+
+
+def test_unknown_names_and_unreachable_models_give_one_clear_line(tmp_path, monkeypatch):
+    with pytest.raises(ModelLoadError, match="did you mean 'smollm2-135m'"):
+        load_model("smollm2-135")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ModelLoadError, match="no config.json"):
+        load_model(str(tmp_path / "empty"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelLoadError, match="cannot be had here") as info:
+        load_model("nobody-owns/this-model-xyz", device="cpu")
+    assert "\n" not in str(info.value)
+
+
+def test_bad_device_and_dtype():
+    with pytest.raises(ModelLoadError, match="dtype"):
+        load_model("tiny-gpt2-not-real", dtype="float8")
+    if not torch.cuda.is_available():
+        with pytest.raises(ModelLoadError, match="no CUDA GPU"):
+            load_model("smollm2-135m", device="cuda")

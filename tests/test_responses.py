@@ -1,0 +1,77 @@
+import pytest
+import torch
+
+from aura_core.errors import DataError
+from aura_core.models import discover_units
+from aura_core.responses import CollectionCancelled, Responses, collect_responses
+
+
+def _collect(loaded, data, tmp_path, **kwargs):
+    units = discover_units(loaded.model)
+    kwargs.setdefault("cache_dir", tmp_path)
+    return collect_responses(loaded.model, loaded.tokenizer, data, units, **kwargs)
+
+
+def _unbatched_max(loaded, text: str, module_name: str) -> torch.Tensor:
+    module = dict(loaded.model.named_modules())[module_name]
+    seen = {}
+    handle = module.register_forward_hook(lambda m, i, o: seen.setdefault("out", o))
+    try:
+        with torch.inference_mode():
+            loaded.model(loaded.tokenizer(text, return_tensors="pt")["input_ids"])
+    finally:
+        handle.remove()
+    return seen["out"][0].amax(dim=0)
+
+
+def test_batched_pooling_equals_one_text_at_a_time(tiny, toy_data, tmp_path):
+    responses = _collect(tiny, toy_data, tmp_path, batch_size=5, max_tokens=64, use_cache=False)
+    for name, values in responses.per_module.items():
+        assert values.dtype == torch.float32 and values.shape[0] == len(toy_data)
+        for row in (0, 7, 23):
+            assert torch.allclose(values[row], _unbatched_max(tiny, toy_data.texts[row], name), atol=1e-5)
+    assert torch.equal(responses.labels, torch.tensor(toy_data.labels))
+
+
+def test_mean_pooling_and_token_budget(tiny_gpt2, toy_data, tmp_path):
+    short = _collect(tiny_gpt2, toy_data, tmp_path, pooling="mean", max_tokens=3, use_cache=False)
+    longer = _collect(tiny_gpt2, toy_data, tmp_path, pooling="mean", max_tokens=64, use_cache=False)
+    name = short.units[0]
+    assert not torch.allclose(short.per_module[name], longer.per_module[name])
+    with pytest.raises(DataError, match="pooling"):
+        _collect(tiny_gpt2, toy_data, tmp_path, pooling="median")
+
+
+def test_cache_hit_and_file_round_trip(tiny_gpt2, toy_data, tmp_path):
+    first = _collect(tiny_gpt2, toy_data, tmp_path)
+    again = _collect(tiny_gpt2, toy_data, tmp_path)
+    assert again.meta.get("from_cache") and not first.meta.get("from_cache")
+    for name in first.units:
+        assert torch.equal(first.per_module[name], again.per_module[name])
+    saved = Responses.load(first.save(tmp_path / "r.safetensors"))
+    assert saved.units == first.units and torch.equal(saved.labels, first.labels)
+
+
+def test_cancelled_run_resumes_where_it_stopped(tiny_gpt2, toy_data, tmp_path):
+    reference = _collect(tiny_gpt2, toy_data, tmp_path / "ref", batch_size=4, chunk_texts=8)
+    calls = {"n": 0}
+
+    def stop_after_three_batches() -> bool:
+        calls["n"] += 1
+        return calls["n"] > 3
+
+    with pytest.raises(CollectionCancelled, match="run again to resume"):
+        _collect(tiny_gpt2, toy_data, tmp_path / "run", batch_size=4, chunk_texts=8, should_stop=stop_after_three_batches)
+    seen = []
+    resumed = _collect(tiny_gpt2, toy_data, tmp_path / "run", batch_size=4, chunk_texts=8, progress=lambda d, t: seen.append(d))
+    assert seen[0] == 8  # two batches were saved as one chunk; the third was not, so it reruns
+    for name in reference.units:
+        assert torch.allclose(resumed.per_module[name], reference.per_module[name], atol=1e-6)
+    assert not list((tmp_path / "run").glob("*.parts"))
+
+
+def test_corrupt_responses_file_is_a_clear_error(tmp_path):
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"not a safetensors file")
+    with pytest.raises(DataError, match="not a readable responses file"):
+        Responses.load(bad)
