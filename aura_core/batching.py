@@ -10,7 +10,7 @@ import torch
 
 from aura_core.errors import DataError
 
-__all__ = ["tokenize_texts", "length_sorted_batches", "pad_right"]
+__all__ = ["length_sorted_batches", "pad_right", "tokenize_texts"]
 
 
 def tokenize_texts(tokenizer: object, texts: list[str], max_tokens: int, *, drop_bos: bool = True) -> list[list[int]]:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from aura_core.errors import AuraError
 
-__all__ = ["main", "build_parser"]
+__all__ = ["build_parser", "main"]
 
 
 def _progress_bar(desc: str, unit: str) -> tuple[Callable[[int, int], None], Callable[[], None]]:
@@ -60,7 +60,9 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
     from aura_core.models import DEFAULT_MODEL
 
     group = parser.add_argument_group("model")
-    group.add_argument("--model", default=DEFAULT_MODEL, help=f"preset, Hugging Face id or local folder (default {DEFAULT_MODEL})")
+    group.add_argument(
+        "--model", default=DEFAULT_MODEL, help=f"preset, Hugging Face id or local folder (default {DEFAULT_MODEL})"
+    )
     group.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto)")
     group.add_argument("--dtype", default="auto", help="auto, float32, bfloat16 or float16 (default auto)")
     group.add_argument("--device-map", default=None, help="'auto' spreads a large model over all devices")
@@ -178,9 +180,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
     from aura_core.responses import Responses
 
     responses = Responses.load(args.responses) if args.responses else _collect(args)[0]
-    intervention = fit_intervention(
-        responses, args.method, k=args.k, damp_alpha=args.damp_alpha, strength=args.strength
-    )
+    intervention = fit_intervention(responses, args.method, k=args.k, damp_alpha=args.damp_alpha, strength=args.strength)
     intervention.meta["model"] = intervention.meta.get("model") or args.model
     intervention.save(args.out)
     table = unit_table(intervention)
@@ -271,13 +271,16 @@ def cmd_generate(args: argparse.Namespace) -> int:
         finally:
             close()
         scores = scorer.score([g.completion for g in outs])
-        for g, score in zip(outs, scores):
+        for g, score in zip(outs, scores, strict=False):
             rows.append({"condition": condition, **g.as_dict(), "toxicity": round(float(score), 6)})
     _emit(rows, args.format, args.out)
     for condition, _ in conditions:
         values = [r["toxicity"] for r in rows if r["condition"] == condition]
         share = sum(v > 0.5 for v in values) / len(values)
-        print(f"{condition}: mean toxicity {sum(values) / len(values):.4f}, toxic share {share:.3f} (n={len(values)})", file=sys.stderr)
+        print(
+            f"{condition}: mean toxicity {sum(values) / len(values):.4f}, toxic share {share:.3f} (n={len(values)})",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -296,7 +299,9 @@ def build_parser() -> argparse.ArgumentParser:
     from aura_core.interventions import METHODS
     from aura_core.scoring import DEFAULT_SCORER
 
-    parser = argparse.ArgumentParser(prog="python -m aura_core", description="AurA: find and dampen the units of a language model that express a concept.")
+    parser = argparse.ArgumentParser(
+        prog="python -m aura_core", description="AurA: find and dampen the units of a language model that express a concept."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     models = sub.add_parser("models", help="list model presets, or inspect one model's units")

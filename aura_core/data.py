@@ -26,13 +26,13 @@ __all__ = [
     "MAX_FILE_BYTES",
     "ConceptData",
     "Prompt",
-    "load_concept_data",
-    "parse_concept_bytes",
     "balanced_sample",
-    "load_prompts",
-    "parse_prompt_bytes",
+    "load_concept_data",
     "load_neutral_texts",
     "load_preprompts",
+    "load_prompts",
+    "parse_concept_bytes",
+    "parse_prompt_bytes",
 ]
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
@@ -64,7 +64,7 @@ class ConceptData:
     def content_hash(self) -> str:
         """Hash of texts and labels in order: the cache key of anything computed from them."""
         digest = hashlib.sha256()
-        for text, label in zip(self.texts, self.labels):
+        for text, label in zip(self.texts, self.labels, strict=False):
             digest.update(f"{label}\t{len(text)}\t".encode())
             digest.update(text.encode("utf-8"))
         return digest.hexdigest()[:16]
@@ -94,9 +94,7 @@ def _decode(raw: bytes, name: str) -> str:
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as err:
-        raise DataError(
-            f"{name}: not UTF-8 (bad byte at position {err.start}); re-save the file as UTF-8"
-        ) from err
+        raise DataError(f"{name}: not UTF-8 (bad byte at position {err.start}); re-save the file as UTF-8") from err
 
 
 def _parse_label(value: object, name: str, row: int) -> int:
@@ -158,7 +156,7 @@ def _rows_from_text(text: str, name: str, fmt: str) -> list[dict]:
     for number, row in enumerate(table[1:], start=2):
         if len(row) != len(header):
             raise DataError(f"{name}: row {number} has {len(row)} fields, the header has {len(header)}")
-        rows.append(dict(zip(lowered, row)))
+        rows.append(dict(zip(lowered, row, strict=False)))
     return rows
 
 
@@ -182,9 +180,7 @@ def _concept_from_rows(rows: list[dict], name: str) -> ConceptData:
         if not isinstance(text, str) or not text.strip():
             continue
         label = _parse_label(row.get(label_key), name, number)
-        if jigsaw and label == 0 and any(
-            _parse_label(row.get(sub, 0), name, number) for sub in JIGSAW_SUBLABELS if sub in row
-        ):
+        if jigsaw and label == 0 and any(_parse_label(row.get(sub, 0), name, number) for sub in JIGSAW_SUBLABELS if sub in row):
             # As in the paper: a non-toxic row with any toxic sub-label is ambiguous, so it is dropped.
             dropped += 1
             continue

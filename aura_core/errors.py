@@ -9,7 +9,7 @@ data.csv: no 'label' column
 
 from __future__ import annotations
 
-__all__ = ["AuraError", "DataError", "ModelLoadError", "UnitPatternError", "InterventionError"]
+__all__ = ["AuraError", "DataError", "InterventionError", "ModelLoadError", "UnitPatternError"]
 
 
 class AuraError(Exception):

@@ -20,7 +20,7 @@ from torch import nn
 from aura_core.errors import AuraError
 from aura_core.interventions import Intervention, intervened
 
-__all__ = ["SamplingSettings", "SAMPLING_PRESETS", "Generation", "generate", "compose_prompt"]
+__all__ = ["SAMPLING_PRESETS", "Generation", "SamplingSettings", "compose_prompt", "generate"]
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,7 @@ class SamplingSettings:
         if not 0 < self.top_p <= 1:
             raise AuraError("top_p must be within (0, 1]")
 
-    def with_(self, **changes: object) -> "SamplingSettings":
+    def with_(self, **changes: object) -> SamplingSettings:
         return replace(self, **changes)
 
 
@@ -129,11 +129,9 @@ def generate(
                 torch.manual_seed(_batch_seed(seed, batch_index))
                 output = model.generate(**encoded, **gen_kwargs)
             new_tokens = output[:, encoded["input_ids"].shape[1] :]
-            for j, text in zip(batch, tokenizer.batch_decode(new_tokens, skip_special_tokens=True)):
+            for j, text in zip(batch, tokenizer.batch_decode(new_tokens, skip_special_tokens=True), strict=False):
                 completions[j] = text
             done += len(batch)
             if progress:
                 progress(done, len(jobs))
-    return [
-        Generation(i, s, prompts[i], pre_prompt or "", completions[j]) for j, (i, s) in enumerate(jobs)
-    ]
+    return [Generation(i, s, prompts[i], pre_prompt or "", completions[j]) for j, (i, s) in enumerate(jobs)]

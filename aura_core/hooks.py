@@ -15,9 +15,9 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-__all__ = ["unwrap_output", "rewrap_output", "exclusive"]
+__all__ = ["exclusive", "rewrap_output", "unwrap_output"]
 
-_LOCKS: "weakref.WeakKeyDictionary[nn.Module, threading.RLock]" = weakref.WeakKeyDictionary()
+_LOCKS: weakref.WeakKeyDictionary[nn.Module, threading.RLock] = weakref.WeakKeyDictionary()
 _LOCKS_GUARD = threading.Lock()
 
 

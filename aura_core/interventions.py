@@ -36,11 +36,11 @@ from aura_core.responses import Responses
 __all__ = [
     "METHODS",
     "Intervention",
-    "fit_intervention",
     "apply_hooks",
+    "export_model",
+    "fit_intervention",
     "fold_into_weights",
     "intervened",
-    "export_model",
     "unit_table",
 ]
 
@@ -79,7 +79,7 @@ class Intervention:
     def n_units(self) -> int:
         return sum(int(t.numel()) for t in self.auroc.values())
 
-    def with_strength(self, strength: float) -> "Intervention":
+    def with_strength(self, strength: float) -> Intervention:
         return replace(self, strength=float(strength))
 
     def alphas(self) -> dict[str, torch.Tensor]:
@@ -125,7 +125,7 @@ class Intervention:
         return path
 
     @classmethod
-    def load(cls, path: str | Path, **overrides: object) -> "Intervention":
+    def load(cls, path: str | Path, **overrides: object) -> Intervention:
         """Read a saved intervention; keyword ``overrides`` replace stored settings (e.g. ``strength``)."""
         path = Path(path)
         if not path.is_file():
@@ -164,7 +164,10 @@ def fit_intervention(responses: Responses, method: str = "aura", **settings: obj
     >>> iv = fit_intervention(responses, "det0", k=20)          # doctest: +SKIP
     """
     scores = {name: auroc(values, responses.labels).cpu() for name, values in responses.per_module.items()}
-    meta = {key: responses.meta.get(key) for key in ("model", "fingerprint", "data_source", "data_hash", "n_texts", "pooling", "max_tokens")}
+    meta = {
+        key: responses.meta.get(key)
+        for key in ("model", "fingerprint", "data_source", "data_hash", "n_texts", "pooling", "max_tokens")
+    }
     return Intervention(scores, method=method, meta=meta, **settings)
 
 

@@ -25,19 +25,19 @@ from torch import nn
 from aura_core.errors import ModelLoadError, UnitPatternError
 
 __all__ = [
-    "PRESETS",
     "DEFAULT_MODEL",
-    "Preset",
+    "PRESETS",
     "LoadedModel",
+    "Preset",
     "cache_root",
-    "resolve_device",
-    "load_model",
     "discover_units",
-    "unit_width",
     "layer_of",
-    "module_kind",
+    "load_model",
     "model_fingerprint",
+    "module_kind",
     "preset_status",
+    "resolve_device",
+    "unit_width",
 ]
 
 DEFAULT_MODEL = "smollm2-135m"
@@ -175,7 +175,7 @@ def _package_dir(package: str) -> Path | None:
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
         return None
-    return Path(list(spec.submodule_search_locations)[0])
+    return Path(next(iter(spec.submodule_search_locations)))
 
 
 def _gguf_location(preset: Preset) -> tuple[Path, str]:
@@ -375,9 +375,7 @@ def discover_units(model: nn.Module, pattern: str | None = None) -> list[str]:
     matched = [name for name in names if compiled.fullmatch(name)]
     if not matched:
         close = difflib.get_close_matches(pattern, names, n=5, cutoff=0.0)
-        raise UnitPatternError(
-            f"unit pattern {pattern!r} matches no module; closest names: {', '.join(close)}"
-        )
+        raise UnitPatternError(f"unit pattern {pattern!r} matches no module; closest names: {', '.join(close)}")
     return matched
 
 

@@ -29,8 +29,8 @@ from aura_core.hooks import exclusive, unwrap_output
 from aura_core.models import cache_root, model_fingerprint, unit_width
 
 __all__ = [
-    "Responses",
     "CollectionCancelled",
+    "Responses",
     "collect_responses",
     "responses_cache_key",
 ]
@@ -72,7 +72,7 @@ class Responses:
         return path
 
     @classmethod
-    def load(cls, path: str | Path) -> "Responses":
+    def load(cls, path: str | Path) -> Responses:
         path = Path(path)
         if not path.is_file():
             raise DataError(f"{path}: no such responses file")
@@ -206,9 +206,7 @@ def collect_responses(
                     continue
                 for batch in chunk:
                     if should_stop is not None and should_stop():
-                        raise CollectionCancelled(
-                            f"stopped after {completed} of {total} texts; run again to resume"
-                        )
+                        raise CollectionCancelled(f"stopped after {completed} of {total} texts; run again to resume")
                     input_ids, attention = pad_right([token_ids[i] for i in batch], pad_id, device)
                     hooks.set_batch(torch.tensor(batch), attention)
                     model(input_ids=input_ids, attention_mask=attention, use_cache=False)

@@ -22,7 +22,7 @@ from aura_core.batching import length_sorted_batches, pad_right, tokenize_texts
 from aura_core.errors import AuraError, ModelLoadError
 from aura_core.interventions import Intervention, intervened
 
-__all__ = ["ToxicityScorer", "ProfanityCheckScorer", "HFClassifierScorer", "DEFAULT_SCORER", "load_scorer", "perplexity"]
+__all__ = ["DEFAULT_SCORER", "HFClassifierScorer", "ProfanityCheckScorer", "ToxicityScorer", "load_scorer", "perplexity"]
 
 DEFAULT_SCORER = "profanity-check"
 

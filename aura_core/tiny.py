@@ -46,13 +46,24 @@ def load_tiny(name: str = "tiny-gpt2", seed: int = 0) -> LoadedModel:
     vocab = len(tokenizer)
     # A wide initialisation gives peaked next-token distributions, so an intervention visibly
     # changes what is sampled (the default 0.02 gives near-uniform logits).
-    common = {"initializer_range": 0.4, "vocab_size": vocab, "pad_token_id": tokenizer.pad_token_id, "eos_token_id": tokenizer.eos_token_id, "bos_token_id": None}
+    common = {
+        "initializer_range": 0.4,
+        "vocab_size": vocab,
+        "pad_token_id": tokenizer.pad_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+        "bos_token_id": None,
+    }
     if name == "tiny-gpt2":
         config = GPT2Config(n_layer=2, n_embd=16, n_head=2, n_positions=256, **common)
     elif name == "tiny-llama":
         config = LlamaConfig(
-            num_hidden_layers=2, hidden_size=16, intermediate_size=32, num_attention_heads=2,
-            num_key_value_heads=1, max_position_embeddings=256, **common,
+            num_hidden_layers=2,
+            hidden_size=16,
+            intermediate_size=32,
+            num_attention_heads=2,
+            num_key_value_heads=1,
+            max_position_embeddings=256,
+            **common,
         )
     else:
         raise ValueError(f"unknown tiny model {name!r}: one of {TINY_MODELS}")

@@ -29,7 +29,7 @@ def toy_data() -> ConceptData:
     """Texts of varied length; label 1 texts contain the marker byte 'Z'."""
     positives = [f"Z{'x' * (i % 7)} bad Z thing {i}" for i in range(12)]
     negatives = [f"{'y' * (i % 5)} good thing number {i}" for i in range(12)]
-    texts = [t for pair in zip(positives, negatives) for t in pair]
+    texts = [t for pair in zip(positives, negatives, strict=False) for t in pair]
     labels = [1 - (i % 2) for i in range(len(texts))]
     return ConceptData(texts, labels, "toy")
 

@@ -33,12 +33,12 @@ def test_starter_prompts_neutral_text_and_preprompts():
 
 def test_jigsaw_kaggle_layout_drops_ambiguous_non_toxic_rows():
     raw = (
-        "id,comment_text,toxic,severe_toxic,obscene,threat,insult,identity_hate\n"
-        "a,you are awful,1,0,0,0,1,0\n"
-        "b,nice edit thanks,0,0,0,0,0,0\n"
-        "c,borderline rude remark,0,0,1,0,0,0\n"
-        "d,great work,0,0,0,0,0,0\n"
-    ).encode()
+        b"id,comment_text,toxic,severe_toxic,obscene,threat,insult,identity_hate\n"
+        b"a,you are awful,1,0,0,0,1,0\n"
+        b"b,nice edit thanks,0,0,0,0,0,0\n"
+        b"c,borderline rude remark,0,0,1,0,0,0\n"
+        b"d,great work,0,0,0,0,0,0\n"
+    )
     parsed = parse_concept_bytes(raw, "train.csv")
     assert parsed.texts == ["you are awful", "nice edit thanks", "great work"]
     assert parsed.labels == [1, 0, 0]

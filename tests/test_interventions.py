@@ -1,5 +1,6 @@
 import pytest
 import torch
+from conftest import logits_of
 from transformers import AutoModelForCausalLM
 
 from aura_core.errors import InterventionError
@@ -14,7 +15,6 @@ from aura_core.interventions import (
 )
 from aura_core.models import discover_units, unit_width
 from aura_core.responses import collect_responses
-from conftest import logits_of
 
 TEXTS = ["hello there, friend", "Zap! you are a Z", "a"]
 

@@ -10,9 +10,7 @@ def test_discovers_the_paper_units_per_architecture():
     gpt2 = load_tiny("tiny-gpt2").model
     llama = load_tiny("tiny-llama").model
     assert discover_units(gpt2) == [f"transformer.h.{i}.mlp.{m}" for i in range(2) for m in ("c_fc", "c_proj")]
-    assert discover_units(llama) == [
-        f"model.layers.{i}.mlp.{m}" for i in range(2) for m in ("gate_proj", "up_proj", "down_proj")
-    ]
+    assert discover_units(llama) == [f"model.layers.{i}.mlp.{m}" for i in range(2) for m in ("gate_proj", "up_proj", "down_proj")]
     modules = dict(gpt2.named_modules())
     assert unit_width(modules["transformer.h.0.mlp.c_fc"]) == 64  # Conv1D: (in, out) weight
     assert unit_width(modules["transformer.h.0.mlp.c_proj"]) == 16
@@ -23,7 +21,7 @@ def test_user_regex_uses_fullmatch_and_unmatched_pattern_lists_close_names():
     llama = load_tiny("tiny-llama").model
     assert discover_units(llama, r"model\.layers\.1\.mlp\.up_proj") == ["model.layers.1.mlp.up_proj"]
     assert discover_units(llama, r".*up_proj") == ["model.layers.0.mlp.up_proj", "model.layers.1.mlp.up_proj"]
-    with pytest.raises(UnitPatternError, match="closest names: .*up_proj"):
+    with pytest.raises(UnitPatternError, match=r"closest names: .*up_proj"):
         discover_units(llama, r"model\.layers\.0\.mlp\.up_prj")
     with pytest.raises(UnitPatternError, match="not a valid regex"):
         discover_units(llama, r"model(")
@@ -46,7 +44,7 @@ def test_unknown_names_and_unreachable_models_give_one_clear_line(tmp_path, monk
     with pytest.raises(ModelLoadError, match="did you mean 'smollm2-135m'"):
         load_model("smollm2-135")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ModelLoadError, match="no config.json"):
+    with pytest.raises(ModelLoadError, match=r"no config\.json"):
         load_model(str(tmp_path / "empty"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ModelLoadError, match="cannot be had here") as info:
