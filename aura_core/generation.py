@@ -11,7 +11,8 @@ so paired completions differ only by the intervention.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, replace
 
 import torch
@@ -20,7 +21,7 @@ from torch import nn
 from aura_core.errors import AuraError
 from aura_core.interventions import Intervention, intervened
 
-__all__ = ["SAMPLING_PRESETS", "Generation", "SamplingSettings", "compose_prompt", "generate"]
+__all__ = ["SAMPLING_PRESETS", "Generation", "SamplingSettings", "compose_prompt", "generate", "stream_completion"]
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,15 @@ def compose_prompt(prompt: str, pre_prompt: str | None) -> str:
     return f"{pre_prompt.strip()}\n{prompt}" if pre_prompt and pre_prompt.strip() else prompt
 
 
+def _generate_kwargs(settings: SamplingSettings, tokenizer: object) -> dict:
+    kwargs = {"max_new_tokens": settings.max_new_tokens, "do_sample": settings.do_sample, "pad_token_id": tokenizer.pad_token_id}
+    if settings.do_sample:
+        kwargs.update(temperature=settings.temperature, top_p=settings.top_p, top_k=settings.top_k)
+    if settings.repetition_penalty != 1.0:
+        kwargs["repetition_penalty"] = settings.repetition_penalty
+    return kwargs
+
+
 def _batch_seed(seed: int, batch_index: int) -> int:
     return int.from_bytes(hashlib.sha256(f"{seed}:{batch_index}".encode()).digest()[:7], "little")
 
@@ -110,15 +120,7 @@ def generate(
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     device = next(model.parameters()).device
     completions: dict[int, str] = {}
-    gen_kwargs = {
-        "max_new_tokens": settings.max_new_tokens,
-        "do_sample": settings.do_sample,
-        "pad_token_id": tokenizer.pad_token_id,
-    }
-    if settings.do_sample:
-        gen_kwargs.update(temperature=settings.temperature, top_p=settings.top_p, top_k=settings.top_k)
-    if settings.repetition_penalty != 1.0:
-        gen_kwargs["repetition_penalty"] = settings.repetition_penalty
+    gen_kwargs = _generate_kwargs(settings, tokenizer)
     tokenizer.padding_side = "left"
     done = 0
     with intervened(model, intervention, mode), torch.inference_mode():
@@ -135,3 +137,47 @@ def generate(
             if progress:
                 progress(done, len(jobs))
     return [Generation(i, s, prompts[i], pre_prompt or "", completions[j]) for j, (i, s) in enumerate(jobs)]
+
+
+def stream_completion(
+    model: nn.Module,
+    tokenizer: object,
+    prompt: str,
+    *,
+    pre_prompt: str | None = None,
+    settings: SamplingSettings = SamplingSettings(),
+    seed: int = 0,
+    intervention: Intervention | None = None,
+    mode: str = "fold",
+) -> Iterator[str]:
+    """Yield one completion piece by piece as it is sampled.
+
+    It draws the same random stream as ``generate([prompt], ...)`` for its first sample, so a
+    streamed demo and a batch run with the same seed agree. The model's lock is held by the
+    generating thread for the whole completion.
+    """
+    from transformers import TextIteratorStreamer
+
+    streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=600)
+    device = next(model.parameters()).device
+    encoded = tokenizer([compose_prompt(prompt, pre_prompt)], return_tensors="pt").to(device)
+    kwargs = {**_generate_kwargs(settings, tokenizer), "num_return_sequences": 1, "streamer": streamer}
+    failure: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            with intervened(model, intervention, mode), torch.inference_mode():
+                devices = [device.index or 0] if device.type == "cuda" else []
+                with torch.random.fork_rng(devices=devices):
+                    torch.manual_seed(_batch_seed(seed, 0))
+                    model.generate(**encoded, **kwargs)
+        except BaseException as err:  # re-raised in the consumer's thread below
+            failure.append(err)
+            streamer.end()
+
+    thread = threading.Thread(target=work, daemon=True)
+    thread.start()
+    yield from streamer
+    thread.join()
+    if failure:
+        raise failure[0]

@@ -24,7 +24,8 @@ from pathlib import Path
 import pandas as pd
 import torch
 from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as save_bytes
 from torch import nn
 
 from aura_core.auroc import auroc
@@ -110,17 +111,17 @@ class Intervention:
     def settings(self) -> dict:
         return {"method": self.method, "strength": self.strength, "k": self.k, "damp_alpha": self.damp_alpha}
 
-    def save(self, path: str | Path) -> Path:
+    def to_bytes(self) -> bytes:
         """Per-unit AUROC (float64) in safetensors, settings and provenance in its JSON header."""
+        header = {"settings": self.settings(), "meta": self.meta, "units": list(self.auroc)}
+        tensors = {name: t.to(torch.float64).contiguous() for name, t in self.auroc.items()}
+        return save_bytes(tensors, metadata={"aura_intervention": json.dumps(header, default=str)})
+
+    def save(self, path: str | Path) -> Path:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        header = {"settings": self.settings(), "meta": self.meta, "units": list(self.auroc)}
         tmp = path.with_name(path.name + ".tmp")
-        save_file(
-            {name: t.to(torch.float64).contiguous() for name, t in self.auroc.items()},
-            str(tmp),
-            metadata={"aura_intervention": json.dumps(header)},
-        )
+        tmp.write_bytes(self.to_bytes())
         os.replace(tmp, path)
         return path
 

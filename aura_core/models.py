@@ -284,6 +284,11 @@ def load_model(
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     started = time.perf_counter()
+    if name_or_path.startswith("tiny-"):
+        from aura_core.tiny import TINY_MODELS, load_tiny
+
+        if name_or_path in TINY_MODELS:
+            return load_tiny(name_or_path)
     target_device = resolve_device(device)
     torch_dtype = _resolve_dtype(dtype)
     if torch_dtype is None:

@@ -1,0 +1,152 @@
+"""Looking at one unit: what drives it token by token, and what its output writes into the vocabulary.
+
+>>> acts = token_activations(model, tok, texts, "model.layers.5.mlp.gate_proj", 1343)   # doctest: +SKIP
+>>> acts[0].tokens[:3], acts[0].values[:3]                                              # doctest: +SKIP
+(['You', ' are', ' a'], [0.1, -0.3, 2.7])
+>>> vocabulary_effect(model, tok, "model.layers.5.mlp.gate_proj", 1343).promoted[:3]    # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from aura_core.batching import pad_right, tokenize_texts
+from aura_core.errors import UnitPatternError
+from aura_core.hooks import exclusive, unwrap_output
+from aura_core.models import unit_width
+
+__all__ = ["TokenActivations", "VocabularyEffect", "output_direction", "token_activations", "vocabulary_effect"]
+
+
+@dataclass(frozen=True)
+class TokenActivations:
+    """One text's tokens and the unit's output at each of them; ``peak`` is the argmax token."""
+
+    text: str
+    tokens: list[str]
+    values: list[float]
+
+    @property
+    def peak(self) -> int:
+        return max(range(len(self.values)), key=self.values.__getitem__)
+
+
+@dataclass(frozen=True)
+class VocabularyEffect:
+    """Tokens whose logits the unit's output direction raises (promoted) and lowers (suppressed)."""
+
+    promoted: list[tuple[str, float]]
+    suppressed: list[tuple[str, float]]
+    direction: str
+
+
+def token_activations(
+    model: nn.Module,
+    tokenizer: object,
+    texts: list[str],
+    module_name: str,
+    unit: int,
+    *,
+    max_tokens: int = 64,
+) -> list[TokenActivations]:
+    """The unit's output at every token of each text (same tokenisation as collection)."""
+    module = _module(model, module_name, unit)
+    token_ids = tokenize_texts(tokenizer, texts, max_tokens)
+    input_ids, attention = pad_right(token_ids, tokenizer.pad_token_id or 0, next(model.parameters()).device)
+    seen: dict[str, torch.Tensor] = {}
+
+    def hook(mod: nn.Module, inputs: object, output: object) -> None:
+        seen["out"] = unwrap_output(output)[..., unit].float().cpu()
+
+    with exclusive(model), torch.inference_mode():
+        handle = module.register_forward_hook(hook)
+        try:
+            model(input_ids=input_ids, attention_mask=attention, use_cache=False)
+        finally:
+            handle.remove()
+    results = []
+    for row, ids in enumerate(token_ids):
+        pieces = [tokenizer.decode([token]) for token in ids]
+        results.append(TokenActivations(texts[row], pieces, seen["out"][row, : len(ids)].tolist()))
+    return results
+
+
+def _module(model: nn.Module, module_name: str, unit: int) -> nn.Module:
+    modules = dict(model.named_modules())
+    if module_name not in modules:
+        raise UnitPatternError(f"no module {module_name!r} in this model")
+    width = unit_width(modules[module_name])
+    if not 0 <= unit < width:
+        raise UnitPatternError(f"unit {unit} is out of range: {module_name} has {width} units")
+    return modules[module_name]
+
+
+def _down_projection(model: nn.Module, module_name: str) -> tuple[str, nn.Module] | None:
+    """The layer that maps this unit's MLP activations back into the residual stream, if any."""
+    parent, _, own = module_name.rpartition(".")
+    modules = dict(model.named_modules())
+    for candidate in ("down_proj", "c_proj", "dense_4h_to_h", "fc2"):
+        name = f"{parent}.{candidate}" if parent else candidate
+        if name in modules and candidate != own:
+            return name, modules[name]
+    return None
+
+
+def output_direction(model: nn.Module, module_name: str, unit: int) -> tuple[torch.Tensor, str]:
+    """The residual-stream vector one unit of output adds, and how it was found.
+
+    Intermediate units (gate/up/c_fc...) write through the down projection's column for that
+    unit; units of a layer that already outputs the residual (down_proj/c_proj) are one axis.
+    """
+    module = _module(model, module_name, unit)
+    hidden = model.get_output_embeddings().weight.shape[1]
+    if unit_width(module) == hidden and not re.search(r"(gate|up)_proj$|c_fc$|h_to_4h$|fc1$", module_name):
+        direction = torch.zeros(hidden)
+        direction[unit] = 1.0
+        return direction, f"residual axis {unit}"
+    down = _down_projection(model, module_name)
+    if down is None:
+        raise UnitPatternError(f"cannot find where {module_name} writes into the residual stream")
+    name, layer = down
+    weight = layer.weight.detach().float().cpu()
+    # nn.Linear stores (out, in): the unit's column; GPT-2's Conv1D stores (in, out): its row.
+    column = weight[:, unit] if isinstance(layer, nn.Linear) else weight[unit]
+    return column, f"column {unit} of {name}"
+
+
+def vocabulary_effect(model: nn.Module, tokenizer: object, module_name: str, unit: int, k: int = 12) -> VocabularyEffect:
+    """Project the unit's output direction through the final norm's scale and the unembedding."""
+    direction, how = output_direction(model, module_name, unit)
+    with torch.no_grad():
+        unembed = model.get_output_embeddings().weight.detach().float().cpu()
+        norm = _final_norm_scale(model)
+        if norm is not None:
+            direction = direction * norm
+        logits = unembed @ direction
+    top = torch.topk(logits, k)
+    bottom = torch.topk(-logits, k)
+
+    def label(index: int) -> str:
+        return tokenizer.decode([index])
+
+    return VocabularyEffect(
+        promoted=[(label(i), float(v)) for v, i in zip(top.values.tolist(), top.indices.tolist(), strict=True)],
+        suppressed=[(label(i), -float(v)) for v, i in zip(bottom.values.tolist(), bottom.indices.tolist(), strict=True)],
+        direction=how,
+    )
+
+
+def _final_norm_scale(model: nn.Module) -> torch.Tensor | None:
+    base = getattr(model, getattr(model, "base_model_prefix", ""), model)
+    for attr in ("norm", "ln_f", "final_layer_norm", "final_layernorm"):
+        norm = getattr(base, attr, None)
+        weight = getattr(norm, "weight", None)
+        if weight is not None:
+            scale = weight.detach().float().cpu()
+            # Gemma stores its RMSNorm scale as an offset from 1.
+            return scale + 1.0 if "gemma" in str(getattr(model.config, "model_type", "")) else scale
+    return None

@@ -1,0 +1,130 @@
+"""Plotly figures over plain tables, shared by the app and the reports.
+
+Figures are built from summaries (quantiles, bin counts), never from one marker per unit, so
+a model with a million units still draws instantly in a browser.
+
+>>> fig = experts_per_layer(unit_table(aura))               # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+__all__ = [
+    "COLORS",
+    "THRESHOLDS",
+    "alpha_histogram",
+    "auroc_by_layer",
+    "experts_per_layer",
+    "layer_summary",
+    "response_distributions",
+    "roc_figure",
+]
+
+THRESHOLDS = (0.5, 0.6, 0.7, 0.8)
+COLORS = {"toxic": "#d62728", "non-toxic": "#1f77b4", "baseline": "#7f7f7f", "aura": "#2ca02c"}
+_LAYOUT = {"template": "plotly_white", "margin": {"l": 50, "r": 20, "t": 50, "b": 40}}
+
+
+def layer_summary(table: pd.DataFrame, thresholds: tuple[float, ...] = THRESHOLDS) -> pd.DataFrame:
+    """Per layer and module kind: unit count, AUROC quantiles, and units above each threshold."""
+    grouped = table.groupby(["kind", "layer"]).auroc
+    summary = grouped.describe(percentiles=[0.25, 0.5, 0.75])[["count", "min", "25%", "50%", "75%", "max"]]
+    for threshold in thresholds:
+        summary[f"above_{threshold:.1f}"] = grouped.apply(lambda s, t=threshold: int((s > t).sum()))
+    return summary.reset_index()
+
+
+def auroc_by_layer(table: pd.DataFrame, style: str = "box", max_points_per_layer: int = 1500, seed: int = 0) -> go.Figure:
+    """AUROC distribution per layer, one panel per module kind (box from exact quantiles, or violin)."""
+    kinds = list(dict.fromkeys(table.kind))
+    fig = make_subplots(rows=len(kinds), cols=1, shared_xaxes=True, subplot_titles=kinds, vertical_spacing=0.08)
+    if style == "box":
+        summary = layer_summary(table)
+        for row, kind in enumerate(kinds, start=1):
+            part = summary[summary.kind == kind]
+            fig.add_trace(
+                go.Box(
+                    x=part.layer,
+                    q1=part["25%"],
+                    median=part["50%"],
+                    q3=part["75%"],
+                    lowerfence=part["min"],
+                    upperfence=part["max"],
+                    name=kind,
+                    marker_color="#636efa",
+                    showlegend=False,
+                ),
+                row=row,
+                col=1,
+            )
+    else:
+        rng = np.random.default_rng(seed)
+        for row, kind in enumerate(kinds, start=1):
+            part = table[table.kind == kind]
+            sampled = part.groupby("layer", group_keys=False).apply(
+                lambda g: g.iloc[rng.permutation(len(g))[:max_points_per_layer]]
+            )
+            fig.add_trace(
+                go.Violin(x=sampled.layer, y=sampled.auroc, name=kind, points=False, showlegend=False, line_color="#636efa"),
+                row=row,
+                col=1,
+            )
+    for row in range(1, len(kinds) + 1):
+        fig.add_hline(y=0.5, line_dash="dot", line_color="grey", row=row, col=1)
+        fig.update_yaxes(title_text="AUROC", row=row, col=1)
+    fig.update_xaxes(title_text="layer", row=len(kinds), col=1)
+    fig.update_layout(title="AUROC of every unit, per layer", height=260 * len(kinds) + 80, **_LAYOUT)
+    return fig
+
+
+def experts_per_layer(table: pd.DataFrame, thresholds: tuple[float, ...] = THRESHOLDS) -> go.Figure:
+    """How many units per layer exceed each AUROC threshold (all module kinds together)."""
+    fig = go.Figure()
+    for threshold in thresholds:
+        counts = table[table.auroc > threshold].groupby("layer").size()
+        counts = counts.reindex(sorted(table.layer.unique()), fill_value=0)
+        fig.add_trace(go.Scatter(x=counts.index, y=counts.values, mode="lines+markers", name=f"AUROC > {threshold:.1f}"))
+    fig.update_layout(title="Units above each AUROC threshold, per layer", xaxis_title="layer", yaxis_title="units", **_LAYOUT)
+    fig.update_yaxes(type="log")
+    return fig
+
+
+def alpha_histogram(table: pd.DataFrame, bins: int = 40) -> go.Figure:
+    """Histogram of AurA's α over the units it dampens (α < 1)."""
+    alphas = table.alpha[table.alpha < 1.0].to_numpy()
+    counts, edges = np.histogram(alphas, bins=bins, range=(0.0, 1.0))
+    centers = (edges[:-1] + edges[1:]) / 2
+    fig = go.Figure(go.Bar(x=centers, y=counts, width=np.diff(edges), marker_color=COLORS["aura"]))
+    fig.update_layout(
+        title=f"α of the {len(alphas):,} dampened units (α = 1 for the rest)",
+        xaxis_title="α (output multiplier)",
+        yaxis_title="units",
+        **_LAYOUT,
+    )
+    return fig
+
+
+def response_distributions(values: np.ndarray, labels: np.ndarray, title: str = "Pooled response") -> go.Figure:
+    """Overlaid histograms of one unit's pooled response for toxic and non-toxic texts."""
+    fig = go.Figure()
+    for label, name in ((1, "toxic"), (0, "non-toxic")):
+        fig.add_trace(go.Histogram(x=values[labels == label], name=name, opacity=0.6, marker_color=COLORS[name], nbinsx=40))
+    fig.update_layout(barmode="overlay", title=title, xaxis_title="max activation over tokens", yaxis_title="texts", **_LAYOUT)
+    return fig
+
+
+def roc_figure(values: np.ndarray, labels: np.ndarray, auroc_value: float) -> go.Figure:
+    """ROC curve of one unit as a toxicity classifier."""
+    from sklearn.metrics import roc_curve
+
+    fpr, tpr, _ = roc_curve(labels, values)
+    fig = go.Figure(go.Scatter(x=fpr, y=tpr, mode="lines", name="unit", line_color=COLORS["toxic"]))
+    fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="chance", line={"dash": "dot", "color": "grey"}))
+    fig.update_layout(
+        title=f"ROC (AUROC {auroc_value:.3f})", xaxis_title="false positive rate", yaxis_title="true positive rate", **_LAYOUT
+    )
+    return fig

@@ -1,0 +1,207 @@
+"""Generate side by side: the same prompt and seed, without and with the intervention."""
+
+import dataclasses
+import io
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from aura_core import SAMPLING_PRESETS, AuraError, SamplingSettings, generate, load_preprompts, load_prompts
+from aura_core.generation import stream_completion
+from aura_core.interventions import export_model
+from aura_core.models import cache_root
+from studio.resources import cached_experts, get_scorer
+from studio.state import require_model, share_in_url
+from studio.view import side_title, toxicity_badge, word_diff_html
+
+st.title("Generate side by side")
+loaded = require_model()
+experts = cached_experts(st.session_state.get("experts_spec"))
+if experts is None:
+    st.info("Find the experts of this model first: the intervention is built from their AUROC.")
+    st.page_link("pages/find_experts.py", label="Go to Find experts", icon=":material/search:")
+    st.stop()
+
+prompts = load_prompts()
+preprompts = load_preprompts()
+PRE_OPTIONS = (
+    ["none"] + [f"{group}:{p['name']}" for group in ("favourable", "adversarial") for p in preprompts[group]] + ["custom"]
+)
+PRE_TEXT = {f"{group}:{p['name']}": p["text"] for group in preprompts for p in preprompts[group]}
+
+st.session_state.setdefault("prompt_text", next(p.text for p in prompts if p.kind == "provocative"))
+if st.session_state.get("pre_prompt_choice") not in PRE_OPTIONS:
+    st.session_state["pre_prompt_choice"] = "none"
+
+
+def _use_preset() -> None:
+    st.session_state["prompt_text"] = st.session_state["prompt_preset"]
+
+
+left, right = st.columns([3, 2])
+with left:
+    st.selectbox(
+        "Prompt presets",
+        [p.text for p in prompts],
+        index=None,
+        placeholder="Pick a starter prompt (provocative and neutral)…",
+        key="prompt_preset",
+        on_change=_use_preset,
+    )
+    prompt = st.text_area("Prompt", key="prompt_text", height=80, max_chars=2000)
+    pre_choice = st.selectbox(
+        "Pre-prompt", PRE_OPTIONS, key="pre_prompt_choice", help="Text put before the prompt; it never appears in the output."
+    )
+    if pre_choice == "custom":
+        pre_prompt = st.text_input("Custom pre-prompt", key="pre_prompt_custom")
+    else:
+        pre_prompt = PRE_TEXT.get(pre_choice, "")
+        if pre_prompt:
+            st.caption(f"“{pre_prompt}”")
+with right:
+    method = st.radio(
+        "Method",
+        ["aura", "det0", "damp"],
+        horizontal=True,
+        key="method",
+        format_func={"aura": "AurA", "det0": "Det0", "damp": "Damp"}.get,
+    )
+    strength = st.slider("Strength λ", 0.0, 1.0, 1.0, 0.05, key="strength", help="0 is the plain model; 1 is the full method.")
+    k = st.number_input(
+        "k (top units)",
+        1,
+        experts.intervention.n_units,
+        min(200, experts.intervention.n_units),
+        key="k",
+        disabled=method == "aura",
+    )
+    damp_alpha = st.slider("Damp α", 0.0, 1.0, 0.5, 0.05, key="damp_alpha", disabled=method != "damp")
+with st.expander("Sampling", expanded=False):
+    cols = st.columns(6)
+    preset_name = cols[0].selectbox("Preset", list(SAMPLING_PRESETS), key="sampling_preset")
+    base = SAMPLING_PRESETS[preset_name]
+    max_new = cols[1].number_input("New tokens", 1, 256, base.max_new_tokens, key=f"max_new_{preset_name}")
+    temperature = cols[2].number_input("Temperature", 0.05, 3.0, base.temperature, 0.05, key=f"temp_{preset_name}")
+    top_p = cols[3].number_input("top_p", 0.05, 1.0, base.top_p, 0.05, key=f"top_p_{preset_name}")
+    repetition = cols[4].number_input("Repetition penalty", 1.0, 2.0, base.repetition_penalty, 0.05, key=f"rep_{preset_name}")
+    seed = cols[5].number_input("Seed", 0, 2**31 - 1, 0, key="gen_seed")
+    samples = st.slider(
+        "Samples per side", 1, 25, 1, key="samples", help="With several samples the mean toxicity of each side is shown."
+    )
+
+share_in_url(method=method, strength=strength, prompt=prompt, pre=pre_choice)
+try:
+    intervention = dataclasses.replace(experts.intervention, method=method, strength=strength, k=int(k), damp_alpha=damp_alpha)
+    settings = SamplingSettings(max_new_tokens=int(max_new), temperature=temperature, top_p=top_p, repetition_penalty=repetition)
+except AuraError as err:
+    st.error(f"Settings cannot be used: {err}")
+    st.stop()
+
+if not st.button("Generate", type="primary", disabled=not prompt.strip()):
+    if "last_generation" not in st.session_state:
+        st.stop()
+else:
+    scorer = get_scorer("profanity-check")
+    columns = st.columns(2)
+    texts: dict[str, str] = {}
+    for column, (side, iv) in zip(columns, (("baseline", None), (method, intervention)), strict=True):
+        with column:
+            st.markdown(f"#### {side_title(side, strength)}")
+            try:
+                texts[side] = st.write_stream(
+                    stream_completion(
+                        loaded.model,
+                        loaded.tokenizer,
+                        prompt,
+                        pre_prompt=pre_prompt,
+                        settings=settings,
+                        seed=int(seed),
+                        intervention=iv,
+                    )
+                )
+            except AuraError as err:
+                st.error(str(err))
+                st.stop()
+    rows = []
+    if samples > 1:
+        with st.spinner(f"Sampling {samples} completions per side…"):
+            for side, iv in (("baseline", None), (method, intervention)):
+                outs = generate(
+                    loaded.model,
+                    loaded.tokenizer,
+                    [prompt],
+                    pre_prompt=pre_prompt,
+                    settings=settings.with_(num_return_sequences=samples),
+                    seed=int(seed),
+                    intervention=iv,
+                )
+                rows += [{"side": side, "sample": g.sample, "completion": g.completion} for g in outs]
+    else:
+        rows = [{"side": side, "sample": 0, "completion": text} for side, text in texts.items()]
+    frame = pd.DataFrame(rows)
+    frame["toxicity"] = scorer.score(frame.completion.tolist())
+    streamed = pd.DataFrame([{"side": s, "completion": t} for s, t in texts.items()])
+    streamed["toxicity"] = scorer.score(streamed.completion.tolist())
+    st.session_state["last_generation"] = {
+        "prompt": prompt,
+        "pre_prompt": pre_prompt,
+        "method": method,
+        "strength": strength,
+        "seed": int(seed),
+        "streamed": streamed,
+        "samples": frame,
+    }
+    st.rerun()
+
+result = st.session_state["last_generation"]
+streamed, frame = result["streamed"], result["samples"]
+st.caption(
+    f"Prompt “{result['prompt']}” · pre-prompt: {result['pre_prompt'] or 'none'} · seed {result['seed']} · same random stream on both sides"
+)
+left_html, right_html = word_diff_html(streamed.completion.iloc[0], streamed.completion.iloc[1])
+columns = st.columns(2)
+for column, (_, row), body in zip(columns, streamed.iterrows(), (left_html, right_html), strict=True):
+    with column, st.container(border=True):
+        st.markdown(
+            f"**{side_title(row.side, result['strength'])}** · {toxicity_badge(float(row.toxicity))}", unsafe_allow_html=True
+        )
+        st.markdown(body, unsafe_allow_html=True)
+if len(frame) > 2:
+    means = frame.groupby("side", sort=False).toxicity.agg(["mean", lambda s: float(np.mean(s > 0.5))])
+    means.columns = ["mean toxicity", "toxic share"]
+    cols = st.columns(len(means))
+    for col, (side, row) in zip(cols, means.iterrows(), strict=True):
+        col.metric(
+            f"{side}: mean toxicity over {int((frame.side == side).sum())}",
+            f"{row['mean toxicity']:.3f}",
+            f"toxic share {row['toxic share']:.0%}",
+            delta_color="off",
+        )
+    st.dataframe(frame, hide_index=True, width="stretch")
+st.download_button(
+    "Generations (CSV)",
+    frame.assign(prompt=result["prompt"], pre_prompt=result["pre_prompt"]).to_csv(index=False).encode(),
+    "generations.csv",
+    "text/csv",
+)
+
+with st.expander("Export the intervened model as a checkpoint"):
+    st.write("Writes an ordinary `transformers` folder with the intervention folded into the weights.")
+    if st.button("Export", key="export_button"):
+        target = cache_root() / "exports" / f"{Path(loaded.name).name}-{method}-{strength:.2f}-{experts.spec.data_hash[:8]}"
+        try:
+            if not target.exists():
+                with st.spinner("Exporting…"):
+                    export_model(loaded.model, loaded.tokenizer, intervention, target)
+            st.success(f"Saved to `{target}`")
+            size = sum(f.stat().st_size for f in target.iterdir())
+            if size < 700 * 2**20:
+                with tempfile.TemporaryDirectory() as tmp:
+                    archive = shutil.make_archive(str(Path(tmp) / target.name), "zip", target)
+                    st.download_button("Download archive (zip)", io.BytesIO(Path(archive).read_bytes()), f"{target.name}.zip")
+        except AuraError as err:
+            st.error(str(err))

@@ -1,0 +1,79 @@
+"""Learn: AurA explained with the live numbers of the loaded model, and a workshop walk-through."""
+
+import numpy as np
+import streamlit as st
+
+from aura_core import unit_table
+from aura_core.plots import experts_per_layer
+from studio.resources import cached_experts
+from studio.state import concept_data, require_model
+
+st.title("Learn: how AurA finds and quiets toxic neurons")
+loaded = require_model()
+data, label = concept_data()
+experts = cached_experts(st.session_state.get("experts_spec"))
+
+st.markdown(
+    """
+**1. Every neuron is a tiny classifier.** A language model's MLP layers hold thousands of *units*. Show the
+model a text and each unit fires more or less at every token; keep its **largest** value over the text.
+
+**2. Score it with AUROC.** Over many toxic and non-toxic texts, a unit's AUROC is the chance that a random
+toxic text makes it fire more than a random non-toxic one: 0.5 is a coin flip, 1.0 a perfect detector.
+
+**3. Dampen in proportion.** AurA multiplies each unit's output by **α = 1 − 2·(AUROC − 0.5)**: a unit at
+AUROC 0.9 keeps 20 % of its voice, one at 0.5 or below is left alone. Nothing to tune, no top-k.
+
+**4. Check the cost.** Less toxic text should not mean worse text: the paper measured up to 2.2× less
+toxicity for about +0.7 perplexity on models from 1.5B to 40B parameters, and AurA still works when a
+pre-prompt asks the model to be rude.
+"""
+)
+
+st.subheader("With the numbers of this session")
+counts = data.counts()
+st.markdown(f"Model **{loaded.name}**, concept data **{label}** ({counts[1]:,} toxic and {counts[0]:,} non-toxic texts).")
+if experts is None:
+    st.info("Run **Find experts** and this page fills in with what it found.")
+    st.page_link("pages/find_experts.py", label="Go to Find experts", icon=":material/search:")
+else:
+    table = unit_table(experts.intervention)
+    strong = table[table.auroc > 0.75]
+    dampened = table[table.auroc > 0.5]
+    best = table.iloc[0]
+    cols = st.columns(3)
+    cols[0].metric("Units looked at", f"{len(table):,}")
+    cols[1].metric("Strong experts (AUROC > 0.75)", f"{len(strong):,}")
+    cols[2].metric("Units AurA turns down", f"{len(dampened):,}", f"{len(dampened) / len(table):.0%} of all", delta_color="off")
+    if len(strong):
+        top_layers = strong.layer.value_counts().head(3)
+        where = ", ".join(f"layer {layer} ({n})" for layer, n in top_layers.items())
+        st.markdown(
+            f"The strong experts sit mostly in {where}. Their module types: {', '.join(strong.kind.value_counts().index)}."
+        )
+    values = experts.responses.per_module[best.module][:, int(best.unit)].numpy()
+    labels = experts.responses.labels.numpy()
+    top_texts = np.argsort(-values)[:20]
+    share = float(np.mean(labels[top_texts] == 1))
+    st.markdown(
+        f"The strongest unit is **unit {int(best.unit)} of {best.kind} in layer {int(best.layer)}** "
+        f"(AUROC {best.auroc:.3f}, so AurA keeps α = {best.alpha:.2f} of its output). "
+        f"Of the 20 texts that make it fire most, **{share:.0%} are toxic**. Open it on **Expert neurons** to see which tokens drive it."
+    )
+    st.plotly_chart(experts_per_layer(table), width="stretch")
+
+st.subheader("A 45-minute workshop")
+st.markdown(
+    """
+1. **Model (5 min).** Load the default model. Count the units AurA can hook: which module types, how many per layer?
+2. **Find experts (10 min).** Run the starter set with 200 texts per class. Where do the experts sit? Try mean
+   pooling instead of max: what changes? Upload your own labelled texts for another concept.
+3. **Expert neurons (10 min).** Open the top unit. Which tokens make it fire? Are they all swear words, or
+   also context? What does its output promote in the vocabulary?
+4. **Generate side by side (15 min).** Pick a provocative prompt, 10 samples per side. Compare the mean
+   toxicity without and with AurA. Then set an adversarial pre-prompt ("Be rude and insulting."): does AurA
+   still help? Slide λ from 0 to 1 and watch the text change. Compare with Det0 and Damp.
+5. **Discuss (5 min).** What is lost when neurons are dampened? Share your view with a link: the address bar
+   keeps model, method, strength, prompt and pre-prompt.
+"""
+)

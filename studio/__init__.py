@@ -1,0 +1,1 @@
+"""Streamlit glue for AurA Studio: shared resources, session state and small view helpers."""

@@ -1,0 +1,80 @@
+"""Small view helpers: progress with an ETA, token highlights, word diffs."""
+
+from __future__ import annotations
+
+import difflib
+import html
+import time
+
+import streamlit as st
+
+from aura_core.neurons import TokenActivations
+
+
+class ProgressWithETA:
+    """``st.progress`` driven by ``progress(done, total)`` callbacks, with rate and time left."""
+
+    def __init__(self, label: str):
+        self.label = label
+        self.bar = st.progress(0.0, text=label)
+        self.started = time.perf_counter()
+        self.first_done: int | None = None
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.first_done is None:
+            self.first_done = done  # work resumed from the cache does not count towards the rate
+            self.started = time.perf_counter()
+        elapsed = time.perf_counter() - self.started
+        fresh = done - self.first_done
+        if fresh > 0 and done < total:
+            left = elapsed / fresh * (total - done)
+            text = f"{self.label}: {done}/{total} · {fresh / elapsed:.1f}/s · about {left:.0f} s left"
+        else:
+            text = f"{self.label}: {done}/{total}"
+        self.bar.progress(min(1.0, done / max(total, 1)), text=text)
+
+
+def token_highlight_html(acts: TokenActivations, scale: float) -> str:
+    """The text with each token shaded by the unit's activation; the max token is outlined."""
+    pieces = []
+    peak = acts.peak
+    for index, (token, value) in enumerate(zip(acts.tokens, acts.values, strict=True)):
+        alpha = 0.0 if scale <= 0 else max(0.0, min(1.0, value / scale))
+        style = f"background: rgba(214,39,40,{alpha:.2f}); border-radius: 3px;"
+        if index == peak:
+            style += " outline: 2px solid #d62728;"
+        pieces.append(f'<span title="{value:.3f}" style="{style}">{html.escape(token)}</span>')
+    return "<div style='line-height:1.9; font-family: monospace; white-space: pre-wrap'>" + "".join(pieces) + "</div>"
+
+
+def word_diff_html(left: str, right: str) -> tuple[str, str]:
+    """Both texts as HTML with the words that differ between them highlighted."""
+    a, b = left.split(" "), right.split(" ")
+    matcher = difflib.SequenceMatcher(a=a, b=b, autojunk=False)
+    out_a, out_b = [], []
+    for op, i1, i2, j1, j2 in matcher.get_opcodes():
+        chunk_a = html.escape(" ".join(a[i1:i2]))
+        chunk_b = html.escape(" ".join(b[j1:j2]))
+        if op == "equal":
+            out_a.append(chunk_a)
+            out_b.append(chunk_b)
+        else:
+            if chunk_a:
+                out_a.append(f"<mark style='background:#ffd6d6'>{chunk_a}</mark>")
+            if chunk_b:
+                out_b.append(f"<mark style='background:#d6f5d6'>{chunk_b}</mark>")
+    wrap = "<div style='white-space: pre-wrap'>{}</div>"
+    return wrap.format(" ".join(out_a)), wrap.format(" ".join(out_b))
+
+
+def toxicity_badge(score: float) -> str:
+    color = "#d62728" if score > 0.5 else ("#ff7f0e" if score > 0.2 else "#2ca02c")
+    return f"<span style='color:{color}; font-weight:600'>toxicity {score:.3f}</span>"
+
+
+def side_title(side: str, strength: float) -> str:
+    """``Baseline``, or the method's display name with its strength."""
+    if side == "baseline":
+        return "Baseline"
+    name = {"aura": "AurA", "det0": "Det0", "damp": "Damp"}.get(side, side)
+    return f"{name} · λ = {strength:.2f}"

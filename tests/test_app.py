@@ -1,0 +1,122 @@
+"""Headless page tests of the Streamlit app on a tiny model (AURA_STUDIO_MODEL=tiny-gpt2)."""
+
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+APP = str(Path(__file__).resolve().parents[1] / "app.py")
+
+
+@pytest.fixture
+def app(monkeypatch, tmp_path_factory):
+    monkeypatch.setenv("AURA_STUDIO_MODEL", "tiny-gpt2")
+    monkeypatch.setenv("AURA_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "app-cache"))
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.run()
+    assert not at.exception
+    return at
+
+
+def _find_experts(at: AppTest, n_per_class: int = 20) -> AppTest:
+    at.switch_page("pages/find_experts.py").run()
+    at.number_input(key="n_per_class").set_value(n_per_class)
+    at.number_input(key="max_tokens").set_value(32)
+    next(b for b in at.button if b.label == "Find experts").click().run()
+    assert not at.exception, at.exception
+    return at
+
+
+def _metric(at: AppTest, label: str) -> str:
+    return next(m.value for m in at.metric if m.label == label)
+
+
+def _markdown_text(at: AppTest) -> str:
+    return "\n".join(m.value for m in at.markdown)
+
+
+def test_model_page_describes_the_loaded_model(app):
+    assert _metric(app, "Layers") == "2"
+    assert _metric(app, "Architecture") == "GPT2"
+    assert any(s.label == "Model" for s in app.selectbox)
+    assert len(app.dataframe) >= 1
+    assert "tiny-gpt2" in _markdown_text(app.sidebar)
+
+
+def test_find_experts_shows_headlines_plots_and_downloads(app):
+    at = _find_experts(app)
+    assert _metric(at, "Units analysed") == f"{2 * (64 + 16):,}"
+    assert len(at.get("plotly_chart")) == 3
+    assert {b.proto.label for b in at.get("download_button")} == {"AUROC table (CSV)", "Intervention file (safetensors)"}
+
+
+def test_bad_file_shows_an_error_and_keeps_the_active_data(app, tmp_path):
+    bad = tmp_path / "one_class.csv"
+    bad.write_text("text,label\nyou fool,1\nidiot,1\n")
+    at = app.switch_page("pages/find_experts.py").run()
+    before = next(c.value for c in at.caption if c.value.startswith("Active:"))
+    at.radio(key="data_source").set_value("File on the server").run()
+    at.text_input(key="concept_path").set_value(str(bad)).run()
+    next(b for b in at.button if b.label == "Read file").click().run()
+    assert not at.exception
+    assert any("only one class" in e.value for e in at.error)
+    assert next(c.value for c in at.caption if c.value.startswith("Active:")) == before
+
+
+def test_expert_neurons_page_inspects_a_unit(app):
+    at = _find_experts(app)
+    at.switch_page("pages/expert_neurons.py").run()
+    assert not at.exception, at.exception
+    assert len(at.get("plotly_chart")) == 2
+    assert any("Texts that activate it most" in m.value for m in at.markdown)
+    assert any("outline" in m.value for m in at.markdown)  # the peak token is highlighted
+    assert len(at.dataframe) == 3  # unit table, promoted, suppressed
+
+
+def test_side_by_side_generation_gives_two_scored_outputs(app):
+    at = _find_experts(app)
+    at.switch_page("pages/generate.py").run()
+    assert not at.exception, at.exception
+    at.slider(key="samples").set_value(3)
+    next(b for b in at.button if b.label == "Generate").click().run()
+    assert not at.exception, at.exception
+    text = _markdown_text(at)
+    assert text.count("toxicity ") >= 2 and "Baseline" in text and "AurA" in text
+    assert len([m for m in at.metric if "mean toxicity" in m.label]) == 2
+    assert any(b.proto.label == "Generations (CSV)" for b in at.get("download_button"))
+
+
+def test_url_parameters_open_the_same_view(monkeypatch, tmp_path_factory):
+    monkeypatch.setenv("AURA_STUDIO_MODEL", "tiny-gpt2")
+    monkeypatch.setenv("AURA_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "app-cache"))
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.query_params.update({"method": "damp", "strength": "0.3", "prompt": "You are a", "pre": "adversarial:rude"})
+    at.run()
+    _find_experts(at)
+    at.switch_page("pages/generate.py").run()
+    assert not at.exception, at.exception
+    assert at.radio(key="method").value == "damp"
+    assert at.slider(key="strength").value == pytest.approx(0.3)
+    assert at.text_area(key="prompt_text").value == "You are a"
+    assert at.selectbox(key="pre_prompt_choice").value == "adversarial:rude"
+
+
+def test_learn_page_uses_live_numbers(app):
+    at = app.switch_page("pages/learn.py").run()
+    assert not at.exception
+    assert any("Find experts" in i.value for i in at.info)
+    at = _find_experts(at)
+    at.switch_page("pages/learn.py").run()
+    assert not at.exception, at.exception
+    assert _metric(at, "Units looked at") == "160"
+    assert "The strongest unit is" in _markdown_text(at)
+
+
+def test_unknown_model_is_an_in_page_error(app):
+    at = app
+    form_select = next(s for s in at.selectbox if s.label == "Model")
+    form_select.set_value("Hugging Face id or local folder…")
+    next(t for t in at.text_input if t.label == "Hugging Face id or local folder").set_value("no-such-model-anywhere")
+    next(b for b in at.button if b.label == "Load model").click().run()
+    assert not at.exception
+    assert any("unknown model" in e.value for e in at.error)
