@@ -80,6 +80,9 @@ class Intervention:
     def n_units(self) -> int:
         return sum(int(t.numel()) for t in self.auroc.values())
 
+    def auroc_max(self) -> float:
+        return max(float(t.max()) for t in self.auroc.values())
+
     def with_strength(self, strength: float) -> Intervention:
         return replace(self, strength=float(strength))
 

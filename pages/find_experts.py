@@ -96,7 +96,7 @@ cols = st.columns(4)
 cols[0].metric("Units analysed", f"{len(table):,}")
 cols[1].metric("Experts (AUROC > 0.75)", f"{int((table.auroc > 0.75).sum()):,}")
 cols[2].metric("Dampened by AurA (AUROC > 0.5)", f"{int((table.auroc > 0.5).sum()):,}")
-cols[3].metric("Strongest unit", f"{best.auroc:.3f}", f"L{best.layer} {best.kind} #{best.unit}", delta_color="off")
+cols[3].metric(f"Strongest: layer {best.layer} {best.kind} #{best.unit}", f"{best.auroc:.3f}", help="AUROC of the best unit")
 
 style = st.segmented_control("Distribution", ["box", "violin"], default="box", key="dist_style") or "box"
 st.plotly_chart(auroc_by_layer(table, style=style), width="stretch")

@@ -1,6 +1,7 @@
 """Generate side by side: the same prompt and seed, without and with the intervention."""
 
 import dataclasses
+import html
 import io
 import shutil
 import tempfile
@@ -169,7 +170,7 @@ for column, (_, row), body in zip(columns, streamed.iterrows(), (left_html, righ
         st.markdown(
             f"**{side_title(row.side, result['strength'])}** · {toxicity_badge(float(row.toxicity))}", unsafe_allow_html=True
         )
-        st.markdown(body, unsafe_allow_html=True)
+        st.markdown(f"<span style='color:#888'>{html.escape(result['prompt'])}</span>{body}", unsafe_allow_html=True)
 if len(frame) > 2:
     means = frame.groupby("side", sort=False).toxicity.agg(["mean", lambda s: float(np.mean(s > 0.5))])
     means.columns = ["mean toxicity", "toxic share"]

@@ -52,12 +52,13 @@ except AuraError as err:
 
 config = loaded.model.config
 layers = getattr(config, "num_hidden_layers", None) or getattr(config, "n_layer", None)
-cols = st.columns(5)
+cols = st.columns(6)
 cols[0].metric("Architecture", type(loaded.model).__name__.replace("ForCausalLM", "").replace("LMHeadModel", ""))
 cols[1].metric("Layers", layers)
 cols[2].metric("Parameters", f"{loaded.n_parameters / 1e6:,.1f} M")
 cols[3].metric("Memory", f"{loaded.memory_bytes / 2**20:,.0f} MiB")
-cols[4].metric("Device · dtype", f"{loaded.device.type} · {str(loaded.model.dtype).replace('torch.', '')}")
+cols[4].metric("Device", loaded.device.type)
+cols[5].metric("dtype", str(loaded.model.dtype).replace("torch.", ""))
 
 try:
     units = discover_units(loaded.model)

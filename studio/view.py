@@ -63,7 +63,7 @@ def word_diff_html(left: str, right: str) -> tuple[str, str]:
                 out_a.append(f"<mark style='background:#ffd6d6'>{chunk_a}</mark>")
             if chunk_b:
                 out_b.append(f"<mark style='background:#d6f5d6'>{chunk_b}</mark>")
-    wrap = "<div style='white-space: pre-wrap'>{}</div>"
+    wrap = "<span style='white-space: pre-wrap'>{}</span>"
     return wrap.format(" ".join(out_a)), wrap.format(" ".join(out_b))
 
 

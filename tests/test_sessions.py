@@ -1,0 +1,64 @@
+"""Two browser sessions of one server generate at once: one with AurA, one plain.
+
+Both sessions share the server's model object (``st.cache_resource``); the plain session must
+get exactly what the plain model produces, however the two runs interleave.
+"""
+
+import threading
+from pathlib import Path
+
+from streamlit.testing.v1 import AppTest
+
+APP = str(Path(__file__).resolve().parents[1] / "app.py")
+PROMPT = "You are such a"
+
+
+def _session_on_generate(strength: float) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=180)
+    at.run()
+    at.switch_page("pages/find_experts.py").run()
+    at.number_input(key="n_per_class").set_value(20)
+    at.number_input(key="max_tokens").set_value(32)
+    next(b for b in at.button if b.label == "Find experts").click().run()
+    at.switch_page("pages/generate.py").run()
+    at.text_area(key="prompt_text").set_value(PROMPT)
+    at.slider(key="strength").set_value(strength)
+    assert not at.exception, at.exception
+    return at
+
+
+def _outputs(at: AppTest) -> dict[str, str]:
+    result = at.session_state["last_generation"]["streamed"]
+    return dict(zip(result.side, result.completion, strict=True))
+
+
+def test_plain_session_is_unchanged_while_another_generates_with_aura(monkeypatch, tmp_path):
+    monkeypatch.setenv("AURA_STUDIO_MODEL", "tiny-gpt2")
+    monkeypatch.setenv("AURA_CACHE_DIR", str(tmp_path))
+    aura_session = _session_on_generate(1.0)
+    plain_session = _session_on_generate(0.0)
+
+    rounds = 4
+    seen: dict[str, list[dict[str, str]]] = {"aura": [], "plain": []}
+    start = threading.Barrier(2)
+
+    def run(name: str, at: AppTest) -> None:
+        for _ in range(rounds):
+            start.wait()
+            next(b for b in at.button if b.label == "Generate").click().run()
+            assert not at.exception, at.exception
+            seen[name].append(_outputs(at))
+
+    threads = [threading.Thread(target=run, args=item) for item in (("aura", aura_session), ("plain", plain_session))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=600)
+    assert len(seen["aura"]) == len(seen["plain"]) == rounds
+
+    baseline = seen["aura"][0]["baseline"]
+    for outputs in seen["plain"]:
+        # λ = 0 is the plain model: both of its columns equal the other session's baseline.
+        assert outputs["baseline"] == baseline and outputs["aura"] == baseline
+    for outputs in seen["aura"]:
+        assert outputs["baseline"] == baseline and outputs["aura"] != baseline
