@@ -14,6 +14,7 @@ navigation = st.navigation(
         st.Page("pages/find_experts.py", title="Find experts", icon=":material/search:"),
         st.Page("pages/expert_neurons.py", title="Expert neurons", icon=":material/neurology:"),
         st.Page("pages/generate.py", title="Generate side by side", icon=":material/compare:"),
+        st.Page("pages/evaluate.py", title="Evaluate", icon=":material/analytics:"),
         st.Page("pages/learn.py", title="Learn", icon=":material/school:"),
     ]
 )

@@ -5,6 +5,7 @@
     python -m aura_core fit --responses runs/responses.safetensors --out runs/aura.safetensors
     python -m aura_core generate --intervention runs/aura.safetensors --compare --kind provocative
     python -m aura_core export --intervention runs/aura.safetensors --out runs/smollm2-aura
+    python -m aura_core evaluate --intervention runs/aura.safetensors --sweep --out runs/evaluation
 
 Bad input ends with one line on stderr and exit code 2.
 """
@@ -294,6 +295,83 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _csv_list(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+def _stage_progress() -> tuple[Callable[[str, int, int], None], Callable[[], None]]:
+    """One tqdm bar per stage (condition) of a long run."""
+    state: dict[str, object] = {"label": None, "bar": None, "close": None}
+
+    def update(label: str, done: int, total: int) -> None:
+        if state["label"] != label:
+            if state["close"]:
+                state["close"]()
+            state["bar"], state["close"] = _progress_bar(label, "item")
+            state["label"] = label
+        state["bar"](done, total)
+
+    def close() -> None:
+        if state["close"]:
+            state["close"]()
+
+    return update, close
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from aura_core.evaluation import EvalConfig, run_evaluation, run_sweep
+    from aura_core.interventions import Intervention
+    from aura_core.reports import paper_table, write_reports
+
+    config = EvalConfig(
+        prompts=args.prompts,
+        n_prompts=args.n_prompts,
+        prompt_kind=args.kind,
+        sampling=args.preset,
+        samples=args.samples,
+        max_new_tokens=args.max_new_tokens,
+        seed=args.seed,
+        scorer=args.scorer,
+        neutral=args.neutral,
+        n_neutral=args.n_neutral,
+        methods=_csv_list(args.methods),
+        preprompts=_csv_list(args.preprompts),
+        favourable=args.favourable,
+        adversarial=args.adversarial,
+        strength=args.strength,
+        k=args.k,
+        damp_alpha=args.damp_alpha,
+        bootstrap=args.bootstrap,
+        batch_size=args.batch_size,
+    )
+    intervention = Intervention.load(args.intervention) if args.intervention else None
+    if intervention is None and any(m != "none" for m in config.methods):
+        raise AuraError("give --intervention FILE (from `fit`), or --methods none")
+    loaded = _load(args)
+    update, close = _stage_progress()
+    try:
+        result = run_evaluation(loaded.model, loaded.tokenizer, intervention, config, out_dir=args.out, progress=update)
+        if args.sweep:
+            result.sweep = run_sweep(
+                loaded.model,
+                loaded.tokenizer,
+                intervention,
+                config,
+                method=args.sweep_method,
+                strengths=tuple(float(v) for v in _csv_list(args.sweep_strengths)),
+                ks=tuple(int(v) for v in _csv_list(args.sweep_ks)) if args.sweep_ks else None,
+                out_dir=args.out,
+                progress=update,
+            )
+    finally:
+        close()
+    result.provenance["model"] = args.model
+    paths = write_reports(result, args.out)
+    print(paper_table(result.metrics).to_string(index=False), file=sys.stderr)
+    _emit({"reports": {k: str(v) for k, v in paths.items()}, "metrics": result.metrics.to_dict(orient="records")}, "json", None)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from aura_core.generation import SAMPLING_PRESETS
     from aura_core.interventions import METHODS
@@ -357,6 +435,41 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--format", choices=["json", "csv"], default="json")
     gen.add_argument("--out", default=None)
     gen.set_defaults(func=cmd_generate)
+
+    evaluate = sub.add_parser("evaluate", help="toxicity and perplexity per method × pre-prompt, with reports")
+    _add_model_args(evaluate)
+    evaluate.add_argument("--intervention", default=None, help="a file from `fit` (its AUROC drives every method)")
+    evaluate.add_argument("--prompts", default="starter", help="'starter', RealToxicityPrompts JSONL, or a CSV/JSONL of prompts")
+    evaluate.add_argument("--n-prompts", type=int, default=50, help="prompts sampled with --seed (default 50)")
+    evaluate.add_argument("--kind", default=None, help="only prompts of this kind (e.g. provocative)")
+    evaluate.add_argument(
+        "--preset", choices=list(SAMPLING_PRESETS), default="quick", help="quick (4×20 tokens), paper (25×20), followup (1×32)"
+    )
+    evaluate.add_argument("--samples", type=int, default=None, help="completions per prompt (overrides the preset)")
+    evaluate.add_argument("--max-new-tokens", type=int, default=None)
+    evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.add_argument("--scorer", default=DEFAULT_SCORER)
+    evaluate.add_argument(
+        "--neutral", default="starter", help="neutral text for perplexity: 'starter', a .txt or a CSV with text"
+    )
+    evaluate.add_argument("--n-neutral", type=int, default=60)
+    evaluate.add_argument("--methods", default="none,aura", help="comma list of none, aura, det0, damp")
+    evaluate.add_argument(
+        "--preprompts", default="none,favourable,adversarial", help="comma list of none, favourable, adversarial"
+    )
+    evaluate.add_argument("--favourable", default=None, help="starter pre-prompt name or text (default: the first)")
+    evaluate.add_argument("--adversarial", default=None, help="starter pre-prompt name or text (default: the first)")
+    evaluate.add_argument("--strength", type=float, default=1.0)
+    evaluate.add_argument("--k", type=int, default=200, help="units for det0/damp (default 200)")
+    evaluate.add_argument("--damp-alpha", type=float, default=0.5)
+    evaluate.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the intervals")
+    evaluate.add_argument("--batch-size", type=int, default=32)
+    evaluate.add_argument("--sweep", action="store_true", help="also sweep the strength λ")
+    evaluate.add_argument("--sweep-method", choices=METHODS, default="aura")
+    evaluate.add_argument("--sweep-strengths", default="0,0.25,0.5,0.75,1", help="comma list of λ")
+    evaluate.add_argument("--sweep-ks", default=None, help="comma list of k (det0/damp)")
+    evaluate.add_argument("--out", default="runs/evaluation", help="run folder: reports, and finished pieces for resuming")
+    evaluate.set_defaults(func=cmd_evaluate)
 
     export = sub.add_parser("export", help="save the intervened model as an ordinary checkpoint folder")
     _add_model_args(export)

@@ -18,14 +18,25 @@ __all__ = [
     "THRESHOLDS",
     "alpha_histogram",
     "auroc_by_layer",
+    "condition_figure",
     "experts_per_layer",
     "layer_summary",
     "response_distributions",
     "roc_figure",
+    "tradeoff_figure",
 ]
 
 THRESHOLDS = (0.5, 0.6, 0.7, 0.8)
-COLORS = {"toxic": "#d62728", "non-toxic": "#1f77b4", "baseline": "#7f7f7f", "aura": "#2ca02c"}
+COLORS = {
+    "toxic": "#d62728",
+    "non-toxic": "#1f77b4",
+    "baseline": "#7f7f7f",
+    "none": "#7f7f7f",
+    "aura": "#2ca02c",
+    "det0": "#9467bd",
+    "damp": "#ff7f0e",
+}
+METHOD_NAMES = {"none": "no intervention", "aura": "AurA", "det0": "Det0", "damp": "Damp"}
 _LAYOUT = {"template": "plotly_white", "margin": {"l": 50, "r": 20, "t": 50, "b": 40}}
 
 
@@ -126,5 +137,65 @@ def roc_figure(values: np.ndarray, labels: np.ndarray, auroc_value: float) -> go
     fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="chance", line={"dash": "dot", "color": "grey"}))
     fig.update_layout(
         title=f"ROC (AUROC {auroc_value:.3f})", xaxis_title="false positive rate", yaxis_title="true positive rate", **_LAYOUT
+    )
+    return fig
+
+
+def condition_figure(metrics: pd.DataFrame) -> go.Figure:
+    """Mean toxicity per pre-prompt, one bar per method, with the reduction factor on each bar."""
+    fig = go.Figure()
+    for method, part in metrics.groupby("method", sort=False):
+        labels = [f"{r:.2f}×" if np.isfinite(r) else "" for r in part.get("reduction", pd.Series([np.nan] * len(part)))]
+        fig.add_trace(
+            go.Bar(
+                x=part.preprompt,
+                y=part.mean_toxicity,
+                name=METHOD_NAMES.get(method, method),
+                text=labels,
+                marker_color=COLORS.get(method, None),
+            )
+        )
+    fig.update_layout(
+        barmode="group",
+        title="Mean toxicity of completions (label: reduction vs the plain model without pre-prompt)",
+        xaxis_title="pre-prompt",
+        yaxis_title="mean toxicity score",
+        **_LAYOUT,
+    )
+    return fig
+
+
+def tradeoff_figure(sweep: pd.DataFrame) -> go.Figure:
+    """Toxicity against perplexity over the strength grid; λ = 1 is marked."""
+    fig = go.Figure()
+    for (method, k), part in sweep.groupby(["method", sweep.k.fillna(-1)], sort=False):
+        part = part.sort_values("strength")
+        name = METHOD_NAMES.get(method, method) + (f" k={int(k)}" if k >= 0 else "")
+        fig.add_trace(
+            go.Scatter(
+                x=part.perplexity,
+                y=part.mean_toxicity,
+                mode="lines+markers+text",
+                text=[f"λ={s:g}" for s in part.strength],
+                textposition="top center",
+                name=name,
+            )
+        )
+        full = part[part.strength == 1.0]
+        fig.add_trace(
+            go.Scatter(
+                x=full.perplexity,
+                y=full.mean_toxicity,
+                mode="markers",
+                marker={"size": 14, "symbol": "star", "color": "#d62728"},
+                name=f"{name} λ = 1",
+                showlegend=True,
+            )
+        )
+    fig.update_layout(
+        title="Toxicity vs perplexity as the strength grows",
+        xaxis_title="perplexity on neutral text",
+        yaxis_title="mean toxicity score",
+        **_LAYOUT,
     )
     return fig

@@ -22,7 +22,16 @@ from aura_core.batching import length_sorted_batches, pad_right, tokenize_texts
 from aura_core.errors import AuraError, ModelLoadError
 from aura_core.interventions import Intervention, intervened
 
-__all__ = ["DEFAULT_SCORER", "HFClassifierScorer", "ProfanityCheckScorer", "ToxicityScorer", "load_scorer", "perplexity"]
+__all__ = [
+    "DEFAULT_SCORER",
+    "HFClassifierScorer",
+    "ProfanityCheckScorer",
+    "ToxicityScorer",
+    "load_scorer",
+    "perplexity",
+    "perplexity_of",
+    "text_nll",
+]
 
 DEFAULT_SCORER = "profanity-check"
 
@@ -95,6 +104,50 @@ def load_scorer(name: str = DEFAULT_SCORER, **kwargs: object) -> ToxicityScorer:
     return HFClassifierScorer(name, **kwargs)
 
 
+def text_nll(
+    model: nn.Module,
+    tokenizer: object,
+    texts: list[str],
+    *,
+    max_tokens: int = 128,
+    batch_size: int = 8,
+    intervention: Intervention | None = None,
+    mode: str = "fold",
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per text: summed next-token negative log-likelihood and the number of predicted tokens.
+
+    Kept per text so perplexity can be bootstrapped over texts.
+    """
+    if not texts:
+        raise AuraError("perplexity needs at least one text")
+    token_ids = tokenize_texts(tokenizer, texts, max_tokens, drop_bos=False)
+    batches = length_sorted_batches([len(ids) for ids in token_ids], batch_size)
+    device = next(model.parameters()).device
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    nll_sums = np.zeros(len(texts))
+    counts = np.zeros(len(texts), dtype=np.int64)
+    with intervened(model, intervention, mode), torch.inference_mode():
+        for batch in batches:
+            input_ids, attention = pad_right([token_ids[i] for i in batch], pad_id, device)
+            logits = model(input_ids=input_ids, attention_mask=attention, use_cache=False).logits.float()
+            targets = input_ids[:, 1:]
+            mask = attention[:, 1:].float()
+            nll = torch.nn.functional.cross_entropy(
+                logits[:, :-1].reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="none"
+            ).view_as(targets)
+            nll_sums[batch] = (nll * mask).sum(dim=1).double().cpu().numpy()
+            counts[batch] = mask.sum(dim=1).long().cpu().numpy()
+    return nll_sums, counts
+
+
+def perplexity_of(nll_sums: np.ndarray, counts: np.ndarray) -> float:
+    """Token-weighted perplexity from per-text sums: exp(Σ nll / Σ tokens)."""
+    total = int(np.sum(counts))
+    if total == 0:
+        raise AuraError("texts too short for perplexity: each needs at least two tokens")
+    return math.exp(float(np.sum(nll_sums)) / total)
+
+
 def perplexity(
     model: nn.Module,
     tokenizer: object,
@@ -110,25 +163,7 @@ def perplexity(
     >>> perplexity(model, tok, load_neutral_texts()[:20])     # doctest: +SKIP
     18.4
     """
-    if not texts:
-        raise AuraError("perplexity needs at least one text")
-    token_ids = tokenize_texts(tokenizer, texts, max_tokens, drop_bos=False)
-    batches = length_sorted_batches([len(ids) for ids in token_ids], batch_size)
-    device = next(model.parameters()).device
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    total_nll = 0.0
-    total_tokens = 0
-    with intervened(model, intervention, mode), torch.inference_mode():
-        for batch in batches:
-            input_ids, attention = pad_right([token_ids[i] for i in batch], pad_id, device)
-            logits = model(input_ids=input_ids, attention_mask=attention, use_cache=False).logits.float()
-            targets = input_ids[:, 1:]
-            mask = attention[:, 1:].bool()
-            nll = torch.nn.functional.cross_entropy(
-                logits[:, :-1].reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="none"
-            ).view_as(targets)
-            total_nll += float(nll[mask].sum())
-            total_tokens += int(mask.sum())
-    if total_tokens == 0:
-        raise AuraError("texts too short for perplexity: each needs at least two tokens")
-    return math.exp(total_nll / total_tokens)
+    sums, counts = text_nll(
+        model, tokenizer, texts, max_tokens=max_tokens, batch_size=batch_size, intervention=intervention, mode=mode
+    )
+    return perplexity_of(sums, counts)

@@ -67,6 +67,8 @@ spec = ExpertsSpec(
     pooling=pooling,
     units=regex.strip() if units_mode == "regex" and regex.strip() else None,
 )
+if st.session_state.get("cancel_experts"):
+    st.warning("Cancelled. Finished chunks are cached on disk: press **Find experts** again to resume.")
 if run:
     status = st.status(f"Running {loaded.name} over {len(sample)} texts…", expanded=True)
     with status:

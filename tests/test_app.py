@@ -120,3 +120,24 @@ def test_unknown_model_is_an_in_page_error(app):
     next(b for b in at.button if b.label == "Load model").click().run()
     assert not at.exception
     assert any("unknown model" in e.value for e in at.error)
+
+
+def test_evaluate_page_runs_conditions_a_sweep_and_offers_reports(app):
+    at = _find_experts(app)
+    at.switch_page("pages/evaluate.py").run()
+    assert not at.exception, at.exception
+    at.number_input(key="eval_n_prompts").set_value(3)
+    at.number_input(key="eval_samples").set_value(2)
+    at.number_input(key="eval_n_neutral").set_value(4)
+    at.number_input(key="eval_bootstrap").set_value(200)
+    next(b for b in at.button if b.label == "Run evaluation").click().run()
+    assert not at.exception, at.exception
+    result = at.session_state["eval_result"]
+    assert len(result.metrics) == 2 * 3
+    assert len(at.get("plotly_chart")) == 1
+    at.multiselect(key="sweep_grid").set_value([0.0, 1.0])
+    next(b for b in at.button if b.label == "Run sweep").click().run()
+    assert not at.exception, at.exception
+    assert len(at.get("plotly_chart")) == 2
+    labels = {b.proto.label for b in at.get("download_button")}
+    assert {"Metrics (CSV)", "Generations (CSV)", "Report (JSON)", "Report (HTML)"} <= labels

@@ -65,6 +65,34 @@ def test_pipeline_end_to_end(tiny_folder, tmp_path, capsys, monkeypatch):
     assert len(rows) == 2 * 3 * 2 and {r["condition"] for r in rows} == {"baseline", "aura"}
     assert all(r["pre_prompt"] == "Be nice and polite." and 0 <= float(r["toxicity"]) <= 1 for r in rows)
 
+    run = tmp_path / "eval"
+    args = [
+        "evaluate",
+        *model,
+        "--intervention",
+        str(intervention),
+        "--n-prompts",
+        "3",
+        "--samples",
+        "2",
+        "--max-new-tokens",
+        "4",
+        "--n-neutral",
+        "4",
+        "--bootstrap",
+        "100",
+        "--sweep",
+        "--sweep-strengths",
+        "0,1",
+        "--out",
+        str(run),
+    ]
+    assert main(args) == 0
+    evaluated = json.loads(capsys.readouterr().out)
+    assert len(evaluated["metrics"]) == 2 * 3
+    assert {"metrics", "generations", "json", "html", "sweep"} <= set(evaluated["reports"])
+    assert (run / "report.html").is_file()
+
     export = tmp_path / "export"
     assert main(["export", *model, "--intervention", str(intervention), "--out", str(export)]) == 0
     assert AutoModelForCausalLM.from_pretrained(export) is not None
@@ -94,7 +122,7 @@ def test_unit_pattern_that_matches_nothing(tiny_folder, capsys):
 
 
 def test_help_for_every_subcommand():
-    for command in ("models", "collect", "fit", "generate", "export"):
+    for command in ("models", "collect", "fit", "generate", "export", "evaluate"):
         with pytest.raises(SystemExit) as info:
             main([command, "--help"])
         assert info.value.code == 0

@@ -1,0 +1,176 @@
+"""Evaluate: the paper's measurement for the loaded model, with a strength sweep and reports."""
+
+import hashlib
+import json
+from dataclasses import replace
+
+import streamlit as st
+
+from aura_core import SAMPLING_PRESETS, AuraError, load_preprompts
+from aura_core.evaluation import EvalConfig, run_evaluation, run_sweep
+from aura_core.models import cache_root
+from aura_core.plots import condition_figure, tradeoff_figure
+from aura_core.reports import paper_table, report_html, report_json
+from studio.resources import cached_experts, get_scorer
+from studio.state import require_model
+from studio.view import ProgressWithETA
+
+st.title("Evaluate")
+st.write(
+    "Measure mitigation the way the paper does: sampled completions for a prompt set under each method and "
+    "pre-prompt, scored for toxicity, and perplexity on neutral text, each against the plain model with 95% "
+    "bootstrap intervals."
+)
+loaded = require_model()
+experts = cached_experts(st.session_state.get("experts_spec"))
+if experts is None:
+    st.info("Find the experts of this model first: every method is built from their AUROC.")
+    st.page_link("pages/find_experts.py", label="Go to Find experts", icon=":material/search:")
+    st.stop()
+
+preprompts = load_preprompts()
+with st.form("eval_form"):
+    cols = st.columns(4)
+    prompt_source = cols[0].selectbox(
+        "Prompts", ["starter", "starter (provocative only)", "file on the server"], key="eval_prompts"
+    )
+    prompt_path = cols[0].text_input(
+        "Prompt file (RealToxicityPrompts JSONL, CSV or JSONL)",
+        key="eval_prompt_path",
+        placeholder="../shared/data/rtp_prompts_100.jsonl",
+    )
+    n_prompts = cols[1].number_input("Prompts", 2, 2000, 50, key="eval_n_prompts")
+    preset = cols[1].selectbox(
+        "Sampling preset",
+        list(SAMPLING_PRESETS),
+        index=list(SAMPLING_PRESETS).index("quick"),
+        key="eval_preset",
+        help="quick: 4×20 tokens · paper: 25×20 · followup: 1×32, top_p 0.3, repetition penalty 1.2",
+    )
+    samples = cols[2].number_input("Completions per prompt (0 = preset)", 0, 50, 0, key="eval_samples")
+    seed = cols[2].number_input("Seed", 0, 2**31 - 1, 0, key="eval_seed")
+    n_neutral = cols[3].number_input("Neutral texts for perplexity", 2, 1000, 60, key="eval_n_neutral")
+    bootstrap = cols[3].number_input("Bootstrap resamples", 100, 20_000, 1000, step=100, key="eval_bootstrap")
+    cols = st.columns(4)
+    methods = cols[0].multiselect("Methods", ["none", "aura", "det0", "damp"], default=["none", "aura"], key="eval_methods")
+    groups = cols[1].multiselect(
+        "Pre-prompts", ["none", "favourable", "adversarial"], default=["none", "favourable", "adversarial"], key="eval_groups"
+    )
+    favourable = cols[2].selectbox("Favourable", [p["name"] for p in preprompts["favourable"]], key="eval_favourable")
+    adversarial = cols[3].selectbox("Adversarial", [p["name"] for p in preprompts["adversarial"]], key="eval_adversarial")
+    cols = st.columns(3)
+    strength = cols[0].slider("Strength λ", 0.0, 1.0, 1.0, 0.05, key="eval_strength")
+    k = cols[1].number_input(
+        "k for Det0 / Damp", 1, experts.intervention.n_units, min(200, experts.intervention.n_units), key="eval_k"
+    )
+    damp_alpha = cols[2].slider("Damp α", 0.0, 1.0, 0.5, 0.05, key="eval_damp_alpha")
+    run = st.form_submit_button("Run evaluation", type="primary")
+
+try:
+    config = EvalConfig(
+        prompts="starter" if prompt_source.startswith("starter") else prompt_path.strip(),
+        prompt_kind="provocative" if prompt_source == "starter (provocative only)" else None,
+        n_prompts=int(n_prompts),
+        sampling=preset,
+        samples=int(samples) or None,
+        seed=int(seed),
+        n_neutral=int(n_neutral),
+        methods=tuple(methods),
+        preprompts=tuple(groups),
+        favourable=favourable,
+        adversarial=adversarial,
+        strength=strength,
+        k=int(k),
+        damp_alpha=damp_alpha,
+        bootstrap=int(bootstrap),
+    )
+except AuraError as err:
+    st.error(f"These settings cannot run: {err}")
+    st.stop()
+
+run_key = hashlib.sha256(
+    json.dumps([loaded.name, experts.spec.data_hash, experts.spec.max_tokens, experts.spec.pooling]).encode()
+).hexdigest()[:12]
+run_dir = cache_root() / "evaluations" / run_key
+if run:
+    with st.status("Evaluating…", expanded=True) as status:
+        st.caption(f"Finished conditions are kept in `{run_dir}`: a rerun resumes there.")
+        progress = ProgressWithETA("starting")
+
+        def report(label: str, done: int, total: int) -> None:
+            progress.label = label
+            progress(done, total)
+
+        try:
+            result = run_evaluation(
+                loaded.model,
+                loaded.tokenizer,
+                experts.intervention,
+                config,
+                out_dir=run_dir,
+                scorer=get_scorer(config.scorer),
+                progress=report,
+            )
+            result.provenance["model"] = loaded.name
+            st.session_state["eval_result"] = result
+            status.update(label="Evaluation finished", state="complete", expanded=False)
+        except AuraError as err:
+            status.update(label="Evaluation failed", state="error")
+            st.error(str(err))
+
+result = st.session_state.get("eval_result")
+if result is None:
+    st.info("Choose the settings and press **Run evaluation**. The default finishes in a few minutes on a laptop CPU.")
+    st.stop()
+
+st.subheader("Results")
+st.dataframe(paper_table(result.metrics), hide_index=True, width="stretch")
+st.plotly_chart(condition_figure(result.metrics), width="stretch")
+with st.expander("Every figure of every condition"):
+    st.dataframe(result.metrics.round(4), hide_index=True, width="stretch")
+
+st.subheader("Strength sweep")
+cols = st.columns([2, 1, 2, 1])
+grid = cols[0].multiselect("λ grid", [0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0], default=[0.0, 0.25, 0.5, 0.75, 1.0], key="sweep_grid")
+sweep_method = cols[1].selectbox("Method", ["aura", "det0", "damp"], key="sweep_method")
+ks_text = cols[2].text_input("k grid (Det0/Damp, comma separated)", "50,200", key="sweep_ks", disabled=sweep_method == "aura")
+if cols[3].button("Run sweep", disabled=not grid):
+    try:
+        ks = tuple(int(v) for v in ks_text.split(",") if v.strip()) if sweep_method != "aura" else None
+        with st.status("Sweeping…", expanded=True) as status:
+            progress = ProgressWithETA("starting")
+
+            def report(label: str, done: int, total: int) -> None:
+                progress.label = label
+                progress(done, total)
+
+            sweep = run_sweep(
+                loaded.model,
+                loaded.tokenizer,
+                experts.intervention,
+                result.config,
+                method=sweep_method,
+                strengths=tuple(sorted(grid)),
+                ks=ks,
+                out_dir=run_dir,
+                scorer=get_scorer(result.config.scorer),
+                progress=report,
+            )
+            st.session_state["eval_result"] = result = replace(result, sweep=sweep)
+            status.update(label="Sweep finished", state="complete", expanded=False)
+    except (AuraError, ValueError) as err:
+        st.error(f"Sweep failed: {err}")
+if result.sweep is not None:
+    st.plotly_chart(tradeoff_figure(result.sweep), width="stretch")
+    st.dataframe(result.sweep.round(4), hide_index=True, width="stretch")
+
+st.subheader("Downloads")
+cols = st.columns(4)
+cols[0].download_button("Metrics (CSV)", result.metrics.to_csv(index=False).encode(), "metrics.csv", "text/csv")
+cols[1].download_button(
+    "Generations (CSV)", result.generations.to_csv(index=False).encode(), "evaluation_generations.csv", "text/csv"
+)
+cols[2].download_button(
+    "Report (JSON)", json.dumps(report_json(result), indent=2, default=str).encode(), "report.json", "application/json"
+)
+cols[3].download_button("Report (HTML)", report_html(result).encode(), "report.html", "text/html")

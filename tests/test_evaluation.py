@@ -1,0 +1,141 @@
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from aura_core import evaluation
+from aura_core.errors import AuraError
+from aura_core.evaluation import (
+    EvalConfig,
+    bootstrap_ppl_change,
+    bootstrap_ratio,
+    run_evaluation,
+    run_sweep,
+    summarise,
+    toxicity_metrics,
+)
+from aura_core.interventions import Intervention
+from aura_core.models import discover_units, unit_width
+from aura_core.reports import paper_table, write_reports
+
+
+def test_toxicity_metrics_on_a_hand_made_matrix():
+    scores = np.array([[0.9, 0.1, 0.2], [0.4, 0.45, 0.3], [0.6, 0.7, 0.8], [0.0, 0.0, 0.51]])
+    got = toxicity_metrics(scores)
+    assert got["mean_toxicity"] == pytest.approx(4.96 / 12)
+    assert got["toxic_share"] == pytest.approx(5 / 12)  # 0.9, 0.6, 0.7, 0.8, 0.51
+    assert got["expected_max_toxicity"] == pytest.approx((0.9 + 0.45 + 0.8 + 0.51) / 4)
+    assert got["toxicity_probability"] == pytest.approx(3 / 4)
+    with pytest.raises(AuraError):
+        toxicity_metrics(np.array([]))
+
+
+def test_ratio_interval_is_exact_without_spread_and_right_with_a_known_one():
+    point, low, high = bootstrap_ratio(np.full(50, 0.2), np.full(50, 0.1))
+    assert (point, low, high) == pytest.approx((2.0, 2.0, 2.0))
+    rng = np.random.default_rng(0)
+    condition = rng.normal(0.5, 0.1, size=400)
+    point, low, high = bootstrap_ratio(np.ones(400), condition, n_boot=4000, seed=1)
+    se = 0.1 / np.sqrt(400)
+    mean = condition.mean()
+    assert point == pytest.approx(1 / mean)
+    # Delta method: the ratio 1/mean has standard error se / mean²; a 95% interval is ±1.96 of it.
+    half_width = 1.96 * se / mean**2
+    assert low == pytest.approx(1 / mean - half_width, abs=0.15 * half_width)
+    assert high == pytest.approx(1 / mean + half_width, abs=0.15 * half_width)
+    assert bootstrap_ratio(np.ones(3), np.zeros(3))[0] == np.inf
+
+
+def test_perplexity_change_interval():
+    nll, counts = np.array([10.0, 20.0, 30.0]), np.array([10, 10, 10])
+    assert bootstrap_ppl_change((nll, counts), (nll, counts)) == pytest.approx((0.0, 0.0, 0.0))
+    change, low, high = bootstrap_ppl_change((nll, counts), (nll + 1.0, counts))
+    assert change == pytest.approx(np.exp(63 / 30) - np.exp(60 / 30))
+    assert low <= change <= high and low > 0
+
+
+def test_summarise_compares_each_condition_with_both_baselines():
+    rows = []
+    for method, preprompt, value in [
+        ("none", "none", 0.4),
+        ("aura", "none", 0.1),
+        ("none", "adversarial", 0.8),
+        ("aura", "adversarial", 0.2),
+    ]:
+        for prompt in range(5):
+            for sample in range(2):
+                rows.append(
+                    {"method": method, "preprompt": preprompt, "prompt_index": prompt, "sample": sample, "toxicity": value}
+                )
+    terms = {"none": (np.array([20.0, 20.0]), np.array([10, 10])), "aura": (np.array([22.0, 22.0]), np.array([10, 10]))}
+    metrics = summarise(pd.DataFrame(rows), terms, n_boot=200).set_index(["method", "preprompt"])
+    assert metrics.loc[("aura", "none"), "reduction"] == pytest.approx(4.0)
+    assert metrics.loc[("none", "adversarial"), "reduction"] == pytest.approx(0.5)
+    assert metrics.loc[("aura", "adversarial"), "reduction_same_preprompt"] == pytest.approx(4.0)
+    assert metrics.loc[("aura", "none"), "ppl_change"] == pytest.approx(np.exp(2.2) - np.exp(2.0))
+    table = paper_table(metrics.reset_index())
+    assert list(table["pre-prompt"]) == ["none", "adversarial"] and "AurA: reduction ×" in table
+
+
+def _aura(model) -> Intervention:
+    modules = dict(model.named_modules())
+    gen = torch.Generator().manual_seed(0)
+    return Intervention({n: torch.rand(unit_width(modules[n]), generator=gen) for n in discover_units(model)})
+
+
+def test_tiny_end_to_end_evaluation_resumes_and_reports(tiny_gpt2, tmp_path, monkeypatch):
+    config = EvalConfig(
+        n_prompts=4, samples=2, max_new_tokens=5, n_neutral=6, methods=("none", "aura", "det0"), k=10, bootstrap=200
+    )
+    aura = _aura(tiny_gpt2.model)
+    result = run_evaluation(tiny_gpt2.model, tiny_gpt2.tokenizer, aura, config, out_dir=tmp_path / "run")
+    assert len(result.metrics) == 3 * 3 and len(result.generations) == 9 * 4 * 2
+    assert result.metrics.set_index(["method", "preprompt"]).loc[("none", "none"), "reduction"] == 1.0
+
+    def no_more_generation(*args, **kwargs):
+        raise AssertionError("a finished condition was generated again")
+
+    monkeypatch.setattr(evaluation, "generate", no_more_generation)
+    again = run_evaluation(tiny_gpt2.model, tiny_gpt2.tokenizer, aura, config, out_dir=tmp_path / "run")
+    pd.testing.assert_frame_equal(again.metrics, result.metrics)
+    monkeypatch.undo()
+
+    result.sweep = run_sweep(tiny_gpt2.model, tiny_gpt2.tokenizer, aura, config, strengths=(0.0, 1.0), out_dir=tmp_path / "run")
+    sweep = result.sweep.set_index("strength")
+    assert sweep.loc[0.0, "ppl_change"] == 0.0 and sweep.loc[1.0, "ppl_change"] != 0.0
+    paths = write_reports(result, tmp_path / "report")
+    report = json.loads(paths["json"].read_text())
+    assert report["settings"]["sampling_settings"]["num_return_sequences"] == 2
+    assert len(report["metrics"]) == 9 and len(report["sweep"]) == 2
+    page = paths["html"].read_text()
+    assert "<table" in page and "Plotly.newPlot" in page and "Settings (repeat the run with these)" in page
+
+
+def test_strength_zero_is_the_baseline(tiny_gpt2):
+    config = EvalConfig(
+        n_prompts=3,
+        samples=2,
+        max_new_tokens=4,
+        n_neutral=4,
+        methods=("none", "aura"),
+        preprompts=("none",),
+        strength=0.0,
+        bootstrap=100,
+    )
+    result = run_evaluation(tiny_gpt2.model, tiny_gpt2.tokenizer, _aura(tiny_gpt2.model), config)
+    by = result.metrics.set_index("method")
+    assert by.loc["aura", "reduction"] == 1.0 and by.loc["aura", "ppl_change"] == 0.0
+
+
+def test_bad_settings_are_refused_before_any_work(tiny_gpt2):
+    with pytest.raises(AuraError, match="sampling preset"):
+        EvalConfig(sampling="fast")
+    with pytest.raises(AuraError, match="methods"):
+        EvalConfig(methods=("aura", "zap"))
+    from aura_core.tiny import load_tiny
+
+    other = _aura(load_tiny("tiny-llama").model)
+    with pytest.raises(AuraError, match="not in this model"):
+        run_evaluation(tiny_gpt2.model, tiny_gpt2.tokenizer, other, EvalConfig(n_prompts=2))
