@@ -6,6 +6,7 @@
     python -m aura_core generate --intervention runs/aura.safetensors --compare --kind provocative
     python -m aura_core export --intervention runs/aura.safetensors --out runs/smollm2-aura
     python -m aura_core evaluate --intervention runs/aura.safetensors --sweep --out runs/evaluation
+    python -m aura_core bench all --json --markdown BENCHMARKS.md
 
 Bad input ends with one line on stderr and exit code 2.
 """
@@ -372,6 +373,31 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from aura_core.bench import machine_description, markdown_report, run_benchmarks
+
+    results = run_benchmarks(args.names, progress=lambda name: print(f"benchmark {name}…", file=sys.stderr))
+    if args.json:
+        for result in results:
+            print(json.dumps(result))
+    else:
+        for result in results:
+            print(f"\n{result['name']}")
+            for key, value in result.items():
+                if key != "name":
+                    print(f"  {key:<28} {value}")
+    if args.markdown:
+        command = (
+            "python -m aura_core bench "
+            + " ".join(args.names)
+            + (" --json" if args.json else "")
+            + f" --markdown {args.markdown}"
+        )
+        Path(args.markdown).write_text(markdown_report(results, machine_description(), command), encoding="utf-8")
+        print(f"wrote {args.markdown}", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from aura_core.generation import SAMPLING_PRESETS
     from aura_core.interventions import METHODS
@@ -470,6 +496,12 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--sweep-ks", default=None, help="comma list of k (det0/damp)")
     evaluate.add_argument("--out", default="runs/evaluation", help="run folder: reports, and finished pieces for resuming")
     evaluate.set_defaults(func=cmd_evaluate)
+
+    bench = sub.add_parser("bench", help="benchmarks: fast paths beside their reference paths")
+    bench.add_argument("names", nargs="+", help="auroc, collect, generate, memory, app, or all")
+    bench.add_argument("--json", action="store_true", help="one JSON object per benchmark")
+    bench.add_argument("--markdown", default=None, help="also write the results as this Markdown file (BENCHMARKS.md)")
+    bench.set_defaults(func=cmd_bench)
 
     export = sub.add_parser("export", help="save the intervened model as an ordinary checkpoint folder")
     _add_model_args(export)

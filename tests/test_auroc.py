@@ -52,3 +52,14 @@ def test_one_class_and_misaligned_inputs_raise():
         auroc(torch.randn(5, 2), torch.ones(5, dtype=torch.long))
     with pytest.raises(DataError, match="line up"):
         auroc(torch.randn(5, 2), torch.ones(4, dtype=torch.long))
+
+
+def test_cpu_fast_path_equals_the_torch_path_used_on_gpus():
+    gen = torch.Generator().manual_seed(5)
+    scores = torch.randn(300, 120, generator=gen)
+    scores[:, :30] = torch.randint(-2, 3, (300, 30), generator=gen).float()  # ties across zero and signs
+    scores[:5, 30] = -0.0
+    labels = torch.randint(0, 2, (300,), generator=gen)
+    from aura_core.auroc import auroc_reference_torch
+
+    assert torch.allclose(auroc(scores, labels), auroc_reference_torch(scores, labels), atol=1e-12)
