@@ -90,7 +90,7 @@ def _auroc_numpy(units_by_texts: np.ndarray, positive: np.ndarray, n_pos: int, n
 
 def _tied_pairs(value: np.ndarray, label: np.ndarray) -> np.ndarray:
     """Per row: Σ over groups of equal values of (positives in group) × (negatives in group)."""
-    rows, width = value.shape
+    rows = value.shape[0]
     starts = np.ones_like(value, dtype=bool)
     starts[:, 1:] = value[:, 1:] != value[:, :-1]
     group = np.cumsum(starts.ravel()) - 1  # groups never span rows: each row starts a group
