@@ -2,8 +2,7 @@
 
 import streamlit as st
 
-from studio.resources import cached_experts
-from studio.state import concept_data, init_session, model_choice
+from studio.state import concept_data, init_session, model_choice, session_experts
 
 st.set_page_config(page_title="AurA Studio", page_icon="🧯", layout="wide")
 init_session()
@@ -31,8 +30,7 @@ def draw_sidebar() -> None:
         counts = data.counts()
         st.caption("Concept data")
         st.markdown(f"{label}  \n{counts[1]:,} toxic · {counts[0]:,} non-toxic")
-        spec = st.session_state.get("experts_spec")
-        experts = cached_experts(spec) if spec is not None else None
+        experts = session_experts()
         st.caption("Experts")
         if experts is None:
             st.markdown("not computed yet: see **Find experts**")

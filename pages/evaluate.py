@@ -11,8 +11,8 @@ from aura_core.evaluation import EvalConfig, run_evaluation, run_sweep
 from aura_core.models import cache_root
 from aura_core.plots import condition_figure, tradeoff_figure
 from aura_core.reports import paper_table, report_html, report_json
-from studio.resources import cached_experts, get_scorer
-from studio.state import require_model
+from studio.resources import get_scorer
+from studio.state import require_experts, require_model
 from studio.view import ProgressWithETA
 
 st.title("Evaluate")
@@ -22,11 +22,7 @@ st.write(
     "bootstrap intervals."
 )
 loaded = require_model()
-experts = cached_experts(st.session_state.get("experts_spec"))
-if experts is None:
-    st.info("Find the experts of this model first: every method is built from their AUROC.")
-    st.page_link("pages/find_experts.py", label="Go to Find experts", icon=":material/search:")
-    st.stop()
+experts = require_experts("every method is built from their AUROC.")
 
 preprompts = load_preprompts()
 with st.form("eval_form"):
@@ -96,11 +92,6 @@ if run:
     with st.status("Evaluating…", expanded=True) as status:
         st.caption(f"Finished conditions are kept in `{run_dir}`: a rerun resumes there.")
         progress = ProgressWithETA("starting")
-
-        def report(label: str, done: int, total: int) -> None:
-            progress.label = label
-            progress(done, total)
-
         try:
             result = run_evaluation(
                 loaded.model,
@@ -109,7 +100,7 @@ if run:
                 config,
                 out_dir=run_dir,
                 scorer=get_scorer(config.scorer),
-                progress=report,
+                progress=progress.stage,
             )
             result.provenance["model"] = loaded.name
             st.session_state["eval_result"] = result
@@ -139,11 +130,6 @@ if cols[3].button("Run sweep", disabled=not grid):
         ks = tuple(int(v) for v in ks_text.split(",") if v.strip()) if sweep_method != "aura" else None
         with st.status("Sweeping…", expanded=True) as status:
             progress = ProgressWithETA("starting")
-
-            def report(label: str, done: int, total: int) -> None:
-                progress.label = label
-                progress(done, total)
-
             sweep = run_sweep(
                 loaded.model,
                 loaded.tokenizer,
@@ -154,7 +140,7 @@ if cols[3].button("Run sweep", disabled=not grid):
                 ks=ks,
                 out_dir=run_dir,
                 scorer=get_scorer(result.config.scorer),
-                progress=report,
+                progress=progress.stage,
             )
             st.session_state["eval_result"] = result = replace(result, sweep=sweep)
             status.update(label="Sweep finished", state="complete", expanded=False)

@@ -7,17 +7,12 @@ import streamlit as st
 from aura_core import AuraError, unit_table
 from aura_core.neurons import token_activations, vocabulary_effect
 from aura_core.plots import response_distributions, roc_figure
-from studio.resources import cached_experts
-from studio.state import require_model
+from studio.state import require_experts, require_model
 from studio.view import token_highlight_html
 
 st.title("Expert neurons")
 loaded = require_model()
-experts = cached_experts(st.session_state.get("experts_spec"))
-if experts is None:
-    st.info("No experts yet for this model: run **Find experts** first.")
-    st.page_link("pages/find_experts.py", label="Go to Find experts", icon=":material/search:")
-    st.stop()
+experts = require_experts("this page inspects them one by one.")
 
 table = unit_table(experts.intervention)
 with st.container(border=True):

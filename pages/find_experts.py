@@ -5,7 +5,7 @@ import streamlit as st
 from aura_core import AuraError, CollectionCancelled, balanced_sample, load_concept_data, parse_concept_bytes, unit_table
 from aura_core.plots import alpha_histogram, auroc_by_layer, experts_per_layer
 from studio.resources import ExpertsSpec, cached_experts, find_experts
-from studio.state import concept_data, model_choice, require_model, set_concept_data
+from studio.state import concept_data, model_choice, require_model, session_experts, set_concept_data
 from studio.view import ProgressWithETA
 
 st.title("Find experts")
@@ -84,7 +84,7 @@ if run:
             status.update(label="Could not find experts", state="error")
             st.error(str(err))
 
-experts = cached_experts(spec) or cached_experts(st.session_state.get("experts_spec"))
+experts = cached_experts(spec) or session_experts()
 if experts is None:
     st.info("Set the options and press **Find experts**. Results are cached on disk: reopening them is instant.")
     st.stop()

@@ -15,17 +15,13 @@ from aura_core import SAMPLING_PRESETS, AuraError, SamplingSettings, generate, l
 from aura_core.generation import stream_completion
 from aura_core.interventions import export_model
 from aura_core.models import cache_root
-from studio.resources import cached_experts, get_scorer
-from studio.state import require_model, share_in_url
+from studio.resources import get_scorer
+from studio.state import require_experts, require_model, share_in_url
 from studio.view import side_title, toxicity_badge, word_diff_html
 
 st.title("Generate side by side")
 loaded = require_model()
-experts = cached_experts(st.session_state.get("experts_spec"))
-if experts is None:
-    st.info("Find the experts of this model first: the intervention is built from their AUROC.")
-    st.page_link("pages/find_experts.py", label="Go to Find experts", icon=":material/search:")
-    st.stop()
+experts = require_experts("the intervention is built from their AUROC.")
 
 prompts = load_prompts()
 preprompts = load_preprompts()

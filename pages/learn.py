@@ -5,13 +5,12 @@ import streamlit as st
 
 from aura_core import unit_table
 from aura_core.plots import experts_per_layer
-from studio.resources import cached_experts
-from studio.state import concept_data, require_model
+from studio.state import concept_data, require_model, session_experts
 
 st.title("Learn: how AurA finds and quiets toxic neurons")
 loaded = require_model()
 data, label = concept_data()
-experts = cached_experts(st.session_state.get("experts_spec"))
+experts = session_experts()
 
 st.markdown(
     """

@@ -9,7 +9,7 @@ from __future__ import annotations
 import streamlit as st
 
 from aura_core import AuraError, ConceptData, LoadedModel, load_concept_data
-from studio.resources import ModelChoice, default_model_name, get_model
+from studio.resources import Experts, ModelChoice, cached_experts, default_model_name, get_model
 
 URL_KEYS = {"model": "url_model", "method": "method", "strength": "strength", "prompt": "prompt_text", "pre": "pre_prompt_choice"}
 
@@ -73,3 +73,18 @@ def concept_data() -> tuple[ConceptData, str]:
 def set_concept_data(data: ConceptData, label: str) -> None:
     st.session_state["concept"] = data
     st.session_state["concept_label"] = label
+
+
+def session_experts() -> Experts | None:
+    """The experts this session last found (shared read-only with every session that found them)."""
+    return cached_experts(st.session_state.get("experts_spec"))
+
+
+def require_experts(why: str) -> Experts:
+    """This session's experts, or a pointer to Find experts and a stop."""
+    experts = session_experts()
+    if experts is None:
+        st.info(f"Find the experts of this model first: {why}")
+        st.page_link("pages/find_experts.py", label="Go to Find experts", icon=":material/search:")
+        st.stop()
+    return experts

@@ -20,6 +20,13 @@ class ProgressWithETA:
         self.started = time.perf_counter()
         self.first_done: int | None = None
 
+    def stage(self, label: str, done: int, total: int) -> None:
+        """For runs made of stages: ``progress(stage_label, done, total)`` callbacks."""
+        if label != self.label:
+            self.label = label
+            self.first_done = None
+        self(done, total)
+
     def __call__(self, done: int, total: int) -> None:
         if self.first_done is None:
             self.first_done = done  # work resumed from the cache does not count towards the rate
