@@ -102,25 +102,36 @@ class _PoolingHooks:
         self.buffers = buffers
         self.pooling = pooling
         self.rows: torch.Tensor | None = None
-        self.mask: torch.Tensor | None = None
+        self.full = 0
+        self.tail_mask: torch.Tensor | None = None
         self.counts: torch.Tensor | None = None
         self.handles = [module.register_forward_hook(self._hook(name)) for name, module in modules.items()]
 
     def _hook(self, name: str) -> Callable:
         def hook(module: nn.Module, inputs: object, output: object) -> None:
             hidden = unwrap_output(output)
+            # Padding sits on the right and batches hold texts of similar length, so positions
+            # before the shortest text's end need no mask: only the short tail is masked (copied).
+            head, tail = hidden[:, : self.full], hidden[:, self.full :]
             if self.pooling == "max":
-                pooled = hidden.masked_fill(~self.mask, float("-inf")).amax(dim=1)
+                pooled = head.amax(dim=1)
+                if tail.shape[1]:
+                    pooled = torch.maximum(pooled, tail.masked_fill(~self.tail_mask, float("-inf")).amax(dim=1))
             else:
-                pooled = (hidden * self.mask).sum(dim=1) / self.counts
+                pooled = head.sum(dim=1)
+                if tail.shape[1]:
+                    pooled = pooled + (tail * self.tail_mask).sum(dim=1)
+                pooled = pooled / self.counts
             self.buffers[name].index_copy_(0, self.rows, pooled.to(self.buffers[name].device, torch.float32))
 
         return hook
 
     def set_batch(self, rows: torch.Tensor, attention_mask: torch.Tensor) -> None:
         self.rows = rows
-        self.mask = attention_mask.bool().unsqueeze(-1)
-        self.counts = attention_mask.sum(dim=1, keepdim=True).clamp(min=1)
+        lengths = attention_mask.sum(dim=1)
+        self.full = int(lengths.min())
+        self.tail_mask = attention_mask[:, self.full :].bool().unsqueeze(-1)
+        self.counts = lengths.unsqueeze(1).clamp(min=1)
 
     def remove(self) -> None:
         for handle in self.handles:

@@ -12,7 +12,7 @@ def _collect(loaded, data, tmp_path, **kwargs):
     return collect_responses(loaded.model, loaded.tokenizer, data, units, **kwargs)
 
 
-def _unbatched_max(loaded, text: str, module_name: str) -> torch.Tensor:
+def _unbatched(loaded, text: str, module_name: str, pooling: str = "max") -> torch.Tensor:
     module = dict(loaded.model.named_modules())[module_name]
     seen = {}
     handle = module.register_forward_hook(lambda m, i, o: seen.setdefault("out", o))
@@ -21,15 +21,16 @@ def _unbatched_max(loaded, text: str, module_name: str) -> torch.Tensor:
             loaded.model(loaded.tokenizer(text, return_tensors="pt")["input_ids"])
     finally:
         handle.remove()
-    return seen["out"][0].amax(dim=0)
+    return seen["out"][0].amax(dim=0) if pooling == "max" else seen["out"][0].mean(dim=0)
 
 
-def test_batched_pooling_equals_one_text_at_a_time(tiny, toy_data, tmp_path):
-    responses = _collect(tiny, toy_data, tmp_path, batch_size=5, max_tokens=64, use_cache=False)
+@pytest.mark.parametrize("pooling", ["max", "mean"])
+def test_batched_pooling_equals_one_text_at_a_time(tiny, toy_data, tmp_path, pooling):
+    responses = _collect(tiny, toy_data, tmp_path, batch_size=5, max_tokens=64, use_cache=False, pooling=pooling)
     for name, values in responses.per_module.items():
         assert values.dtype == torch.float32 and values.shape[0] == len(toy_data)
         for row in (0, 7, 23):
-            assert torch.allclose(values[row], _unbatched_max(tiny, toy_data.texts[row], name), atol=1e-5)
+            assert torch.allclose(values[row], _unbatched(tiny, toy_data.texts[row], name, pooling), atol=1e-5)
     assert torch.equal(responses.labels, torch.tensor(toy_data.labels))
 
 
