@@ -250,6 +250,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
     elif not args.baseline_only:
         raise AuraError("give --intervention FILE (from `fit`), or --baseline-only")
     loaded = _load(args)
+    if intervention is not None and not intervention.fitted_on(loaded.model):
+        print("warning: the intervention was fitted on a model with other weights", file=sys.stderr)
     scorer = load_scorer(args.scorer)
     pre_prompt = _resolve_pre_prompt(args.pre_prompt)
     conditions = [("baseline", None)] if (args.compare or args.baseline_only) else []

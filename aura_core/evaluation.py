@@ -250,7 +250,7 @@ def _intervention_for(
 def _intervention_key(intervention: Intervention | None) -> str:
     if intervention is None:
         return "none"
-    return hashlib.sha256(intervention.to_bytes()).hexdigest()[:16]
+    return intervention.key()
 
 
 class _RunFolder:

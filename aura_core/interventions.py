@@ -12,10 +12,12 @@ The file stores the statistic (per-unit AUROC) and the settings; factors are der
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
 import tempfile
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -111,6 +113,14 @@ class Intervention:
         lam = float(self.strength)
         return {name: (1.0 - lam) + lam * alpha for name, alpha in self.alphas().items()}
 
+    def key(self) -> str:
+        """A hash of the settings and every AUROC: equal keys, equal factors."""
+        digest = hashlib.sha256(json.dumps(self.settings(), sort_keys=True).encode())
+        for name, values in self.auroc.items():
+            digest.update(name.encode())
+            digest.update(values.detach().to(torch.float64).cpu().numpy().tobytes())
+        return digest.hexdigest()[:20]
+
     def settings(self) -> dict:
         return {"method": self.method, "strength": self.strength, "k": self.k, "damp_alpha": self.damp_alpha}
 
@@ -146,6 +156,11 @@ class Intervention:
         order = header.get("units") or list(tensors)
         return cls({name: tensors[name] for name in order}, meta=header.get("meta", {}), **settings)
 
+    def fitted_on(self, model: nn.Module) -> bool:
+        """Whether the AUROC was computed on this very model (same weights), when that is known."""
+        fitted = self.meta.get("fingerprint")
+        return not fitted or fitted == model_fingerprint(model)
+
     def check_fits(self, model: nn.Module) -> dict[str, nn.Module]:
         """The modules this intervention acts on; an error if any is missing or of another width."""
         modules = dict(model.named_modules())
@@ -156,9 +171,6 @@ class Intervention:
                 raise InterventionError(
                     f"module {name!r} has {unit_width(modules[name])} units, the intervention {values.numel()}"
                 )
-        fitted = self.meta.get("fingerprint")
-        if fitted and fitted != model_fingerprint(model):
-            self.meta.setdefault("warnings", []).append("fitted on a model with other weights")
         return {name: modules[name] for name in self.auroc}
 
 
@@ -219,32 +231,76 @@ def _unit_axis(module: nn.Module) -> int:
     return 0 if isinstance(module, nn.Linear) or not hasattr(module, "nf") else 1
 
 
+# Folded weights are kept for the last intervention of each model, so serving the same one
+# again swaps tensors (O(1)) instead of rescaling rows; above this size rows are rescaled in place.
+FOLD_CACHE_BYTES = int(os.environ.get("AURA_FOLD_CACHE_MB", "2048")) * 2**20
+_FOLDED: weakref.WeakKeyDictionary[nn.Module, tuple[str, list[tuple[nn.Parameter, torch.Tensor]]]] = weakref.WeakKeyDictionary()
+
+
+def _fold_plan(model: nn.Module, intervention: Intervention) -> list[tuple[nn.Parameter, int, torch.Tensor, torch.Tensor]]:
+    """(parameter, unit axis, unit indices, factors) for every weight and bias the intervention scales."""
+    plan = []
+    for module, factor in _active(intervention, intervention.check_fits(model)).values():
+        index = torch.nonzero(factor != 1.0).squeeze(1)
+        scale = factor[index].to(module.weight.dtype)
+        for param, axis in ((module.weight, _unit_axis(module)), (getattr(module, "bias", None), 0)):
+            if param is None:
+                continue
+            if param.device.type == "meta":
+                raise InterventionError("folding needs the weights in memory (this model is offloaded): use mode 'hooks'")
+            plan.append((param, axis, index, scale))
+    return plan
+
+
+def _scaled(values: torch.Tensor, axis: int, scale: torch.Tensor) -> torch.Tensor:
+    shape = [1] * values.ndim
+    shape[axis] = -1
+    return values * scale.view(shape)
+
+
 @contextmanager
 def fold_into_weights(model: nn.Module, intervention: Intervention) -> Iterator[nn.Module]:
     """Scale the weight rows and bias of each unit inside the block, exactly restored on exit.
 
     Output of a linear layer is linear in its weight row and bias, so this gives the same
-    logits as the hooks at no runtime cost. Only the touched rows are kept for the restore.
+    logits as the hooks at no runtime cost. The original tensors are never changed: folded
+    copies are swapped in and out (kept for the next use of the same intervention), or, for
+    models too large to copy, only the touched rows are saved and rescaled in place.
     """
     with exclusive(model), torch.no_grad():
-        active = _active(intervention, intervention.check_fits(model))
-        saved: list[tuple[torch.Tensor, int, torch.Tensor, torch.Tensor]] = []
+        plan = _fold_plan(model, intervention)
+        size = sum(param.numel() * param.element_size() for param, *_ in plan)
+        if size <= FOLD_CACHE_BYTES:
+            key = intervention.key()
+            cached = _FOLDED.get(model)
+            if cached is None or cached[0] != key:
+                _FOLDED.pop(model, None)  # free the previous copies before making new ones
+                folded = []
+                for param, axis, index, scale in plan:
+                    copy = param.detach().clone()
+                    copy.index_copy_(axis, index, _scaled(copy.index_select(axis, index), axis, scale))
+                    folded.append((param, copy))
+                cached = _FOLDED[model] = (key, folded)
+            originals: list[tuple[nn.Parameter, torch.Tensor]] = []
+            try:
+                for param, copy in cached[1]:
+                    originals.append((param, param.data))
+                    param.data = copy
+                yield model
+            finally:
+                for param, original in reversed(originals):
+                    param.data = original
+            return
+        saved: list[tuple[nn.Parameter, int, torch.Tensor, torch.Tensor]] = []
         try:
-            for module, factor in active.values():
-                axis = _unit_axis(module)
-                index = torch.nonzero(factor != 1.0).squeeze(1)
-                scale = factor[index].to(module.weight.dtype)
-                for param, param_axis in ((module.weight, axis), (getattr(module, "bias", None), 0)):
-                    if param is None:
-                        continue
-                    saved.append((param, param_axis, index, param.index_select(param_axis, index).clone()))
-                    shape = [1] * param.ndim
-                    shape[param_axis] = -1
-                    param.index_copy_(param_axis, index, param.index_select(param_axis, index) * scale.view(shape))
+            for param, axis, index, scale in plan:
+                rows = param.index_select(axis, index)
+                saved.append((param, axis, index, rows))
+                param.index_copy_(axis, index, _scaled(rows, axis, scale))
             yield model
         finally:
-            for param, param_axis, index, original in reversed(saved):
-                param.index_copy_(param_axis, index, original)
+            for param, axis, index, original in reversed(saved):
+                param.index_copy_(axis, index, original)
 
 
 @contextmanager

@@ -144,3 +144,33 @@ def test_exported_checkpoint_reproduces_intervened_logits_with_plain_transformer
     assert torch.allclose(logits_of(reloaded, tok, TEXTS), expected, atol=1e-5)
     with pytest.raises(InterventionError, match="not empty"):
         export_model(model, tok, iv, folder)
+
+
+def test_both_folding_paths_match_hooks_and_restore_exactly(tiny, monkeypatch):
+    from aura_core import interventions
+
+    model, tok = tiny.model, tiny.tokenizer
+    plain = logits_of(model, tok, TEXTS)
+    weights = {k: v.clone() for k, v in model.state_dict().items()}
+    iv = _interventions(model)[3]
+    with apply_hooks(model, iv):
+        hooked = logits_of(model, tok, TEXTS)
+    for budget in (0, 2**40):  # 0: rows rescaled in place; large: folded copies swapped in
+        monkeypatch.setattr(interventions, "FOLD_CACHE_BYTES", budget)
+        with fold_into_weights(model, iv):
+            assert torch.allclose(logits_of(model, tok, TEXTS), hooked, atol=1e-5)
+        assert torch.equal(logits_of(model, tok, TEXTS), plain)
+        assert all(torch.equal(weights[k], v) for k, v in model.state_dict().items())
+
+
+def test_folded_copies_are_reused_for_the_same_intervention_only(tiny_gpt2):
+    from aura_core.interventions import _FOLDED
+
+    model = tiny_gpt2.model
+    iv = _interventions(model)[0]
+    with fold_into_weights(model, iv):
+        first = [copy.data_ptr() for _, copy in _FOLDED[model][1]]
+    with fold_into_weights(model, iv):
+        assert [copy.data_ptr() for _, copy in _FOLDED[model][1]] == first
+    with fold_into_weights(model, iv.with_strength(0.5)):
+        assert _FOLDED[model][0] == iv.with_strength(0.5).key() != iv.key()
