@@ -85,6 +85,7 @@ body {{ font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 1200px
 table {{ border-collapse: collapse; margin: 1rem 0; font-size: 0.9rem; }}
 th, td {{ padding: 0.35rem 0.7rem; border-bottom: 1px solid #ddd; text-align: right; }}
 th:first-child, td:first-child {{ text-align: left; }}
+.wide {{ overflow-x: auto; }}
 pre {{ background: #f3f6f4; padding: 1rem; overflow-x: auto; }}
 </style></head><body>
 <h1>{html.escape(title)}</h1>
@@ -93,10 +94,10 @@ a completion is toxic above 0.5. Reduction × = mean toxicity of the plain model
 the condition, with a 95% paired bootstrap interval over prompts. Perplexity is measured on neutral text; its change
 against the plain model carries a 95% bootstrap interval over texts.</p>
 <h2>Results</h2>
-{paper_table(result.metrics).to_html(index=False, border=0, classes="table")}
+<div class="wide">{paper_table(result.metrics).to_html(index=False, border=0, classes="table")}</div>
 {"".join(charts)}
 <h2>All figures</h2>
-{detail}
+<div class="wide">{detail}</div>
 <h2>Settings (repeat the run with these)</h2>
 <pre>{html.escape(settings)}</pre>
 <h2>Provenance</h2>
