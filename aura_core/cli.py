@@ -20,8 +20,14 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from aura_core.errors import AuraError
+
+if TYPE_CHECKING:
+    from aura_core.data import ConceptData
+    from aura_core.models import LoadedModel
+    from aura_core.responses import Responses
 
 __all__ = ["build_parser", "main"]
 
@@ -83,7 +89,7 @@ def _add_collect_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--no-cache", action="store_true", help="recompute even if cached")
 
 
-def _load(args: argparse.Namespace):
+def _load(args: argparse.Namespace) -> LoadedModel:
     from aura_core.models import load_model
 
     return load_model(
@@ -95,7 +101,7 @@ def _load(args: argparse.Namespace):
     )
 
 
-def _collect(args: argparse.Namespace, loaded=None):
+def _collect(args: argparse.Namespace, loaded: LoadedModel | None = None) -> tuple[Responses, ConceptData]:
     from aura_core.data import balanced_sample, load_concept_data
     from aura_core.models import discover_units
     from aura_core.responses import collect_responses

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 from torch import nn
 
-from aura_core.data import load_neutral_texts, load_preprompts, load_prompts
+from aura_core.data import Prompt, load_neutral_texts, load_preprompts, load_prompts
 from aura_core.errors import AuraError
 from aura_core.generation import SAMPLING_PRESETS, SamplingSettings, generate
 from aura_core.interventions import Intervention
@@ -233,7 +233,7 @@ def _hash(*parts: object) -> str:
 
 def _intervention_for(
     base: Intervention | None, method: str, config: EvalConfig, strength: float | None = None, k: int | None = None
-):
+) -> Intervention | None:
     if method == "none":
         return None
     if base is None:
@@ -256,7 +256,7 @@ def _intervention_key(intervention: Intervention | None) -> str:
 class _RunFolder:
     """Where finished pieces of a run are kept (JSON files written atomically)."""
 
-    def __init__(self, folder: Path | None):
+    def __init__(self, folder: Path | None) -> None:
         self.folder = folder
         if folder is not None:
             (folder / "pieces").mkdir(parents=True, exist_ok=True)
@@ -282,7 +282,18 @@ class _RunFolder:
 
 
 def _condition_rows(
-    model, tokenizer, prompts, pre_text, intervention, settings, config, scorer, pieces, fingerprint, label, progress
+    model: nn.Module,
+    tokenizer: object,
+    prompts: list[Prompt],
+    pre_text: str,
+    intervention: Intervention | None,
+    settings: SamplingSettings,
+    config: EvalConfig,
+    scorer: ToxicityScorer,
+    pieces: _RunFolder,
+    fingerprint: str,
+    label: str,
+    progress: Progress | None,
 ) -> list[dict]:
     key = _hash(
         "gen",
@@ -317,7 +328,15 @@ def _condition_rows(
 
 
 def _ppl_terms(
-    model, tokenizer, texts, intervention, config, pieces, fingerprint, label, progress
+    model: nn.Module,
+    tokenizer: object,
+    texts: list[str],
+    intervention: Intervention | None,
+    config: EvalConfig,
+    pieces: _RunFolder,
+    fingerprint: str,
+    label: str,
+    progress: Progress | None,
 ) -> tuple[np.ndarray, np.ndarray]:
     key = _hash("ppl", fingerprint, _intervention_key(intervention), texts, config.ppl_max_tokens)
     cached = pieces.load(key)
@@ -332,7 +351,7 @@ def _ppl_terms(
     return np.array(cached["nll"]), np.array(cached["count"])
 
 
-def _inputs(config: EvalConfig) -> tuple[list, list[str]]:
+def _inputs(config: EvalConfig) -> tuple[list[Prompt], list[str]]:
     prompts = load_prompts(config.prompts, n=config.n_prompts, seed=config.seed, kind=config.prompt_kind)
     neutral = load_neutral_texts(config.neutral)
     if config.n_neutral is not None:

@@ -18,7 +18,7 @@ import os
 import shutil
 import tempfile
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -218,7 +218,7 @@ def apply_hooks(model: nn.Module, intervention: Intervention) -> Iterator[nn.Mod
                 handle.remove()
 
 
-def _scaling_hook(factor: torch.Tensor):
+def _scaling_hook(factor: torch.Tensor) -> Callable[[nn.Module, object, object], object]:
     def hook(module: nn.Module, inputs: object, output: object) -> object:
         hidden = unwrap_output(output)
         return rewrap_output(output, hidden * factor.to(hidden.dtype))

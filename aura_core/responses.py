@@ -98,7 +98,7 @@ def responses_cache_key(fingerprint: str, data_hash: str, units: list[str], pool
 class _PoolingHooks:
     """Forward hooks that pool each module's output straight into its preallocated buffer."""
 
-    def __init__(self, modules: dict[str, nn.Module], buffers: dict[str, torch.Tensor], pooling: str):
+    def __init__(self, modules: dict[str, nn.Module], buffers: dict[str, torch.Tensor], pooling: str) -> None:
         self.buffers = buffers
         self.pooling = pooling
         self.rows: torch.Tensor | None = None

@@ -65,7 +65,7 @@ class ProfanityCheckScorer:
 class HFClassifierScorer:
     """A Hugging Face text-classification model; the score is the probability of its toxic label."""
 
-    def __init__(self, model_id: str, *, device: str | None = None, batch_size: int = 32, toxic_label: str | None = None):
+    def __init__(self, model_id: str, *, device: str | None = None, batch_size: int = 32, toxic_label: str | None = None) -> None:
         from transformers import pipeline
 
         self.name = model_id

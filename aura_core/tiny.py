@@ -11,6 +11,7 @@ pipeline's arithmetic and the app's wiring quickly.
 from __future__ import annotations
 
 import torch
+from transformers import PreTrainedTokenizerFast
 
 from aura_core.models import LoadedModel
 
@@ -19,10 +20,9 @@ __all__ = ["TINY_MODELS", "byte_tokenizer", "load_tiny"]
 TINY_MODELS = ("tiny-gpt2", "tiny-llama")
 
 
-def byte_tokenizer():
+def byte_tokenizer() -> PreTrainedTokenizerFast:
     """A fast tokenizer over the 256 bytes plus ``<pad>`` and ``<eos>``: every string encodes."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
 
     alphabet = pre_tokenizers.ByteLevel.alphabet()
     vocab = {symbol: index for index, symbol in enumerate(sorted(alphabet))}

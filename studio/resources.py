@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import streamlit as st
@@ -82,7 +83,13 @@ def cached_experts(spec: ExpertsSpec) -> Experts | None:
         return store.get(spec)
 
 
-def find_experts(spec: ExpertsSpec, data: ConceptData, progress=None, should_stop=None, batch_size: int = 32) -> Experts:
+def find_experts(
+    spec: ExpertsSpec,
+    data: ConceptData,
+    progress: Callable[[int, int], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    batch_size: int = 32,
+) -> Experts:
     """Collect (from the on-disk cache when it exists) and fit AurA; kept for every session."""
     existing = cached_experts(spec)
     if existing is not None:

@@ -14,7 +14,7 @@ from aura_core.neurons import TokenActivations
 class ProgressWithETA:
     """``st.progress`` driven by ``progress(done, total)`` callbacks, with rate and time left."""
 
-    def __init__(self, label: str):
+    def __init__(self, label: str) -> None:
         self.label = label
         self.bar = st.progress(0.0, text=label)
         self.started = time.perf_counter()
