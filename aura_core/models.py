@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import importlib
 import importlib.util
 import os
 import re
@@ -193,16 +194,20 @@ def _gguf_location(preset: Preset) -> tuple[Path, str]:
 
 
 def _assemble_gguf(preset: Preset) -> Path:
-    """Join a GGUF that a package ships in chunk packages (``NAME-part1`` ... ``-partN``)."""
-    module = __import__(preset.gguf_package)
-    for attr in ("gguf_path", "get_gguf_path", "model_path", "path"):
-        value = getattr(module, attr, None)
-        value = value() if callable(value) else value
-        if value and Path(value).is_file():
-            return Path(value)
-    raise ModelLoadError(
-        f"model preset {preset.name!r}: no GGUF file found in {preset.gguf_package}; reinstall with `{preset.install}`"
-    )
+    """Join a GGUF that a package ships in chunk packages, once, into the cache."""
+    module = importlib.import_module(preset.gguf_package)
+    assemble = getattr(module, "assemble", None)
+    name = getattr(module, "MODEL_NAME", f"{preset.name}.gguf")
+    if assemble is None:
+        raise ModelLoadError(
+            f"model preset {preset.name!r}: no GGUF file in {preset.gguf_package}; reinstall with `{preset.install}`"
+        )
+    try:
+        return Path(assemble(cache_root() / "gguf" / name))
+    except (OSError, ValueError) as err:  # missing chunk packages, or a checksum mismatch
+        raise ModelLoadError(
+            f"model preset {preset.name!r} cannot be assembled ({err}); reinstall with `{preset.install}`"
+        ) from err
 
 
 def preset_status(name: str) -> str:

