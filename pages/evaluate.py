@@ -28,14 +28,14 @@ preprompts = load_preprompts()
 with st.form("eval_form"):
     cols = st.columns(4)
     prompt_source = cols[0].selectbox(
-        "Prompts", ["starter", "starter (provocative only)", "file on the server"], key="eval_prompts"
+        "Prompt set", ["starter", "starter (provocative only)", "file on the server"], key="eval_prompts"
     )
     prompt_path = cols[0].text_input(
         "Prompt file (RealToxicityPrompts JSONL, CSV or JSONL)",
         key="eval_prompt_path",
         placeholder="../shared/data/rtp_prompts_100.jsonl",
     )
-    n_prompts = cols[1].number_input("Prompts", 2, 2000, 50, key="eval_n_prompts")
+    n_prompts = cols[1].number_input("Number of prompts", 2, 2000, 50, key="eval_n_prompts")
     preset = cols[1].selectbox(
         "Sampling preset",
         list(SAMPLING_PRESETS),
