@@ -10,7 +10,7 @@ import torch
 
 from aura_core.errors import DataError
 
-__all__ = ["length_sorted_batches", "pad_right", "tokenize_texts"]
+__all__ = ["length_sorted_batches", "pad_right", "padding_fraction", "tokenize_texts"]
 
 
 def tokenize_texts(tokenizer: object, texts: list[str], max_tokens: int, *, drop_bos: bool = True) -> list[list[int]]:
@@ -37,6 +37,16 @@ def length_sorted_batches(lengths: list[int], batch_size: int) -> list[list[int]
     """Indices grouped into batches of similar length (longest first), to cut padding."""
     order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
     return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def padding_fraction(lengths: list[int], batches: list[list[int]]) -> float:
+    """Share of the padded batch positions that are padding.
+
+    >>> round(padding_fraction([3, 1], [[0, 1]]), 4)
+    0.3333
+    """
+    padded = sum(max(lengths[i] for i in batch) * len(batch) for batch in batches)
+    return 1.0 - sum(lengths) / max(1, padded)
 
 
 def pad_right(batch_ids: list[list[int]], pad_id: int, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:

@@ -86,16 +86,11 @@ def _bench_texts(n: int, seed: int = 0) -> list[str]:
     return texts[:n]
 
 
-def _padding_fraction(lengths: list[int], batches: list[list[int]]) -> float:
-    padded = sum(max(lengths[i] for i in batch) * len(batch) for batch in batches)
-    return 1.0 - sum(lengths) / padded
-
-
 def bench_collect(
     model_name: str = "smollm2-135m", n_texts: int = 256, max_tokens: int = 64, batch_size: int = 32, repeats: int = 2
 ) -> dict:
     """Collecting pooled responses of every unit against the bare forward pass over the same batches."""
-    from aura_core.batching import length_sorted_batches, pad_right, tokenize_texts
+    from aura_core.batching import length_sorted_batches, pad_right, padding_fraction, tokenize_texts
     from aura_core.data import ConceptData
     from aura_core.models import discover_units, load_model, unit_width
     from aura_core.responses import collect_responses
@@ -136,8 +131,8 @@ def bench_collect(
         "t_collect_s": round(tc, 3),
         "overhead": round(tc / tf - 1.0, 4),
         "tokens_per_s": round(sum(lengths) / tc),
-        "padding_fraction": round(_padding_fraction(lengths, batches), 4),
-        "padding_fraction_unsorted": round(_padding_fraction(lengths, unsorted), 4),
+        "padding_fraction": round(padding_fraction(lengths, batches), 4),
+        "padding_fraction_unsorted": round(padding_fraction(lengths, unsorted), 4),
         "goal": "overhead <= 0.10",
     }
 

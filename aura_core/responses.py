@@ -22,7 +22,7 @@ import torch
 from safetensors.torch import load_file, safe_open, save_file
 from torch import nn
 
-from aura_core.batching import length_sorted_batches, pad_right, tokenize_texts
+from aura_core.batching import length_sorted_batches, pad_right, padding_fraction, tokenize_texts
 from aura_core.data import ConceptData
 from aura_core.errors import AuraError, DataError
 from aura_core.hooks import exclusive, unwrap_output
@@ -168,7 +168,8 @@ def collect_responses(
     if missing:
         raise DataError(f"units not in this model: {', '.join(missing[:5])}")
     fingerprint = model_fingerprint(model)
-    key = responses_cache_key(fingerprint, data.content_hash(), units, pooling, max_tokens)
+    data_hash = data.content_hash()
+    key = responses_cache_key(fingerprint, data_hash, units, pooling, max_tokens)
     folder = Path(cache_dir) if cache_dir is not None else cache_root() / "responses"
     final_path = folder / f"{key}.safetensors"
     parts_dir = folder / f"{key}.parts"
@@ -176,7 +177,7 @@ def collect_responses(
         "model": model_name,
         "fingerprint": fingerprint,
         "data_source": data.source,
-        "data_hash": data.content_hash(),
+        "data_hash": data_hash,
         "n_texts": len(data),
         "units": units,
         "pooling": pooling,
@@ -200,7 +201,7 @@ def collect_responses(
     if use_cache:
         _load_parts(parts_dir, buffers, done)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    meta["padding_fraction"] = 1.0 - sum(lengths) / max(1, sum(max(lengths[i] for i in b) * len(b) for b in batches))
+    meta["padding_fraction"] = padding_fraction(lengths, batches)
 
     # Chunks are runs of whole batches in sorted order, so a resume skips them whole.
     per_chunk = max(1, chunk_texts // batch_size)
