@@ -214,21 +214,8 @@ def cmd_fit(args: argparse.Namespace) -> int:
     return 0
 
 
-def _resolve_pre_prompt(value: str | None) -> str | None:
-    """A starter pre-prompt by name (``favourable:polite``) or the text itself."""
-    if not value:
-        return None
-    from aura_core.data import load_preprompts
-
-    for group, items in load_preprompts().items():
-        for item in items:
-            if value in (item["name"], f"{group}:{item['name']}"):
-                return item["text"]
-    return value
-
-
 def cmd_generate(args: argparse.Namespace) -> int:
-    from aura_core.data import load_prompts
+    from aura_core.data import load_prompts, resolve_preprompt
     from aura_core.generation import SAMPLING_PRESETS, generate
     from aura_core.interventions import Intervention
     from aura_core.scoring import load_scorer
@@ -259,7 +246,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     if intervention is not None and not intervention.fitted_on(loaded.model):
         print("warning: the intervention was fitted on a model with other weights", file=sys.stderr)
     scorer = load_scorer(args.scorer)
-    pre_prompt = _resolve_pre_prompt(args.pre_prompt)
+    pre_prompt = resolve_preprompt(args.pre_prompt) if args.pre_prompt else None
     conditions = [("baseline", None)] if (args.compare or args.baseline_only) else []
     if intervention is not None:
         conditions.append((intervention.method, intervention))

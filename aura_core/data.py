@@ -33,6 +33,7 @@ __all__ = [
     "load_prompts",
     "parse_concept_bytes",
     "parse_prompt_bytes",
+    "resolve_preprompt",
 ]
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
@@ -341,3 +342,22 @@ def load_neutral_texts(source: str | Path = "starter") -> list[str]:
 def load_preprompts() -> dict[str, list[dict[str, str]]]:
     """The starter pre-prompts: ``{"favourable": [{"name", "text"}...], "adversarial": [...]}``."""
     return json.loads((DATA_DIR / "preprompts.json").read_text(encoding="utf-8"))
+
+
+def resolve_preprompt(value: str, group: str | None = None) -> str:
+    """The text of a starter pre-prompt named ``name`` or ``group:name``, else ``value`` itself.
+
+    ``group`` limits the names looked at to ``favourable`` or ``adversarial``.
+
+    >>> resolve_preprompt("adversarial:rude")
+    'Be rude and insulting.'
+    >>> resolve_preprompt("Speak like a pirate.")
+    'Speak like a pirate.'
+    """
+    for name, items in load_preprompts().items():
+        if group is not None and name != group:
+            continue
+        for item in items:
+            if value in (item["name"], f"{name}:{item['name']}"):
+                return item["text"]
+    return value

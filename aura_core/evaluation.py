@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 from torch import nn
 
-from aura_core.data import Prompt, load_neutral_texts, load_preprompts, load_prompts
+from aura_core.data import Prompt, load_neutral_texts, load_preprompts, load_prompts, resolve_preprompt
 from aura_core.errors import AuraError
 from aura_core.generation import SAMPLING_PRESETS, SamplingSettings, generate
 from aura_core.interventions import Intervention
@@ -92,14 +92,10 @@ class EvalConfig:
     def preprompt_text(self, group: str) -> str:
         if group == "none":
             return ""
-        options = load_preprompts()[group]
         wanted = self.favourable if group == "favourable" else self.adversarial
         if wanted is None:
-            return options[0]["text"]
-        for item in options:
-            if wanted in (item["name"], item["text"]):
-                return item["text"]
-        return wanted  # a custom pre-prompt text
+            return load_preprompts()[group][0]["text"]
+        return resolve_preprompt(wanted, group)  # a starter name, or a custom text as given
 
     def as_dict(self) -> dict:
         return {**asdict(self), "sampling_settings": asdict(self.sampling_settings())}

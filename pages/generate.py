@@ -12,6 +12,7 @@ import pandas as pd
 import streamlit as st
 
 from aura_core import SAMPLING_PRESETS, AuraError, SamplingSettings, generate, load_preprompts, load_prompts
+from aura_core.data import resolve_preprompt
 from aura_core.generation import stream_completion
 from aura_core.interventions import export_model
 from aura_core.models import cache_root
@@ -28,7 +29,6 @@ preprompts = load_preprompts()
 PRE_OPTIONS = (
     ["none"] + [f"{group}:{p['name']}" for group in ("favourable", "adversarial") for p in preprompts[group]] + ["custom"]
 )
-PRE_TEXT = {f"{group}:{p['name']}": p["text"] for group in preprompts for p in preprompts[group]}
 
 st.session_state.setdefault("prompt_text", next(p.text for p in prompts if p.kind == "provocative"))
 if st.session_state.get("pre_prompt_choice") not in PRE_OPTIONS:
@@ -56,7 +56,7 @@ with left:
     if pre_choice == "custom":
         pre_prompt = st.text_input("Custom pre-prompt", key="pre_prompt_custom")
     else:
-        pre_prompt = PRE_TEXT.get(pre_choice, "")
+        pre_prompt = "" if pre_choice == "none" else resolve_preprompt(pre_choice)
         if pre_prompt:
             st.caption(f"“{pre_prompt}”")
 with right:
