@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 
 import torch
@@ -91,8 +92,13 @@ def _generate_kwargs(settings: SamplingSettings, tokenizer: object) -> dict:
     return kwargs
 
 
-def _batch_seed(seed: int, batch_index: int) -> int:
-    return int.from_bytes(hashlib.sha256(f"{seed}:{batch_index}".encode()).digest()[:7], "little")
+@contextmanager
+def _seeded(device: torch.device, seed: int, batch_index: int) -> Iterator[None]:
+    """The random stream of one batch, derived from ``seed``; the caller's RNG state is restored after."""
+    devices = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(int.from_bytes(hashlib.sha256(f"{seed}:{batch_index}".encode()).digest()[:7], "little"))
+        yield
 
 
 def generate(
@@ -128,9 +134,7 @@ def generate(
     with intervened(model, intervention, mode), torch.inference_mode():
         for batch_index, batch in enumerate(batches):
             encoded = tokenizer([texts[j] for j in batch], return_tensors="pt", padding=True).to(device)
-            devices = [device.index or 0] if device.type == "cuda" else []
-            with torch.random.fork_rng(devices=devices):
-                torch.manual_seed(_batch_seed(seed, batch_index))
+            with _seeded(device, seed, batch_index):
                 output = model.generate(**encoded, **gen_kwargs)
             new_tokens = output[:, encoded["input_ids"].shape[1] :]
             for j, text in zip(batch, tokenizer.batch_decode(new_tokens, skip_special_tokens=True), strict=False):
@@ -169,9 +173,7 @@ def stream_completion(
     def work() -> None:
         try:
             with intervened(model, intervention, mode), torch.inference_mode():
-                devices = [device.index or 0] if device.type == "cuda" else []
-                with torch.random.fork_rng(devices=devices):
-                    torch.manual_seed(_batch_seed(seed, 0))
+                with _seeded(device, seed, 0):
                     model.generate(**encoded, **kwargs)
         except BaseException as err:  # re-raised in the consumer's thread below
             failure.append(err)

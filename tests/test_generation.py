@@ -72,3 +72,12 @@ def test_concurrent_sessions_never_see_each_others_intervention(tiny_gpt2):
         thread.join()
     assert all(r == expected_plain for r in results["plain"])
     assert all(r == expected_aura for r in results["aura"])
+
+
+def test_a_streamed_completion_equals_the_first_batched_sample(tiny):
+    from aura_core.generation import stream_completion
+
+    settings = SamplingSettings(max_new_tokens=8)
+    streamed = "".join(stream_completion(tiny.model, tiny.tokenizer, "Hello there", settings=settings, seed=3))
+    batched = generate(tiny.model, tiny.tokenizer, ["Hello there"], settings=settings, seed=3)[0].completion
+    assert streamed == batched
