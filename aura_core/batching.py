@@ -49,14 +49,17 @@ def padding_fraction(lengths: list[int], batches: list[list[int]]) -> float:
     return 1.0 - sum(lengths) / max(1, padded)
 
 
-def pad_right(batch_ids: list[list[int]], pad_id: int, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+def pad_right(
+    batch_ids: list[list[int]], pad_id: int | None, device: torch.device | str = "cpu"
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``(input_ids, attention_mask)`` padded on the right.
 
     Right padding keeps every real token at its natural position, and causal attention never
-    lets a real token see the padding after it: per-token outputs equal unbatched ones.
+    lets a real token see the padding after it: per-token outputs equal unbatched ones. So the
+    pad id itself never matters; a tokenizer without one pads with id 0.
     """
     width = max(len(ids) for ids in batch_ids)
-    input_ids = torch.full((len(batch_ids), width), pad_id, dtype=torch.long)
+    input_ids = torch.full((len(batch_ids), width), 0 if pad_id is None else pad_id, dtype=torch.long)
     attention = torch.zeros((len(batch_ids), width), dtype=torch.long)
     for row, ids in enumerate(batch_ids):
         input_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)

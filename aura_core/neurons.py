@@ -56,7 +56,7 @@ def token_activations(
     """The unit's output at every token of each text (same tokenisation as collection)."""
     module = _module(model, module_name, unit)
     token_ids = tokenize_texts(tokenizer, texts, max_tokens)
-    input_ids, attention = pad_right(token_ids, tokenizer.pad_token_id or 0, next(model.parameters()).device)
+    input_ids, attention = pad_right(token_ids, tokenizer.pad_token_id, next(model.parameters()).device)
     seen: dict[str, torch.Tensor] = {}
 
     def hook(mod: nn.Module, inputs: object, output: object) -> None:

@@ -200,7 +200,6 @@ def collect_responses(
     done = torch.zeros(total, dtype=torch.bool)
     if use_cache:
         _load_parts(parts_dir, buffers, done)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     meta["padding_fraction"] = padding_fraction(lengths, batches)
 
     # Chunks are runs of whole batches in sorted order, so a resume skips them whole.
@@ -219,7 +218,7 @@ def collect_responses(
                 for batch in chunk:
                     if should_stop is not None and should_stop():
                         raise CollectionCancelled(f"stopped after {completed} of {total} texts; run again to resume")
-                    input_ids, attention = pad_right([token_ids[i] for i in batch], pad_id, device)
+                    input_ids, attention = pad_right([token_ids[i] for i in batch], tokenizer.pad_token_id, device)
                     hooks.set_batch(torch.tensor(batch), attention)
                     model(input_ids=input_ids, attention_mask=attention, use_cache=False)
                     completed += len(batch)

@@ -123,12 +123,11 @@ def text_nll(
     token_ids = tokenize_texts(tokenizer, texts, max_tokens, drop_bos=False)
     batches = length_sorted_batches([len(ids) for ids in token_ids], batch_size)
     device = next(model.parameters()).device
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     nll_sums = np.zeros(len(texts))
     counts = np.zeros(len(texts), dtype=np.int64)
     with intervened(model, intervention, mode), torch.inference_mode():
         for batch in batches:
-            input_ids, attention = pad_right([token_ids[i] for i in batch], pad_id, device)
+            input_ids, attention = pad_right([token_ids[i] for i in batch], tokenizer.pad_token_id, device)
             logits = model(input_ids=input_ids, attention_mask=attention, use_cache=False).logits.float()
             targets = input_ids[:, 1:]
             mask = attention[:, 1:].float()
