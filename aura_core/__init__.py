@@ -21,16 +21,17 @@ from aura_core.data import (
     load_prompts,
     parse_concept_bytes,
 )
+from aura_core.engine import Engine, engine_for
 from aura_core.errors import AuraError, DataError, InterventionError, ModelLoadError, UnitPatternError
 from aura_core.generation import SAMPLING_PRESETS, Generation, SamplingSettings, generate
 from aura_core.interventions import (
     METHODS,
     Intervention,
-    apply_hooks,
     export_model,
     fit_intervention,
     fold_into_weights,
     intervened,
+    rows_intervened,
     unit_table,
 )
 from aura_core.models import DEFAULT_MODEL, PRESETS, LoadedModel, discover_units, load_model
@@ -47,6 +48,7 @@ __all__ = [
     "CollectionCancelled",
     "ConceptData",
     "DataError",
+    "Engine",
     "Generation",
     "Intervention",
     "InterventionError",
@@ -56,11 +58,11 @@ __all__ = [
     "Responses",
     "SamplingSettings",
     "UnitPatternError",
-    "apply_hooks",
     "auroc",
     "balanced_sample",
     "collect_responses",
     "discover_units",
+    "engine_for",
     "export_model",
     "fit_intervention",
     "fold_into_weights",
@@ -74,5 +76,6 @@ __all__ = [
     "load_scorer",
     "parse_concept_bytes",
     "perplexity",
+    "rows_intervened",
     "unit_table",
 ]

@@ -6,14 +6,56 @@
 
 from __future__ import annotations
 
+import threading
+import weakref
+from typing import Any, Protocol
+
 import torch
 
 from aura_core.errors import DataError
 
-__all__ = ["length_sorted_batches", "pad_right", "padding_fraction", "tokenize_texts"]
+__all__ = ["Tokenizer", "encode", "length_sorted_batches", "pad_left", "pad_right", "padding_fraction", "tokenize_texts"]
 
 
-def tokenize_texts(tokenizer: object, texts: list[str], max_tokens: int, *, drop_bos: bool = True) -> list[list[int]]:
+class Tokenizer(Protocol):
+    """What the project needs of a Hugging Face tokenizer."""
+
+    pad_token_id: int | None
+    eos_token_id: int | None
+    bos_token_id: int | None
+
+    def __call__(self, text: Any, **kwargs: Any) -> Any: ...
+
+    def decode(self, token_ids: Any, **kwargs: Any) -> str: ...
+
+    def batch_decode(self, sequences: Any, **kwargs: Any) -> list[str]: ...
+
+    def save_pretrained(self, save_directory: Any, **kwargs: Any) -> Any: ...
+
+
+_ENCODE_LOCKS: weakref.WeakKeyDictionary[object, threading.Lock] = weakref.WeakKeyDictionary()
+_ENCODE_GUARD = threading.Lock()
+
+
+def encode(tokenizer: Tokenizer, texts: list[str], *, add_special_tokens: bool = True) -> list[list[int]]:
+    """Token ids of each text, never padded or truncated by the tokenizer.
+
+    A fast tokenizer keeps padding and truncation as state of its shared Rust object, and two
+    threads changing it at once break each other. The project pads itself (``pad_left``,
+    ``pad_right``) and calls the tokenizer only here, one call at a time per tokenizer.
+
+    >>> from aura_core.tiny import byte_tokenizer
+    >>> encode(byte_tokenizer(), ["hi", "a"])
+    [[72, 73], [65]]
+    """
+    with _ENCODE_GUARD:
+        lock = _ENCODE_LOCKS.setdefault(tokenizer, threading.Lock())
+    with lock:
+        encoded = tokenizer(list(texts), add_special_tokens=add_special_tokens, padding=False, truncation=False)
+    return [list(ids) for ids in encoded["input_ids"]]
+
+
+def tokenize_texts(tokenizer: Tokenizer, texts: list[str], max_tokens: int, *, drop_bos: bool = True) -> list[list[int]]:
     """Token ids of each text, truncated to ``max_tokens``.
 
     A leading BOS is dropped by default: it is the same token in every text and often
@@ -22,7 +64,7 @@ def tokenize_texts(tokenizer: object, texts: list[str], max_tokens: int, *, drop
     """
     if max_tokens < 1:
         raise DataError("max_tokens must be at least 1")
-    encoded = tokenizer(list(texts), add_special_tokens=True, truncation=False)["input_ids"]
+    encoded = encode(tokenizer, texts)
     bos = getattr(tokenizer, "bos_token_id", None)
     fallback = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
     result = []
@@ -64,4 +106,22 @@ def pad_right(
     for row, ids in enumerate(batch_ids):
         input_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
         attention[row, : len(ids)] = 1
+    return input_ids.to(device), attention.to(device)
+
+
+def pad_left(
+    batch_ids: list[list[int]], pad_id: int | None, device: torch.device | str = "cpu"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(input_ids, attention_mask)`` padded on the left, as generation needs.
+
+    >>> pad_left([[5, 6], [7]], 0)[0].tolist()
+    [[5, 6], [0, 7]]
+    """
+    width = max(len(ids) for ids in batch_ids)
+    input_ids = torch.full((len(batch_ids), width), 0 if pad_id is None else pad_id, dtype=torch.long)
+    attention = torch.zeros((len(batch_ids), width), dtype=torch.long)
+    for row, ids in enumerate(batch_ids):
+        if ids:
+            input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
+            attention[row, width - len(ids) :] = 1
     return input_ids.to(device), attention.to(device)

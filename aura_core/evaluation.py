@@ -22,11 +22,14 @@ import numpy as np
 import pandas as pd
 from torch import nn
 
+from aura_core.batching import Tokenizer
 from aura_core.data import Prompt, load_neutral_texts, load_preprompts, load_prompts, resolve_preprompt
+from aura_core.decoding import DecodeRow
 from aura_core.errors import AuraError
-from aura_core.generation import SAMPLING_PRESETS, SamplingSettings, generate
+from aura_core.generation import SAMPLING_PRESETS, Generation, SamplingSettings, completion_rows
 from aura_core.interventions import Intervention
 from aura_core.models import model_fingerprint
+from aura_core.runner import Inline, Runner
 from aura_core.scoring import DEFAULT_SCORER, ToxicityScorer, load_scorer, perplexity_of, text_nll
 
 __all__ = [
@@ -277,55 +280,98 @@ class _RunFolder:
         os.replace(tmp, path)
 
 
-def _condition_rows(
+@dataclass(frozen=True)
+class _Condition:
+    """One set of completions to produce: a label, the pre-prompt text and the intervention."""
+
+    label: str
+    pre_text: str
+    intervention: Intervention | None
+
+
+def _generate_conditions(
     model: nn.Module,
-    tokenizer: object,
+    tokenizer: Tokenizer,
     prompts: list[Prompt],
-    pre_text: str,
-    intervention: Intervention | None,
+    conditions: list[_Condition],
     settings: SamplingSettings,
     config: EvalConfig,
     scorer: ToxicityScorer,
     pieces: _RunFolder,
     fingerprint: str,
-    label: str,
     progress: Progress | None,
-) -> list[dict]:
-    key = _hash(
-        "gen",
-        fingerprint,
-        _intervention_key(intervention),
-        [p.text for p in prompts],
-        pre_text,
-        asdict(settings),
-        config.seed,
-        scorer.name,
-    )
-    cached = pieces.load(key)
-    if cached is not None:
+    runner: Runner,
+) -> dict[str, list[dict]]:
+    """Scored completions of every condition; the ones not already kept are decoded in one go.
+
+    All conditions' rows go to the runner together, so they share batches (across prompts and
+    conditions); each condition is scored and kept as soon as all of its rows are done.
+    """
+    texts = [p.text for p in prompts]
+
+    def key_of(condition: _Condition) -> str:
+        return _hash(
+            "gen",
+            fingerprint,
+            _intervention_key(condition.intervention),
+            texts,
+            condition.pre_text,
+            asdict(settings),
+            config.seed,
+            scorer.name,
+        )
+
+    results: dict[str, list[dict]] = {}
+    todo: dict[str, tuple[_Condition, list[DecodeRow]]] = {}
+    for condition in conditions:
+        cached = pieces.load(key_of(condition))
+        if isinstance(cached, list):
+            results[condition.label] = cached
+        else:
+            rows = completion_rows(
+                tokenizer,
+                texts,
+                pre_prompt=condition.pre_text or None,
+                settings=settings,
+                seed=config.seed,
+                intervention=condition.intervention,
+            )
+            todo[condition.label] = (condition, rows)
+
+    def finish(label: str) -> None:
+        condition, rows = todo.pop(label)
+        completions = tokenizer.batch_decode([row.tokens for row in rows], skip_special_tokens=True)
+        scores = scorer.score(completions)
+        samples = settings.num_return_sequences
+        scored = [
+            {
+                **Generation(i // samples, i % samples, texts[i // samples], condition.pre_text, text).as_dict(),
+                "toxicity": float(score),
+            }
+            for i, (text, score) in enumerate(zip(completions, scores, strict=True))
+        ]
+        pieces.save(key_of(condition), scored)
+        results[label] = scored
+
+    every = [row for _, rows in todo.values() for row in rows]
+    stage = f"generating {len(every):,} completions ({len(todo)} conditions)"
+
+    def on_progress(done: int, total: int) -> None:
+        for label in [label for label, (_, rows) in todo.items() if all(row.done for row in rows)]:
+            finish(label)
         if progress:
-            progress(label, 1, 1)
-        return cached
-    outs = generate(
-        model,
-        tokenizer,
-        [p.text for p in prompts],
-        pre_prompt=pre_text or None,
-        settings=settings,
-        seed=config.seed,
-        batch_size=config.batch_size,
-        intervention=intervention,
-        progress=(lambda done, total: progress(label, done, total)) if progress else None,
-    )
-    scores = scorer.score([g.completion for g in outs])
-    rows = [{**g.as_dict(), "toxicity": float(s)} for g, s in zip(outs, scores, strict=True)]
-    pieces.save(key, rows)
-    return rows
+            progress(stage, done, total)
+
+    if every:
+        runner.decode(model, every, priority="bulk", progress=on_progress)
+        for label in list(todo):
+            finish(label)
+    return results
 
 
 def _ppl_terms(
     model: nn.Module,
-    tokenizer: object,
+    tokenizer: Tokenizer,
     texts: list[str],
     intervention: Intervention | None,
     config: EvalConfig,
@@ -333,13 +379,16 @@ def _ppl_terms(
     fingerprint: str,
     label: str,
     progress: Progress | None,
+    runner: Runner,
 ) -> tuple[np.ndarray, np.ndarray]:
     key = _hash("ppl", fingerprint, _intervention_key(intervention), texts, config.ppl_max_tokens)
     cached = pieces.load(key)
     if cached is None:
         if progress:
             progress(label, 0, 1)
-        sums, counts = text_nll(model, tokenizer, texts, max_tokens=config.ppl_max_tokens, intervention=intervention)
+        sums, counts = text_nll(
+            model, tokenizer, texts, max_tokens=config.ppl_max_tokens, intervention=intervention, runner=runner
+        )
         cached = {"nll": sums.tolist(), "count": counts.tolist()}
         pieces.save(key, cached)
     if progress:
@@ -357,44 +406,49 @@ def _inputs(config: EvalConfig) -> tuple[list[Prompt], list[str]]:
 
 def run_evaluation(
     model: nn.Module,
-    tokenizer: object,
+    tokenizer: Tokenizer,
     intervention: Intervention | None,
     config: EvalConfig,
     *,
     out_dir: str | Path | None = None,
     scorer: ToxicityScorer | None = None,
     progress: Progress | None = None,
+    runner: Runner | None = None,
 ) -> EvalResult:
-    """Generate, score and measure every method × pre-prompt condition of ``config``."""
+    """Generate, score and measure every method × pre-prompt condition of ``config``.
+
+    ``runner`` is where the model work runs: a server's shared engine, or (by default) inline
+    with ``config.batch_size`` rows decoding at once.
+    """
     if intervention is not None:
         intervention.check_fits(model)  # before any work: a mismatch is an error, not a late crash
     prompts, neutral = _inputs(config)
     scorer = scorer or load_scorer(config.scorer)
     settings = config.sampling_settings()
     pieces = _RunFolder(Path(out_dir) if out_dir else None)
+    runner = runner or Inline(max_rows=config.batch_size)
     fingerprint = model_fingerprint(model)
-    frames = []
+    conditions = [
+        _Condition(
+            f"{method} · pre-prompt {group}", config.preprompt_text(group), _intervention_for(intervention, method, config)
+        )
+        for method in config.methods
+        for group in config.preprompts
+    ]
+    scored = _generate_conditions(
+        model, tokenizer, prompts, conditions, settings, config, scorer, pieces, fingerprint, progress, runner
+    )
+    frames = [
+        pd.DataFrame(scored[f"{method} · pre-prompt {group}"]).assign(method=method, preprompt=group)
+        for method in config.methods
+        for group in config.preprompts
+    ]
     ppl: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for method in config.methods:
         iv = _intervention_for(intervention, method, config)
-        for group in config.preprompts:
-            label = f"{method} · pre-prompt {group}"
-            rows = _condition_rows(
-                model,
-                tokenizer,
-                prompts,
-                config.preprompt_text(group),
-                iv,
-                settings,
-                config,
-                scorer,
-                pieces,
-                fingerprint,
-                label,
-                progress,
-            )
-            frames.append(pd.DataFrame(rows).assign(method=method, preprompt=group))
-        ppl[method] = _ppl_terms(model, tokenizer, neutral, iv, config, pieces, fingerprint, f"{method} · perplexity", progress)
+        ppl[method] = _ppl_terms(
+            model, tokenizer, neutral, iv, config, pieces, fingerprint, f"{method} · perplexity", progress, runner
+        )
     generations = pd.concat(frames, ignore_index=True)
     metrics = summarise(generations, ppl, n_boot=config.bootstrap, seed=config.seed)
     provenance = {"model_fingerprint": fingerprint, "scorer": scorer.name, "n_prompts": len(prompts), "n_neutral": len(neutral)}
@@ -408,7 +462,7 @@ def run_evaluation(
 
 def run_sweep(
     model: nn.Module,
-    tokenizer: object,
+    tokenizer: Tokenizer,
     intervention: Intervention,
     config: EvalConfig,
     *,
@@ -418,6 +472,7 @@ def run_sweep(
     out_dir: str | Path | None = None,
     scorer: ToxicityScorer | None = None,
     progress: Progress | None = None,
+    runner: Runner | None = None,
 ) -> pd.DataFrame:
     """Toxicity and perplexity over a grid of λ (and of k for Det0/Damp), without pre-prompt."""
     intervention.check_fits(model)
@@ -425,22 +480,32 @@ def run_sweep(
     scorer = scorer or load_scorer(config.scorer)
     settings = config.sampling_settings()
     pieces = _RunFolder(Path(out_dir) if out_dir else None)
+    runner = runner or Inline(max_rows=config.batch_size)
     fingerprint = model_fingerprint(model)
-    base_ppl = _ppl_terms(model, tokenizer, neutral, None, config, pieces, fingerprint, "none · perplexity", progress)
+    base_ppl = _ppl_terms(model, tokenizer, neutral, None, config, pieces, fingerprint, "none · perplexity", progress, runner)
     grid_k = ks if (method != "aura" and ks) else (config.k,)
+    grid = [(k, strength) for k in grid_k for strength in strengths]
+
+    def label_of(k: int, strength: float) -> str:
+        return f"{method} λ={strength:g}" + (f" k={k}" if method != "aura" else "")
+
+    def iv_of(k: int, strength: float) -> Intervention | None:
+        return None if strength == 0 else _intervention_for(intervention, method, config, strength=strength, k=k)
+
+    conditions = [_Condition(label_of(k, strength), "", iv_of(k, strength)) for k, strength in grid]
+    scored = _generate_conditions(
+        model, tokenizer, prompts, conditions, settings, config, scorer, pieces, fingerprint, progress, runner
+    )
     rows = []
-    for k in grid_k:
-        for strength in strengths:
-            iv = None if strength == 0 else _intervention_for(intervention, method, config, strength=strength, k=k)
-            label = f"{method} λ={strength:g}" + (f" k={k}" if method != "aura" else "")
-            generated = _condition_rows(
-                model, tokenizer, prompts, "", iv, settings, config, scorer, pieces, fingerprint, label, progress
-            )
-            terms = _ppl_terms(model, tokenizer, neutral, iv, config, pieces, fingerprint, f"{label} · perplexity", progress)
-            scores = _score_matrix(pd.DataFrame(generated))
-            row = {"method": method, "strength": strength, "k": k if method != "aura" else None}
-            row.update(toxicity_metrics(scores))
-            row["perplexity"] = perplexity_of(*terms)
-            row["ppl_change"] = row["perplexity"] - perplexity_of(*base_ppl)
-            rows.append(row)
+    for k, strength in grid:
+        label = label_of(k, strength)
+        terms = _ppl_terms(
+            model, tokenizer, neutral, iv_of(k, strength), config, pieces, fingerprint, f"{label} · perplexity", progress, runner
+        )
+        scores = _score_matrix(pd.DataFrame(scored[label]))
+        row = {"method": method, "strength": strength, "k": k if method != "aura" else None}
+        row.update(toxicity_metrics(scores))
+        row["perplexity"] = perplexity_of(*terms)
+        row["ppl_change"] = row["perplexity"] - perplexity_of(*base_ppl)
+        rows.append(row)
     return pd.DataFrame(rows)

@@ -1,24 +1,39 @@
-"""The one place that unwraps module outputs and serialises access to a shared model.
+"""Call-scoped plans: one permanent hook per unit module, acting only on the calls that carry a plan.
+
+A plan belongs to a call, never to the model: it lives in a :class:`contextvars.ContextVar`
+of the thread that runs the forward pass, so two threads (or two rows of one batch) can run
+the same shared model with different interventions at once, and a model without a plan in
+scope runs untouched. A plan edits unit outputs (per-row factors) and records them.
 
 >>> import torch
 >>> unwrap_output((torch.ones(2), "cache")).shape
 torch.Size([2])
+>>> from aura_core.tiny import load_tiny
+>>> model = load_tiny("tiny-gpt2").model
+>>> seen = {}
+>>> plan = CallPlan(record={"transformer.h.0.mlp.c_fc": lambda out: seen.update(shape=tuple(out.shape))})
+>>> with call_plan(model, plan):
+...     _ = model(torch.tensor([[1, 2, 3]]))
+>>> seen["shape"]
+(1, 3, 64)
 """
 
 from __future__ import annotations
 
+import contextvars
 import threading
-import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
-__all__ = ["exclusive", "rewrap_output", "unwrap_output"]
+from aura_core.errors import UnitPatternError
 
-_LOCKS: weakref.WeakKeyDictionary[nn.Module, threading.RLock] = weakref.WeakKeyDictionary()
-_LOCKS_GUARD = threading.Lock()
+__all__ = ["CallPlan", "call_plan", "ensure_hooks", "rewrap_output", "unwrap_output"]
+
+Recorder = Callable[[torch.Tensor], None]
 
 
 def unwrap_output(output: object) -> torch.Tensor:
@@ -34,24 +49,121 @@ def rewrap_output(output: object, tensor: torch.Tensor) -> object:
     """``output`` with its hidden-state tensor replaced by ``tensor``, in the same shape of container."""
     if isinstance(output, torch.Tensor):
         return tensor
+    assert isinstance(output, (tuple, list))
     return type(output)((tensor, *output[1:]))
 
 
-def _lock_for(model: nn.Module) -> threading.RLock:
-    with _LOCKS_GUARD:
-        lock = _LOCKS.get(model)
-        if lock is None:
-            lock = _LOCKS[model] = threading.RLock()
-        return lock
+@dataclass(frozen=True)
+class CallPlan:
+    """What one forward call does to unit outputs.
+
+    ``scale[name]`` multiplies the module's output by factors of shape ``(units,)`` (every
+    row alike) or ``(rows, units)`` (one row of factors per batch row; a row of ones leaves
+    that row untouched). ``record[name]`` is called with the (scaled) output.
+    """
+
+    scale: Mapping[str, torch.Tensor] = field(default_factory=dict)
+    record: Mapping[str, Recorder] = field(default_factory=dict)
+
+    @property
+    def modules(self) -> set[str]:
+        return set(self.scale) | set(self.record)
+
+    def apply(self, name: str, output: object) -> object | None:
+        factor = self.scale.get(name)
+        hidden = unwrap_output(output)
+        changed = None
+        if factor is not None:
+            if factor.ndim == 2 and hidden.ndim == 3:
+                factor = factor.unsqueeze(1)  # (rows, 1, units): one row of factors per sequence
+            hidden = hidden * factor.to(hidden.dtype)
+            changed = rewrap_output(output, hidden)
+        recorder = self.record.get(name)
+        if recorder is not None:
+            recorder(hidden)
+        return changed
+
+
+def _combine(outer: CallPlan, inner: CallPlan) -> CallPlan:
+    """Nested scopes on one model compose: factors multiply, recorders of both run."""
+    scale = dict(outer.scale)
+    for name, factor in inner.scale.items():
+        scale[name] = scale[name] * factor if name in scale else factor
+    record = dict(outer.record)
+    for name, recorder in inner.record.items():
+        if name in record:
+            first, second = record[name], recorder
+            record[name] = lambda out, first=first, second=second: (first(out), second(out))  # type: ignore[misc]
+        else:
+            record[name] = recorder
+    return CallPlan(scale, record)
+
+
+# The plans in scope for this thread, keyed by the model's hook token (one dict, replaced on
+# every scope change, so it is never mutated while a forward pass reads it).
+_PLANS: contextvars.ContextVar[Mapping[int, CallPlan] | None] = contextvars.ContextVar("aura_plans", default=None)
+_HOOKED_ATTR = "_aura_hooked_modules"
+_INSTALL_LOCK = threading.Lock()
+
+
+def _token(model: nn.Module) -> int:
+    return id(model)
+
+
+def ensure_hooks(model: nn.Module, names: set[str] | list[str]) -> None:
+    """Install the permanent plan-reading hook on each named module (once per module).
+
+    A hook with no plan in scope returns at once, so a hooked model runs exactly as before.
+    """
+    hooked: set[str] = model.__dict__.get(_HOOKED_ATTR) or set()
+    missing = [name for name in names if name not in hooked]
+    if not missing:
+        return
+    with _INSTALL_LOCK:
+        hooked = set(model.__dict__.get(_HOOKED_ATTR) or set())
+        modules = dict(model.named_modules())
+        unknown = [name for name in missing if name not in modules]
+        if unknown:
+            raise UnitPatternError(f"no module {unknown[0]!r} in this model")
+        token = _token(model)
+        for name in missing:
+            if name in hooked:
+                continue
+            modules[name].register_forward_hook(_plan_hook(token, name))
+            hooked.add(name)
+        # A new set, swapped in whole: readers never see one being filled.
+        model.__dict__[_HOOKED_ATTR] = hooked
+
+
+def _plan_hook(token: int, name: str) -> Callable[[nn.Module, object, object], object | None]:
+    def hook(module: nn.Module, inputs: object, output: object) -> object | None:
+        plans = _PLANS.get()
+        if not plans:
+            return None
+        plan = plans.get(token)
+        if plan is None or name not in plan.modules:
+            return None
+        return plan.apply(name, output)
+
+    return hook
 
 
 @contextmanager
-def exclusive(model: nn.Module) -> Iterator[nn.Module]:
-    """Hold the model's own re-entrant lock: one intervention scope or forward run at a time.
+def call_plan(model: nn.Module, plan: CallPlan | None) -> Iterator[nn.Module]:
+    """Forward calls of ``model`` made by this thread inside the block follow ``plan``.
 
-    A model shared by many sessions of a server is only ever changed inside this scope, and
-    every forward pass that must see the plain model runs inside it too.
+    Nothing about the model changes: other threads, and calls after the block, see the
+    plain model. Scopes nest (factors multiply).
     """
-    lock = _lock_for(model)
-    with lock:
+    if plan is None or not plan.modules:
         yield model
+        return
+    ensure_hooks(model, plan.modules)
+    current = _PLANS.get() or {}
+    token = _token(model)
+    combined = _combine(current[token], plan) if token in current else plan
+    reset = _PLANS.set({**current, token: combined})
+    try:
+        yield model
+    finally:
+        _PLANS.reset(reset)

@@ -17,8 +17,9 @@ import json
 import os
 import shutil
 import tempfile
+import threading
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -31,19 +32,22 @@ from safetensors.torch import save as save_bytes
 from torch import nn
 
 from aura_core.auroc import auroc
+from aura_core.batching import Tokenizer
 from aura_core.errors import InterventionError
-from aura_core.hooks import exclusive, rewrap_output, unwrap_output
+from aura_core.hooks import CallPlan, call_plan
 from aura_core.models import layer_of, model_fingerprint, module_kind, unit_width
 from aura_core.responses import Responses
 
 __all__ = [
     "METHODS",
     "Intervention",
-    "apply_hooks",
     "export_model",
     "fit_intervention",
     "fold_into_weights",
+    "folded_state_dict",
     "intervened",
+    "row_plan",
+    "rows_intervened",
     "unit_table",
 ]
 
@@ -109,9 +113,14 @@ class Intervention:
         return result
 
     def factors(self) -> dict[str, torch.Tensor]:
-        """What each unit's output is multiplied by: 1 − λ + λ·α."""
-        lam = float(self.strength)
-        return {name: (1.0 - lam) + lam * alpha for name, alpha in self.alphas().items()}
+        """What each unit's output is multiplied by: 1 − λ + λ·α (computed once per settings)."""
+        settings = (self.method, float(self.strength), self.k, float(self.damp_alpha))
+        cached = self.__dict__.get("_factors")
+        if cached is None or cached[0] != settings:
+            lam = float(self.strength)
+            cached = (settings, {name: (1.0 - lam) + lam * alpha for name, alpha in self.alphas().items()})
+            self.__dict__["_factors"] = cached
+        return cached[1]
 
     def key(self) -> str:
         """A hash of the settings and every AUROC: equal keys, equal factors."""
@@ -140,21 +149,69 @@ class Intervention:
 
     @classmethod
     def load(cls, path: str | Path, **overrides: object) -> Intervention:
-        """Read a saved intervention; keyword ``overrides`` replace stored settings (e.g. ``strength``)."""
+        """Read a saved intervention; keyword ``overrides`` replace stored settings (e.g. ``strength``).
+
+        Anything but a file written by :meth:`save` (settings of the right types, one row of
+        AUROC in [0, 1] per module) raises :class:`InterventionError` saying what is wrong.
+
+        >>> Intervention.load("runs/aura.safetensors", strength=0.5).strength   # doctest: +SKIP
+        0.5
+        """
         path = Path(path)
         if not path.is_file():
             raise InterventionError(f"{path}: no such intervention file")
         try:
             with safe_open(str(path), framework="pt") as handle:
-                header = json.loads((handle.metadata() or {}).get("aura_intervention", "null"))
+                raw_header = (handle.metadata() or {}).get("aura_intervention", "null")
             tensors = load_file(str(path))
         except Exception as err:  # corrupt or foreign files raise safetensors' own errors
             raise InterventionError(f"{path}: not a readable intervention file ({err})") from None
-        if not isinstance(header, dict) or "settings" not in header:
+        hint = "; fit the intervention again"
+        try:
+            header = json.loads(raw_header)
+        except (json.JSONDecodeError, RecursionError):
+            header = None
+        if not isinstance(header, dict) or not isinstance(header.get("settings"), dict):
             raise InterventionError(f"{path}: a safetensors file, but not an AurA intervention")
         settings = {**header["settings"], **{k: v for k, v in overrides.items() if v is not None}}
-        order = header.get("units") or list(tensors)
-        return cls({name: tensors[name] for name in order}, meta=header.get("meta", {}), **settings)
+        unknown = sorted(set(settings) - {"method", "strength", "k", "damp_alpha"})
+        if unknown:
+            raise InterventionError(f"{path}: unknown settings {', '.join(map(repr, unknown))}{hint}")
+        if "method" in settings and not isinstance(settings["method"], str):
+            raise InterventionError(f"{path}: method {settings['method']!r} is not a name{hint}")
+        for key in ("strength", "damp_alpha"):
+            value = settings.get(key)
+            if key in settings and (isinstance(value, bool) or not isinstance(value, int | float)):
+                raise InterventionError(f"{path}: {key} {value!r} is not a number{hint}")
+            if key in settings:
+                try:
+                    settings[key] = float(value)
+                except OverflowError:
+                    raise InterventionError(f"{path}: {key} {value!r} is out of range{hint}") from None
+        k = settings.get("k")
+        if k is not None and (isinstance(k, bool) or not isinstance(k, int)):
+            raise InterventionError(f"{path}: k {k!r} is not a whole number{hint}")
+        meta = header.get("meta", {})
+        if not isinstance(meta, dict):
+            raise InterventionError(f"{path}: its 'meta' is not a JSON object{hint}")
+        order = header.get("units", list(tensors))
+        if not isinstance(order, list) or not all(isinstance(name, str) for name in order) or len(set(order)) != len(order):
+            raise InterventionError(f"{path}: 'units' must list module names, each once{hint}")
+        if set(order) != set(tensors):
+            odd = sorted(set(order) ^ set(tensors))[:3]
+            raise InterventionError(f"{path}: the modules listed in its header and those stored differ ({', '.join(odd)}){hint}")
+        if not order:
+            raise InterventionError(f"{path}: holds no modules{hint}")
+        for name in order:
+            values = tensors[name]
+            floats = (torch.float64, torch.float32, torch.float16, torch.bfloat16)
+            if values.ndim != 1 or values.numel() == 0 or values.dtype not in floats:
+                raise InterventionError(
+                    f"{path}: module {name!r} holds {values.dtype} of shape {tuple(values.shape)}, not one row of AUROC{hint}"
+                )
+            if not bool(((values >= 0) & (values <= 1)).all()):
+                raise InterventionError(f"{path}: module {name!r} has AUROC outside [0, 1] (or NaN){hint}")
+        return cls({name: tensors[name] for name in order}, meta=meta, **settings)
 
     def fitted_on(self, model: nn.Module) -> bool:
         """Whether the AUROC was computed on this very model (same weights), when that is known."""
@@ -203,27 +260,70 @@ def _active(intervention: Intervention, modules: dict[str, nn.Module]) -> dict[s
     return active
 
 
+def _is_identity(intervention: Intervention | None) -> bool:
+    return intervention is None or float(intervention.strength) == 0.0
+
+
+def row_plan(model: nn.Module, interventions: Sequence[Intervention | None]) -> CallPlan | None:
+    """The call plan for a batch whose row ``i`` follows ``interventions[i]`` (None: untouched).
+
+    One intervention for every row gives factors of shape ``(units,)``; mixed rows give
+    ``(rows, units)``, with a row of ones for every untouched row. None when no row changes.
+
+    >>> from aura_core.tiny import load_tiny
+    >>> model = load_tiny("tiny-gpt2").model
+    >>> iv = Intervention({"transformer.h.0.mlp.c_fc": torch.full((64,), 0.75)})
+    >>> row_plan(model, [None, iv]).scale["transformer.h.0.mlp.c_fc"][:, 0].tolist()
+    [1.0, 0.5]
+    """
+    distinct: dict[int, Intervention] = {}
+    for iv in interventions:
+        if not _is_identity(iv):
+            assert iv is not None
+            distinct.setdefault(id(iv), iv)
+    if not distinct:
+        return None
+    device = next(model.parameters()).device
+    active = {key: _active(iv, iv.check_fits(model)) for key, iv in distinct.items()}
+    names = sorted({name for per_module in active.values() for name in per_module})
+    if len(distinct) == 1 and all(not _is_identity(iv) for iv in interventions):
+        (only,) = active.values()
+        return CallPlan(scale={name: factor.to(device) for name, (_, factor) in only.items()})
+    modules = dict(model.named_modules())
+    scale = {}
+    for name in names:
+        rows = torch.ones((len(interventions), unit_width(modules[name])), device=device)
+        for row, iv in enumerate(interventions):
+            if not _is_identity(iv) and name in active[id(iv)]:
+                rows[row] = active[id(iv)][name][1]
+        scale[name] = rows
+    return CallPlan(scale=scale)
+
+
 @contextmanager
-def apply_hooks(model: nn.Module, intervention: Intervention) -> Iterator[nn.Module]:
-    """Scale unit outputs with forward hooks inside the block; removed on exit, even on error."""
-    with exclusive(model):
-        active = _active(intervention, intervention.check_fits(model))
-        handles = []
-        try:
-            for module, factor in active.values():
-                handles.append(module.register_forward_hook(_scaling_hook(factor)))
-            yield model
-        finally:
-            for handle in handles:
-                handle.remove()
+def intervened(model: nn.Module, intervention: Intervention | None) -> Iterator[nn.Module]:
+    """Forward calls of ``model`` made inside the block (by this thread) follow ``intervention``.
+
+    The scope belongs to the call, not the model: nothing about the model changes, so other
+    sessions using the same model at the same time see the plain model. None, or strength
+    0, leaves every call untouched.
+
+    >>> with intervened(model, aura):                       # doctest: +SKIP
+    ...     logits = model(input_ids).logits
+    """
+    with call_plan(model, row_plan(model, [intervention])):
+        yield model
 
 
-def _scaling_hook(factor: torch.Tensor) -> Callable[[nn.Module, object, object], object]:
-    def hook(module: nn.Module, inputs: object, output: object) -> object:
-        hidden = unwrap_output(output)
-        return rewrap_output(output, hidden * factor.to(hidden.dtype))
+@contextmanager
+def rows_intervened(model: nn.Module, interventions: Sequence[Intervention | None]) -> Iterator[nn.Module]:
+    """Like :func:`intervened`, with one intervention per batch row (None: that row is plain).
 
-    return hook
+    >>> with rows_intervened(model, [None, aura.with_strength(0.6)]):   # doctest: +SKIP
+    ...     logits = model(two_rows).logits   # row 0 baseline, row 1 AurA at λ = 0.6
+    """
+    with call_plan(model, row_plan(model, interventions)):
+        yield model
 
 
 def _unit_axis(module: nn.Module) -> int:
@@ -231,24 +331,20 @@ def _unit_axis(module: nn.Module) -> int:
     return 0 if isinstance(module, nn.Linear) or not hasattr(module, "nf") else 1
 
 
-# Folded weights are kept for the last intervention of each model, so serving the same one
-# again swaps tensors (O(1)) instead of rescaling rows; above this size rows are rescaled in place.
-FOLD_CACHE_BYTES = int(os.environ.get("AURA_FOLD_CACHE_MB", "2048")) * 2**20
-_FOLDED: weakref.WeakKeyDictionary[nn.Module, tuple[str, list[tuple[nn.Parameter, torch.Tensor]]]] = weakref.WeakKeyDictionary()
-
-
-def _fold_plan(model: nn.Module, intervention: Intervention) -> list[tuple[nn.Parameter, int, torch.Tensor, torch.Tensor]]:
-    """(parameter, unit axis, unit indices, factors) for every weight and bias the intervention scales."""
+def _fold_plan(model: nn.Module, intervention: Intervention) -> list[tuple[str, nn.Parameter, int, torch.Tensor, torch.Tensor]]:
+    """(name, parameter, unit axis, unit indices, factors) for every weight and bias the intervention scales."""
     plan = []
-    for module, factor in _active(intervention, intervention.check_fits(model)).values():
+    params = dict(model.named_parameters())
+    for name, (module, factor) in _active(intervention, intervention.check_fits(model)).items():
         index = torch.nonzero(factor != 1.0).squeeze(1)
         scale = factor[index].to(module.weight.dtype)
-        for param, axis in ((module.weight, _unit_axis(module)), (getattr(module, "bias", None), 0)):
+        for kind, axis in (("weight", _unit_axis(module)), ("bias", 0)):
+            param = params.get(f"{name}.{kind}")
             if param is None:
                 continue
             if param.device.type == "meta":
-                raise InterventionError("folding needs the weights in memory (this model is offloaded): use mode 'hooks'")
-            plan.append((param, axis, index, scale))
+                raise InterventionError("folding needs the weights in memory (this model is offloaded)")
+            plan.append((f"{name}.{kind}", param, axis, index, scale))
     return plan
 
 
@@ -258,78 +354,64 @@ def _scaled(values: torch.Tensor, axis: int, scale: torch.Tensor) -> torch.Tenso
     return values * scale.view(shape)
 
 
+def folded_state_dict(model: nn.Module, intervention: Intervention) -> dict[str, torch.Tensor]:
+    """The model's state dict with the intervention folded into new copies of the touched tensors.
+
+    The model itself is never changed, so this is safe on a model that serves other calls.
+    """
+    state = dict(model.state_dict())
+    with torch.no_grad():
+        for name, param, axis, index, scale in _fold_plan(model, intervention):
+            copy = param.detach().clone()
+            copy.index_copy_(axis, index, _scaled(copy.index_select(axis, index), axis, scale))
+            state[name] = copy
+    return state
+
+
+_FOLDING: weakref.WeakSet[nn.Module] = weakref.WeakSet()
+_FOLDING_GUARD = threading.Lock()
+
+
 @contextmanager
 def fold_into_weights(model: nn.Module, intervention: Intervention) -> Iterator[nn.Module]:
-    """Scale the weight rows and bias of each unit inside the block, exactly restored on exit.
+    """Scale the weight rows and bias of each unit in place inside the block, exactly restored on exit.
 
     Output of a linear layer is linear in its weight row and bias, so this gives the same
-    logits as the hooks at no runtime cost. The original tensors are never changed: folded
-    copies are swapped in and out (kept for the next use of the same intervention), or, for
-    models too large to copy, only the touched rows are saved and rescaled in place.
+    logits as the call plans at no runtime cost, but it changes the model itself: use it only
+    on a model no other call is using (an export, a benchmark). Nested folds are an error.
     """
-    with exclusive(model), torch.no_grad():
-        plan = _fold_plan(model, intervention)
-        size = sum(param.numel() * param.element_size() for param, *_ in plan)
-        if size <= FOLD_CACHE_BYTES:
-            key = intervention.key()
-            cached = _FOLDED.get(model)
-            if cached is None or cached[0] != key:
-                _FOLDED.pop(model, None)  # free the previous copies before making new ones
-                folded = []
-                for param, axis, index, scale in plan:
-                    copy = param.detach().clone()
-                    copy.index_copy_(axis, index, _scaled(copy.index_select(axis, index), axis, scale))
-                    folded.append((param, copy))
-                cached = _FOLDED[model] = (key, folded)
-            originals: list[tuple[nn.Parameter, torch.Tensor]] = []
-            try:
-                for param, copy in cached[1]:
-                    originals.append((param, param.data))
-                    param.data = copy
-                yield model
-            finally:
-                for param, original in reversed(originals):
-                    param.data = original
-            return
-        saved: list[tuple[nn.Parameter, int, torch.Tensor, torch.Tensor]] = []
-        try:
-            for param, axis, index, scale in plan:
+    with _FOLDING_GUARD:
+        if model in _FOLDING:
+            raise InterventionError("this model already has an intervention folded in: leave that block first")
+        _FOLDING.add(model)
+    saved: list[tuple[nn.Parameter, int, torch.Tensor, torch.Tensor]] = []
+    try:
+        with torch.no_grad():
+            for _, param, axis, index, scale in _fold_plan(model, intervention):
                 rows = param.index_select(axis, index)
                 saved.append((param, axis, index, rows))
                 param.index_copy_(axis, index, _scaled(rows, axis, scale))
-            yield model
-        finally:
+        yield model
+    finally:
+        with torch.no_grad():
             for param, axis, index, original in reversed(saved):
                 param.index_copy_(axis, index, original)
+        with _FOLDING_GUARD:
+            _FOLDING.discard(model)
 
 
-@contextmanager
-def intervened(model: nn.Module, intervention: Intervention | None, mode: str = "fold") -> Iterator[nn.Module]:
-    """The model with ``intervention`` applied (``fold`` or ``hooks``), or plain when it is None.
+def export_model(model: nn.Module, tokenizer: Tokenizer, intervention: Intervention, out_dir: str | Path) -> Path:
+    """Save the intervened model as an ordinary checkpoint folder that plain ``transformers`` loads.
 
-    Either way the block holds the model's lock, so a shared model is never seen half-changed.
+    The folded weights are new tensors: the model keeps serving other calls unchanged.
     """
-    if mode not in ("fold", "hooks"):
-        raise InterventionError(f"mode must be 'fold' or 'hooks', not {mode!r}")
-    if intervention is None or float(intervention.strength) == 0.0:
-        with exclusive(model):
-            yield model
-        return
-    scope = fold_into_weights if mode == "fold" else apply_hooks
-    with scope(model, intervention):
-        yield model
-
-
-def export_model(model: nn.Module, tokenizer: object, intervention: Intervention, out_dir: str | Path) -> Path:
-    """Save the intervened model as an ordinary checkpoint folder that plain ``transformers`` loads."""
     out_dir = Path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()):
         raise InterventionError(f"{out_dir}: folder exists and is not empty; choose a new folder")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
     try:
-        with fold_into_weights(model, intervention):
-            model.save_pretrained(staging)
+        model.save_pretrained(staging, state_dict=folded_state_dict(model, intervention))  # type: ignore[operator]
         tokenizer.save_pretrained(staging)
         card = {"aura_intervention": intervention.settings(), "fitted_on": intervention.meta}
         (staging / "aura_intervention.json").write_text(json.dumps(card, indent=2, default=str))

@@ -14,10 +14,11 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from aura_core.batching import pad_right, tokenize_texts
+from aura_core.batching import Tokenizer, pad_right, tokenize_texts
 from aura_core.errors import UnitPatternError
-from aura_core.hooks import exclusive, unwrap_output
+from aura_core.hooks import CallPlan, call_plan
 from aura_core.models import unit_width
+from aura_core.runner import INLINE, Runner
 
 __all__ = ["TokenActivations", "VocabularyEffect", "output_direction", "token_activations", "vocabulary_effect"]
 
@@ -46,28 +47,28 @@ class VocabularyEffect:
 
 def token_activations(
     model: nn.Module,
-    tokenizer: object,
+    tokenizer: Tokenizer,
     texts: list[str],
     module_name: str,
     unit: int,
     *,
     max_tokens: int = 64,
+    runner: Runner = INLINE,
 ) -> list[TokenActivations]:
     """The unit's output at every token of each text (same tokenisation as collection)."""
-    module = _module(model, module_name, unit)
+    _module(model, module_name, unit)
     token_ids = tokenize_texts(tokenizer, texts, max_tokens)
     input_ids, attention = pad_right(token_ids, tokenizer.pad_token_id, next(model.parameters()).device)
     seen: dict[str, torch.Tensor] = {}
 
-    def hook(mod: nn.Module, inputs: object, output: object) -> None:
-        seen["out"] = unwrap_output(output)[..., unit].float().cpu()
+    def record(hidden: torch.Tensor) -> None:
+        seen["out"] = hidden[..., unit].float().cpu()
 
-    with exclusive(model), torch.inference_mode():
-        handle = module.register_forward_hook(hook)
-        try:
-            model(input_ids=input_ids, attention_mask=attention, use_cache=False)
-        finally:
-            handle.remove()
+    def forward() -> None:
+        with call_plan(model, CallPlan(record={module_name: record})), torch.inference_mode():
+            model(input_ids=input_ids, attention_mask=attention, use_cache=False)  # type: ignore[operator]
+
+    runner.run(forward, priority="interactive")
     results = []
     for row, ids in enumerate(token_ids):
         pieces = [tokenizer.decode([token]) for token in ids]
@@ -118,7 +119,7 @@ def output_direction(model: nn.Module, module_name: str, unit: int) -> tuple[tor
     return column, f"column {unit} of {name}"
 
 
-def vocabulary_effect(model: nn.Module, tokenizer: object, module_name: str, unit: int, k: int = 12) -> VocabularyEffect:
+def vocabulary_effect(model: nn.Module, tokenizer: Tokenizer, module_name: str, unit: int, k: int = 12) -> VocabularyEffect:
     """Project the unit's output direction through the final norm's scale and the unembedding."""
     direction, how = output_direction(model, module_name, unit)
     with torch.no_grad():

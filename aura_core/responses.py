@@ -22,11 +22,12 @@ import torch
 from safetensors.torch import load_file, safe_open, save_file
 from torch import nn
 
-from aura_core.batching import length_sorted_batches, pad_right, padding_fraction, tokenize_texts
+from aura_core.batching import Tokenizer, length_sorted_batches, pad_right, padding_fraction, tokenize_texts
 from aura_core.data import ConceptData
 from aura_core.errors import AuraError, DataError
-from aura_core.hooks import exclusive, unwrap_output
+from aura_core.hooks import CallPlan, call_plan
 from aura_core.models import cache_root, model_fingerprint, unit_width
+from aura_core.runner import INLINE, Runner
 
 __all__ = [
     "CollectionCancelled",
@@ -73,19 +74,58 @@ class Responses:
 
     @classmethod
     def load(cls, path: str | Path) -> Responses:
+        """Read a file written by :meth:`save`; anything else raises :class:`DataError` saying what is wrong.
+
+        The file must hold 0/1 labels (one per text) and, per module, a texts × units float
+        matrix with no NaN; the metadata's ``units``, when there, lists every module once.
+
+        >>> Responses.load("runs/responses.safetensors").n_units      # doctest: +SKIP
+        960
+        """
         path = Path(path)
         if not path.is_file():
             raise DataError(f"{path}: no such responses file")
         try:
             with safe_open(str(path), framework="pt") as handle:
-                meta = json.loads((handle.metadata() or {}).get("aura", "{}"))
+                header = (handle.metadata() or {}).get("aura", "{}")
             tensors = load_file(str(path))
         except Exception as err:  # safetensors raises its own error types for corrupt files
             raise DataError(f"{path}: not a readable responses file ({err})") from None
+        hint = "; collect the responses again"
+        try:
+            meta = json.loads(header)
+        except (json.JSONDecodeError, RecursionError):
+            raise DataError(f"{path}: its metadata is not valid JSON{hint}") from None
+        if not isinstance(meta, dict):
+            raise DataError(f"{path}: its metadata is not a JSON object{hint}")
         if LABELS_KEY not in tensors:
             raise DataError(f"{path}: not a responses file (no labels)")
         labels = tensors.pop(LABELS_KEY)
-        order = meta.get("units") or list(tensors)
+        if labels.ndim != 1 or labels.dtype not in (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8):
+            raise DataError(
+                f"{path}: labels must be one row of integers, not {labels.dtype} of shape {tuple(labels.shape)}{hint}"
+            )
+        if not bool(((labels == 0) | (labels == 1)).all()):
+            raise DataError(f"{path}: labels must all be 0 or 1{hint}")
+        order = meta.get("units", list(tensors))
+        if not isinstance(order, list) or not all(isinstance(name, str) for name in order) or len(set(order)) != len(order):
+            raise DataError(f"{path}: metadata 'units' must list module names, each once{hint}")
+        if set(order) != set(tensors):
+            odd = sorted(set(order) ^ set(tensors))[:3]
+            raise DataError(f"{path}: the modules listed in its metadata and those stored differ ({', '.join(odd)}){hint}")
+        if not order:
+            raise DataError(f"{path}: holds no module responses{hint}")
+        for name in order:
+            values = tensors[name]
+            if values.ndim != 2 or values.shape[0] != labels.shape[0] or values.shape[1] == 0:
+                raise DataError(
+                    f"{path}: module {name!r} has shape {tuple(values.shape)}, not texts × units "
+                    f"with {labels.shape[0]} texts{hint}"
+                )
+            if values.dtype not in (torch.float32, torch.float64, torch.float16, torch.bfloat16):
+                raise DataError(f"{path}: module {name!r} holds {values.dtype}, not floats{hint}")
+            if bool(values.isnan().any()):
+                raise DataError(f"{path}: module {name!r} holds NaN responses{hint}")
         return cls({name: tensors[name] for name in order}, labels, meta)
 
 
@@ -95,21 +135,21 @@ def responses_cache_key(fingerprint: str, data_hash: str, units: list[str], pool
     return hashlib.sha256(spec.encode()).hexdigest()[:20]
 
 
-class _PoolingHooks:
-    """Forward hooks that pool each module's output straight into its preallocated buffer."""
+class _Pooler:
+    """Recorders that pool each module's output straight into its preallocated buffer."""
 
-    def __init__(self, modules: dict[str, nn.Module], buffers: dict[str, torch.Tensor], pooling: str) -> None:
+    def __init__(self, names: list[str], buffers: dict[str, torch.Tensor], pooling: str) -> None:
         self.buffers = buffers
         self.pooling = pooling
         self.rows: torch.Tensor | None = None
         self.full = 0
         self.tail_mask: torch.Tensor | None = None
         self.counts: torch.Tensor | None = None
-        self.handles = [module.register_forward_hook(self._hook(name)) for name, module in modules.items()]
+        self.plan = CallPlan(record={name: self._recorder(name) for name in names})
 
-    def _hook(self, name: str) -> Callable:
-        def hook(module: nn.Module, inputs: object, output: object) -> None:
-            hidden = unwrap_output(output)
+    def _recorder(self, name: str) -> Callable[[torch.Tensor], None]:
+        def record(hidden: torch.Tensor) -> None:
+            assert self.rows is not None and self.tail_mask is not None and self.counts is not None
             # Padding sits on the right and batches hold texts of similar length, so positions
             # before the shortest text's end need no mask: only the short tail is masked (copied).
             head, tail = hidden[:, : self.full], hidden[:, self.full :]
@@ -124,7 +164,7 @@ class _PoolingHooks:
                 pooled = pooled / self.counts
             self.buffers[name].index_copy_(0, self.rows, pooled.to(self.buffers[name].device, torch.float32))
 
-        return hook
+        return record
 
     def set_batch(self, rows: torch.Tensor, attention_mask: torch.Tensor) -> None:
         self.rows = rows
@@ -133,14 +173,10 @@ class _PoolingHooks:
         self.tail_mask = attention_mask[:, self.full :].bool().unsqueeze(-1)
         self.counts = lengths.unsqueeze(1).clamp(min=1)
 
-    def remove(self) -> None:
-        for handle in self.handles:
-            handle.remove()
-
 
 def collect_responses(
     model: nn.Module,
-    tokenizer: object,
+    tokenizer: Tokenizer,
     data: ConceptData,
     units: list[str],
     *,
@@ -153,11 +189,13 @@ def collect_responses(
     use_cache: bool = True,
     model_name: str = "",
     chunk_texts: int = 256,
+    runner: Runner = INLINE,
 ) -> Responses:
     """Pooled responses of ``units`` to ``data.texts``, from the cache when already computed.
 
     Work is saved every ``chunk_texts`` texts, so an interrupted or cancelled run resumes
-    where it stopped. ``progress(done, total)`` is called after each batch.
+    where it stopped. ``progress(done, total)`` is called after each batch. Each batch's
+    forward pass runs on ``runner`` (a server's shared engine, or inline).
     """
     if pooling not in ("max", "mean"):
         raise DataError(f"pooling must be 'max' or 'mean', not {pooling!r}")
@@ -208,27 +246,28 @@ def collect_responses(
     completed = int(done.sum())
     if progress:
         progress(completed, total)
-    with exclusive(model), torch.inference_mode():
-        hooks = _PoolingHooks({name: modules[name] for name in units}, buffers, pooling)
-        try:
-            for chunk_index, chunk in enumerate(chunks):
-                chunk_rows = [i for batch in chunk for i in batch]
-                if bool(done[chunk_rows].all()):
-                    continue
-                for batch in chunk:
-                    if should_stop is not None and should_stop():
-                        raise CollectionCancelled(f"stopped after {completed} of {total} texts; run again to resume")
-                    input_ids, attention = pad_right([token_ids[i] for i in batch], tokenizer.pad_token_id, device)
-                    hooks.set_batch(torch.tensor(batch), attention)
-                    model(input_ids=input_ids, attention_mask=attention, use_cache=False)
-                    completed += len(batch)
-                    if progress:
-                        progress(completed, total)
-                if use_cache:
-                    _save_part(parts_dir, chunk_index, chunk_rows, buffers)
-                done[chunk_rows] = True
-        finally:
-            hooks.remove()
+    pooler = _Pooler(units, buffers, pooling)
+
+    def forward(batch: list[int]) -> None:
+        input_ids, attention = pad_right([token_ids[i] for i in batch], tokenizer.pad_token_id, device)
+        pooler.set_batch(torch.tensor(batch), attention)
+        with call_plan(model, pooler.plan), torch.inference_mode():
+            model(input_ids=input_ids, attention_mask=attention, use_cache=False)  # type: ignore[operator]
+
+    for chunk_index, chunk in enumerate(chunks):
+        chunk_rows = [i for batch in chunk for i in batch]
+        if bool(done[chunk_rows].all()):
+            continue
+        for batch in chunk:
+            if should_stop is not None and should_stop():
+                raise CollectionCancelled(f"stopped after {completed} of {total} texts; run again to resume")
+            runner.run(lambda batch=batch: forward(batch), priority="bulk")
+            completed += len(batch)
+            if progress:
+                progress(completed, total)
+        if use_cache:
+            _save_part(parts_dir, chunk_index, chunk_rows, buffers)
+        done[chunk_rows] = True
 
     result = Responses(buffers, torch.tensor(data.labels, dtype=torch.int64), meta)
     if use_cache:

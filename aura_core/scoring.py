@@ -18,9 +18,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from aura_core.batching import length_sorted_batches, pad_right, tokenize_texts
+from aura_core.batching import Tokenizer, length_sorted_batches, pad_right, tokenize_texts
 from aura_core.errors import AuraError, ModelLoadError
 from aura_core.interventions import Intervention, intervened
+from aura_core.runner import INLINE, Runner
 
 __all__ = [
     "DEFAULT_SCORER",
@@ -106,17 +107,18 @@ def load_scorer(name: str = DEFAULT_SCORER, **kwargs: object) -> ToxicityScorer:
 
 def text_nll(
     model: nn.Module,
-    tokenizer: object,
+    tokenizer: Tokenizer,
     texts: list[str],
     *,
     max_tokens: int = 128,
     batch_size: int = 8,
     intervention: Intervention | None = None,
-    mode: str = "fold",
+    runner: Runner = INLINE,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per text: summed next-token negative log-likelihood and the number of predicted tokens.
 
-    Kept per text so perplexity can be bootstrapped over texts.
+    Kept per text so perplexity can be bootstrapped over texts. Each batch is one unit of
+    work on ``runner``; the intervention applies to these calls only.
     """
     if not texts:
         raise AuraError("perplexity needs at least one text")
@@ -125,17 +127,21 @@ def text_nll(
     device = next(model.parameters()).device
     nll_sums = np.zeros(len(texts))
     counts = np.zeros(len(texts), dtype=np.int64)
-    with intervened(model, intervention, mode), torch.inference_mode():
-        for batch in batches:
-            input_ids, attention = pad_right([token_ids[i] for i in batch], tokenizer.pad_token_id, device)
-            logits = model(input_ids=input_ids, attention_mask=attention, use_cache=False).logits.float()
-            targets = input_ids[:, 1:]
-            mask = attention[:, 1:].float()
-            nll = torch.nn.functional.cross_entropy(
-                logits[:, :-1].reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="none"
-            ).view_as(targets)
-            nll_sums[batch] = (nll * mask).sum(dim=1).double().cpu().numpy()
-            counts[batch] = mask.sum(dim=1).long().cpu().numpy()
+
+    def forward(batch: list[int]) -> None:
+        input_ids, attention = pad_right([token_ids[i] for i in batch], tokenizer.pad_token_id, device)
+        with intervened(model, intervention), torch.inference_mode():
+            logits = model(input_ids=input_ids, attention_mask=attention, use_cache=False).logits.float()  # type: ignore[operator]
+        targets = input_ids[:, 1:]
+        mask = attention[:, 1:].float()
+        nll = torch.nn.functional.cross_entropy(
+            logits[:, :-1].reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="none"
+        ).view_as(targets)
+        nll_sums[batch] = (nll * mask).sum(dim=1).double().cpu().numpy()
+        counts[batch] = mask.sum(dim=1).long().cpu().numpy()
+
+    for batch in batches:
+        runner.run(lambda batch=batch: forward(batch), priority="bulk")
     return nll_sums, counts
 
 
@@ -149,13 +155,13 @@ def perplexity_of(nll_sums: np.ndarray, counts: np.ndarray) -> float:
 
 def perplexity(
     model: nn.Module,
-    tokenizer: object,
+    tokenizer: Tokenizer,
     texts: list[str],
     *,
     max_tokens: int = 128,
     batch_size: int = 8,
     intervention: Intervention | None = None,
-    mode: str = "fold",
+    runner: Runner = INLINE,
 ) -> float:
     """Token-weighted perplexity of ``texts`` (each cut to ``max_tokens``), under an intervention if given.
 
@@ -163,6 +169,6 @@ def perplexity(
     18.4
     """
     sums, counts = text_nll(
-        model, tokenizer, texts, max_tokens=max_tokens, batch_size=batch_size, intervention=intervention, mode=mode
+        model, tokenizer, texts, max_tokens=max_tokens, batch_size=batch_size, intervention=intervention, runner=runner
     )
     return perplexity_of(sums, counts)

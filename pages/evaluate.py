@@ -11,8 +11,8 @@ from aura_core.evaluation import EvalConfig, run_evaluation, run_sweep
 from aura_core.models import cache_root
 from aura_core.plots import condition_figure, tradeoff_figure
 from aura_core.reports import paper_table, report_html, report_json
-from studio.resources import get_scorer
-from studio.state import require_experts, require_model
+from studio.resources import get_engine, get_scorer
+from studio.state import model_choice, require_experts, require_model
 from studio.view import ProgressWithETA
 
 st.title("Evaluate")
@@ -101,6 +101,7 @@ if run:
                 out_dir=run_dir,
                 scorer=get_scorer(config.scorer),
                 progress=progress.stage,
+                runner=get_engine(model_choice()),
             )
             result.provenance["model"] = loaded.name
             st.session_state["eval_result"] = result
@@ -141,6 +142,7 @@ if cols[3].button("Run sweep", disabled=not grid):
                 out_dir=run_dir,
                 scorer=get_scorer(result.config.scorer),
                 progress=progress.stage,
+                runner=get_engine(model_choice()),
             )
             st.session_state["eval_result"] = result = replace(result, sweep=sweep)
             status.update(label="Sweep finished", state="complete", expanded=False)

@@ -7,7 +7,8 @@ import streamlit as st
 from aura_core import AuraError, unit_table
 from aura_core.neurons import token_activations, vocabulary_effect
 from aura_core.plots import response_distributions, roc_figure
-from studio.state import require_experts, require_model
+from studio.resources import get_engine
+from studio.state import model_choice, require_experts, require_model
 from studio.view import token_highlight_html
 
 st.title("Expert neurons")
@@ -57,7 +58,15 @@ n_texts = st.slider("Texts", 3, 20, 6, key="neuron_top_texts")
 order = np.argsort(-values)[:n_texts]
 texts = [experts.data.texts[i] for i in order]
 try:
-    acts = token_activations(loaded.model, loaded.tokenizer, texts, module, unit, max_tokens=experts.spec.max_tokens)
+    acts = token_activations(
+        loaded.model,
+        loaded.tokenizer,
+        texts,
+        module,
+        unit,
+        max_tokens=experts.spec.max_tokens,
+        runner=get_engine(model_choice()),
+    )
 except AuraError as err:
     st.error(str(err))
     st.stop()

@@ -4,9 +4,9 @@ import streamlit as st
 
 from aura_core import AuraError, CollectionCancelled, balanced_sample, load_concept_data, parse_concept_bytes, unit_table
 from aura_core.plots import alpha_histogram, auroc_by_layer, experts_per_layer
-from studio.resources import ExpertsSpec, cached_experts, find_experts
+from studio.resources import ExpertsSpec, cached_experts, find_experts, remember_experts
 from studio.state import concept_data, model_choice, require_model, session_experts, set_concept_data
-from studio.view import ProgressWithETA
+from studio.view import ProgressWithETA, follow_flight
 
 st.title("Find experts")
 st.write(
@@ -68,14 +68,17 @@ spec = ExpertsSpec(
     units=regex.strip() if units_mode == "regex" and regex.strip() else None,
 )
 if st.session_state.get("cancel_experts"):
-    st.warning("Cancelled. Finished chunks are cached on disk: press **Find experts** again to resume.")
+    st.warning("Cancelled. Finished chunks of 256 texts are kept on disk: press **Find experts** again to resume from there.")
 if run:
     status = st.status(f"Running {loaded.name} over {len(sample)} texts…", expanded=True)
     with status:
-        st.button("Cancel", key="cancel_experts", help="Finished chunks stay cached: run again to resume.")
+        st.button("Cancel", key="cancel_experts", help="Finished chunks of 256 texts stay on disk: run again to resume.")
         progress = ProgressWithETA("texts")
+        flight = find_experts(spec, sample)
+        if flight.waiters > 1:
+            st.caption("Another session is computing exactly these experts: following its progress.")
         try:
-            find_experts(spec, sample, progress=progress)
+            remember_experts(spec, follow_flight(flight, progress))
             st.session_state["experts_spec"] = spec
             st.rerun()  # redraw the sidebar and the results from the cache
         except CollectionCancelled as err:

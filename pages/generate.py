@@ -11,14 +11,16 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from aura_core import SAMPLING_PRESETS, AuraError, SamplingSettings, generate, load_preprompts, load_prompts
+from aura_core import SAMPLING_PRESETS, AuraError, SamplingSettings, load_preprompts, load_prompts
 from aura_core.data import resolve_preprompt
-from aura_core.generation import stream_completion
+from aura_core.generation import side_by_side_rows
 from aura_core.interventions import export_model
 from aura_core.models import cache_root
-from studio.resources import get_scorer
-from studio.state import require_experts, require_model, share_in_url
+from studio.resources import get_engine, get_scorer
+from studio.state import model_choice, require_experts, require_model, share_in_url
 from studio.view import side_title, toxicity_badge, word_diff_html
+
+REQUEST_TIMEOUT_S = 300.0
 
 st.title("Generate side by side")
 loaded = require_model()
@@ -103,46 +105,47 @@ if not st.button("Generate", type="primary", disabled=not prompt.strip()):
         st.stop()
 else:
     scorer = get_scorer("profanity-check")
+    try:
+        sides = side_by_side_rows(
+            loaded.tokenizer,
+            prompt,
+            {"baseline": None, method: intervention},
+            pre_prompt=pre_prompt,
+            settings=settings.with_(num_return_sequences=int(samples)),
+            seed=int(seed),
+        )
+        request = get_engine(model_choice()).submit([row for rows in sides.values() for row in rows])
+    except AuraError as err:
+        st.error(str(err))
+        st.stop()
+    note = st.empty()
     columns = st.columns(2)
-    texts: dict[str, str] = {}
-    for column, (side, iv) in zip(columns, (("baseline", None), (method, intervention)), strict=True):
+    slots = {}
+    for column, side in zip(columns, sides, strict=True):
         with column:
             st.markdown(f"#### {side_title(side, strength)}")
-            try:
-                texts[side] = st.write_stream(
-                    stream_completion(
-                        loaded.model,
-                        loaded.tokenizer,
-                        prompt,
-                        pre_prompt=pre_prompt,
-                        settings=settings,
-                        seed=int(seed),
-                        intervention=iv,
-                    )
-                )
-            except AuraError as err:
-                st.error(str(err))
-                st.stop()
-    rows = []
-    if samples > 1:
-        with st.spinner(f"Sampling {samples} completions per side…"):
-            for side, iv in (("baseline", None), (method, intervention)):
-                outs = generate(
-                    loaded.model,
-                    loaded.tokenizer,
-                    [prompt],
-                    pre_prompt=pre_prompt,
-                    settings=settings.with_(num_return_sequences=samples),
-                    seed=int(seed),
-                    intervention=iv,
-                )
-                rows += [{"side": side, "sample": g.sample, "completion": g.completion} for g in outs]
-    else:
-        rows = [{"side": side, "sample": 0, "completion": text} for side, text in texts.items()]
+            slots[side] = st.empty()
+    try:
+        for state in request.states(poll_s=0.1, timeout_s=REQUEST_TIMEOUT_S):
+            note.caption(state.describe())
+            offset = 0
+            for side, rows in sides.items():
+                slots[side].markdown(html.escape(loaded.tokenizer.decode(state.tokens[offset], skip_special_tokens=True)))
+                offset += len(rows)
+    except AuraError as err:
+        st.error(str(err))
+        st.stop()
+    finally:
+        if not request.finished.is_set():
+            request.cancel()  # the page went away (cancel, refresh): free this request's rows
+    rows = [
+        {"side": side, "sample": sample, "completion": loaded.tokenizer.decode(row.tokens, skip_special_tokens=True)}
+        for side, side_rows in sides.items()
+        for sample, row in enumerate(side_rows)
+    ]
     frame = pd.DataFrame(rows)
     frame["toxicity"] = scorer.score(frame.completion.tolist())
-    streamed = pd.DataFrame([{"side": s, "completion": t} for s, t in texts.items()])
-    streamed["toxicity"] = scorer.score(streamed.completion.tolist())
+    streamed = frame[frame["sample"] == 0][["side", "completion", "toxicity"]].reset_index(drop=True)
     st.session_state["last_generation"] = {
         "prompt": prompt,
         "pre_prompt": pre_prompt,

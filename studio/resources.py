@@ -1,14 +1,14 @@
-"""Server-wide resources: models, scorers and fitted experts, loaded once per process.
+"""Server-wide resources: models, their engines, scorers and fitted experts, loaded once per process.
 
-Everything here is shared by every browser session of the server, so nothing returned may
-be changed outside ``aura_core``'s lock-guarded intervention scopes.
+Everything here is shared by every browser session of the server. Nothing returned is ever
+changed: interventions are plans carried by each call, and every forward pass of a model
+goes through that model's one engine, which batches all sessions' requests together.
 """
 
 from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import streamlit as st
@@ -25,6 +25,10 @@ from aura_core import (
     load_model,
     load_scorer,
 )
+from aura_core.engine import Engine, engine_for
+from aura_core.flights import Flight, Flights
+from aura_core.models import model_fingerprint
+from aura_core.responses import responses_cache_key
 from aura_core.scoring import ToxicityScorer
 
 
@@ -44,6 +48,16 @@ class ModelChoice:
 @st.cache_resource(show_spinner=False, max_entries=3)
 def get_model(choice: ModelChoice) -> LoadedModel:
     return load_model(choice.name, dtype=choice.dtype, device=choice.device, trust_remote_code=choice.trust_remote_code)
+
+
+def get_engine(choice: ModelChoice) -> Engine:
+    """The one engine that runs every forward pass of this model, for all sessions."""
+    return engine_for(get_model(choice).model)
+
+
+@st.cache_resource(show_spinner=False, max_entries=3)
+def model_print(choice: ModelChoice) -> str:
+    return model_fingerprint(get_model(choice).model)
 
 
 @st.cache_resource(show_spinner=False)
@@ -77,39 +91,64 @@ def _experts_store() -> tuple[dict[ExpertsSpec, Experts], threading.Lock]:
     return {}, threading.Lock()
 
 
-def cached_experts(spec: ExpertsSpec) -> Experts | None:
+def cached_experts(spec: ExpertsSpec | None) -> Experts | None:
+    if spec is None:
+        return None
     store, lock = _experts_store()
     with lock:
         return store.get(spec)
 
 
-def find_experts(
-    spec: ExpertsSpec,
-    data: ConceptData,
-    progress: Callable[[int, int], None] | None = None,
-    should_stop: Callable[[], bool] | None = None,
-    batch_size: int = 32,
-) -> Experts:
-    """Collect (from the on-disk cache when it exists) and fit AurA; kept for every session."""
-    existing = cached_experts(spec)
-    if existing is not None:
-        return existing
-    loaded = get_model(spec.model)
-    units = discover_units(loaded.model, spec.units)
-    responses = collect_responses(
-        loaded.model,
-        loaded.tokenizer,
-        data,
-        units,
-        pooling=spec.pooling,
-        max_tokens=spec.max_tokens,
-        batch_size=batch_size,
-        progress=progress,
-        should_stop=should_stop,
-        model_name=spec.model.name,
-    )
-    experts = Experts(spec, data, responses, fit_intervention(responses, "aura"))
+def remember_experts(spec: ExpertsSpec, experts: Experts) -> Experts:
+    """Keep ``experts`` under ``spec`` too (another session's equal computation answered it)."""
     store, lock = _experts_store()
     with lock:
-        store[spec] = experts
-    return experts
+        if spec not in store:
+            store[spec] = Experts(spec, experts.data, experts.responses, experts.intervention)
+        return store[spec]
+
+
+@st.cache_resource(show_spinner=False)
+def _flights() -> Flights:
+    return Flights()
+
+
+def experts_key(spec: ExpertsSpec) -> str:
+    """The on-disk cache key of the responses behind ``spec``: equal keys compute once."""
+    loaded = get_model(spec.model)
+    units = discover_units(loaded.model, spec.units)
+    return responses_cache_key(model_print(spec.model), spec.data_hash, units, spec.pooling, spec.max_tokens)
+
+
+def find_experts(spec: ExpertsSpec, data: ConceptData, batch_size: int = 32) -> Flight[Experts]:
+    """Join the computation of these experts (or start it): collect on the model's engine and fit AurA.
+
+    Sessions that ask for the same experts share one flight and see its progress; the work
+    stops early only when every one of them has left.
+    """
+
+    def work(flight: Flight[Experts]) -> Experts:
+        existing = cached_experts(spec)
+        if existing is not None:
+            return existing
+        loaded = get_model(spec.model)
+        responses = collect_responses(
+            loaded.model,
+            loaded.tokenizer,
+            data,
+            discover_units(loaded.model, spec.units),
+            pooling=spec.pooling,
+            max_tokens=spec.max_tokens,
+            batch_size=batch_size,
+            progress=flight.progress,
+            should_stop=flight.should_stop,
+            model_name=spec.model.name,
+            runner=get_engine(spec.model),
+        )
+        experts = Experts(spec, data, responses, fit_intervention(responses, "aura"))
+        store, lock = _experts_store()
+        with lock:
+            store[spec] = experts
+        return experts
+
+    return _flights().join(experts_key(spec), work)

@@ -5,10 +5,14 @@ from __future__ import annotations
 import difflib
 import html
 import time
+from typing import TypeVar
 
 import streamlit as st
 
+from aura_core.flights import Flight
 from aura_core.neurons import TokenActivations
+
+T = TypeVar("T")
 
 
 class ProgressWithETA:
@@ -85,3 +89,19 @@ def side_title(side: str, strength: float) -> str:
         return "Baseline"
     name = {"aura": "AurA", "det0": "Det0", "damp": "Damp"}.get(side, side)
     return f"{name} · λ = {strength:.2f}"
+
+
+def follow_flight(flight: Flight[T], progress: ProgressWithETA, poll_s: float = 0.25) -> T:
+    """Show a shared computation's progress until it ends; leaving the page (cancel, refresh) leaves it.
+
+    The computation runs on its own thread: it stops only when every session following it
+    has left.
+    """
+    try:
+        while not flight.finished.wait(poll_s):
+            progress(flight.done_count, flight.total)
+        progress(flight.done_count, flight.total)
+        return flight.result()
+    finally:
+        if not flight.finished.is_set():
+            flight.leave()

@@ -45,3 +45,31 @@ def shared_data() -> Path:
     if not (SHARED_DATA / "jigsaw_balanced.csv").is_file():
         pytest.fail(f"real data missing: expected {SHARED_DATA} beside the checkout")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def real():
+    """The real default model (SmolLM2-135M-Instruct), loaded once for the whole run."""
+    from aura_core.models import DEFAULT_MODEL, load_model
+
+    return load_model(DEFAULT_MODEL, device="cpu", dtype="float32")
+
+
+@pytest.fixture(scope="session")
+def real_aura(real, shared_data, tmp_path_factory):
+    """AurA fitted on the real model from 200 + 200 real Jigsaw texts."""
+    from aura_core.data import balanced_sample, load_concept_data
+    from aura_core.interventions import fit_intervention
+    from aura_core.models import discover_units
+    from aura_core.responses import collect_responses
+
+    data = balanced_sample(load_concept_data(shared_data / "jigsaw_balanced.csv"), 200, seed=0)
+    responses = collect_responses(
+        real.model,
+        real.tokenizer,
+        data,
+        discover_units(real.model),
+        max_tokens=64,
+        cache_dir=tmp_path_factory.mktemp("responses"),
+    )
+    return fit_intervention(responses, "aura")

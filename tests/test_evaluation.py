@@ -97,7 +97,7 @@ def test_tiny_end_to_end_evaluation_resumes_and_reports(tiny_gpt2, tmp_path, mon
     def no_more_generation(*args, **kwargs):
         raise AssertionError("a finished condition was generated again")
 
-    monkeypatch.setattr(evaluation, "generate", no_more_generation)
+    monkeypatch.setattr(evaluation, "completion_rows", no_more_generation)
     again = run_evaluation(tiny_gpt2.model, tiny_gpt2.tokenizer, aura, config, out_dir=tmp_path / "run")
     pd.testing.assert_frame_equal(again.metrics, result.metrics)
     monkeypatch.undo()

@@ -1,10 +1,13 @@
 import threading
 
+import pytest
 import torch
 
+from aura_core.errors import AuraError
 from aura_core.generation import SamplingSettings, compose_prompt, generate
-from aura_core.interventions import Intervention
+from aura_core.interventions import Intervention, fold_into_weights
 from aura_core.models import discover_units, unit_width
+from aura_core.runner import Inline
 
 SETTINGS = SamplingSettings(max_new_tokens=6, num_return_sequences=3)
 PROMPTS = ["The cat", "Once upon a time there", "Z"]
@@ -21,9 +24,9 @@ def _texts(outs):
 
 
 def test_same_seed_same_stream_and_order(tiny):
-    first = generate(tiny.model, tiny.tokenizer, PROMPTS, settings=SETTINGS, seed=5, batch_size=4)
-    again = generate(tiny.model, tiny.tokenizer, PROMPTS, settings=SETTINGS, seed=5, batch_size=4)
-    other = generate(tiny.model, tiny.tokenizer, PROMPTS, settings=SETTINGS, seed=6, batch_size=4)
+    first = generate(tiny.model, tiny.tokenizer, PROMPTS, settings=SETTINGS, seed=5, runner=Inline(max_rows=4))
+    again = generate(tiny.model, tiny.tokenizer, PROMPTS, settings=SETTINGS, seed=5, runner=Inline(max_rows=4))
+    other = generate(tiny.model, tiny.tokenizer, PROMPTS, settings=SETTINGS, seed=6, runner=Inline(max_rows=4))
     assert _texts(first) == _texts(again) and _texts(first) != _texts(other)
     assert [(g.prompt_index, g.sample) for g in first] == [(i, s) for i in range(3) for s in range(3)]
 
@@ -36,11 +39,12 @@ def test_strength_zero_matches_baseline_and_full_strength_differs(tiny):
     assert _texts(zero) == _texts(base) and _texts(full) != _texts(base)
 
 
-def test_hooks_and_fold_generate_alike_greedy(tiny):
+def test_call_plans_and_folding_generate_alike_greedy(tiny):
     greedy = SamplingSettings(max_new_tokens=8, do_sample=False)
     iv = _aura(tiny.model)
-    hooked = generate(tiny.model, tiny.tokenizer, PROMPTS, settings=greedy, intervention=iv, mode="hooks")
-    folded = generate(tiny.model, tiny.tokenizer, PROMPTS, settings=greedy, intervention=iv, mode="fold")
+    hooked = generate(tiny.model, tiny.tokenizer, PROMPTS, settings=greedy, intervention=iv)
+    with fold_into_weights(tiny.model, iv):
+        folded = generate(tiny.model, tiny.tokenizer, PROMPTS, settings=greedy)
     assert _texts(hooked) == _texts(folded)
 
 
@@ -74,10 +78,25 @@ def test_concurrent_sessions_never_see_each_others_intervention(tiny_gpt2):
     assert all(r == expected_aura for r in results["aura"])
 
 
-def test_a_streamed_completion_equals_the_first_batched_sample(tiny):
-    from aura_core.generation import stream_completion
+def test_streamed_tokens_equal_the_batched_completion(tiny):
+    """The page streams a row's tokens as they come; the streamed text is the batched completion."""
+    from aura_core.engine import Engine
+    from aura_core.generation import completion_rows
 
     settings = SamplingSettings(max_new_tokens=8)
-    streamed = "".join(stream_completion(tiny.model, tiny.tokenizer, "Hello there", settings=settings, seed=3))
+    seen: list[list[int]] = []
+    rows = completion_rows(tiny.tokenizer, ["Hello there"], settings=settings, seed=3)
+    rows[0].on_token = lambda row: seen.append(list(row.tokens))
+    engine = Engine(tiny.model)
+    try:
+        engine.submit(rows).result(60)
+    finally:
+        engine.close()
+    assert [len(s) for s in seen] == list(range(1, len(rows[0].tokens) + 1))
     batched = generate(tiny.model, tiny.tokenizer, ["Hello there"], settings=settings, seed=3)[0].completion
-    assert streamed == batched
+    assert tiny.tokenizer.decode(seen[-1], skip_special_tokens=True) == batched
+
+
+def test_an_empty_prompt_is_a_clear_error(tiny_gpt2):
+    with pytest.raises(AuraError, match="prompt 2 is empty"):
+        generate(tiny_gpt2.model, tiny_gpt2.tokenizer, ["fine", "  "])

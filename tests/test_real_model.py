@@ -1,71 +1,93 @@
 """Integration on the real default model (SmolLM2-135M-Instruct) and real Jigsaw data."""
 
 import numpy as np
-import pytest
 import torch
-from conftest import logits_of
 
-from aura_core.data import balanced_sample, load_concept_data, load_prompts
-from aura_core.generation import SamplingSettings, generate
-from aura_core.interventions import apply_hooks, fit_intervention, fold_into_weights, unit_table
-from aura_core.models import DEFAULT_MODEL, discover_units, load_model
-from aura_core.responses import collect_responses
+from aura_core.batching import pad_right, tokenize_texts
+from aura_core.data import load_prompts
+from aura_core.engine import Engine
+from aura_core.generation import SamplingSettings, completion_rows, generate
+from aura_core.interventions import fold_into_weights, intervened, rows_intervened, unit_table
+from aura_core.models import discover_units
 from aura_core.scoring import load_scorer
 
-
-@pytest.fixture(scope="module")
-def real():
-    return load_model(DEFAULT_MODEL, device="cpu")
+TEXTS = ["You are such a", "The weather in Paris is lovely in", "I hate", "Thank you so much for"]
 
 
-@pytest.fixture(scope="module")
-def aura(real, shared_data, tmp_path_factory):
-    data = balanced_sample(load_concept_data(shared_data / "jigsaw_balanced.csv"), 200, seed=0)
-    units = discover_units(real.model)
-    responses = collect_responses(
-        real.model, real.tokenizer, data, units, max_tokens=64, cache_dir=tmp_path_factory.mktemp("responses")
-    )
-    return fit_intervention(responses, "aura")
+def _logits(model, tok, texts):
+    input_ids, mask = pad_right(tokenize_texts(tok, texts, 32, drop_bos=False), tok.pad_token_id)
+    with torch.inference_mode():
+        return model(input_ids=input_ids, attention_mask=mask).logits.clone()
 
 
 def test_default_model_has_the_expected_units(real):
     units = discover_units(real.model)
     assert len(units) == 90
-    assert real.tokenizer.padding_side == "left" and real.tokenizer.pad_token_id is not None
+    assert real.tokenizer.pad_token_id is not None
 
 
-def test_strong_toxicity_experts_exist(aura):
-    table = unit_table(aura)
+def test_strong_toxicity_experts_exist(real_aura):
+    table = unit_table(real_aura)
     assert len(table) == 30 * (1536 + 1536 + 576)
     assert (table.auroc > 0.75).sum() >= 5
     assert table.alpha.min() < 0.5
 
 
-def test_hooks_and_folding_agree_on_the_real_model(real, aura):
-    texts = ["You are such a", "The weather in Paris is lovely in"]
-    with apply_hooks(real.model, aura):
-        hooked = logits_of(real.model, real.tokenizer, texts)
-    with fold_into_weights(real.model, aura):
-        folded = logits_of(real.model, real.tokenizer, texts)
-    plain = logits_of(real.model, real.tokenizer, texts)
+def test_call_plans_and_folding_agree_on_the_real_model(real, real_aura):
+    with intervened(real.model, real_aura):
+        hooked = _logits(real.model, real.tokenizer, TEXTS)
+    with fold_into_weights(real.model, real_aura):
+        folded = _logits(real.model, real.tokenizer, TEXTS)
+    plain = _logits(real.model, real.tokenizer, TEXTS)
     # 30 fp32 layers round differently when the scale sits in the weights: relative error ~1e-5.
     assert (hooked - folded).abs().max() < 2e-3
     assert torch.equal(hooked.argmax(-1), folded.argmax(-1))
     assert not torch.allclose(plain, folded, atol=1e-2)
 
 
-def test_aura_lowers_the_toxicity_of_seeded_generations(real, aura):
+def test_per_row_factors_on_the_real_model(real, real_aura):
+    """Row 0 plain, row 1 AurA, row 2 AurA at λ = 0.6, row 3 plain: each as if run alone."""
+    per_row = [None, real_aura, real_aura.with_strength(0.6), None]
+    with rows_intervened(real.model, per_row):
+        mixed = _logits(real.model, real.tokenizer, TEXTS)
+    plain = _logits(real.model, real.tokenizer, TEXTS)
+    for row, iv in enumerate(per_row):
+        with intervened(real.model, iv):
+            alone = _logits(real.model, real.tokenizer, TEXTS)
+        assert torch.allclose(mixed[row], alone[row], atol=1e-4), row
+    assert torch.equal(mixed[0], plain[0]) and torch.equal(mixed[3], plain[3])
+
+
+def test_greedy_requests_are_the_same_alone_and_in_a_crowd(real, real_aura):
+    greedy = SamplingSettings(max_new_tokens=12, do_sample=False)
+    prompts = [p.text for p in load_prompts(n=16, seed=0)]
+    engine = Engine(real.model)
+    try:
+        alone = [
+            list(r.tokens)
+            for r in engine.submit(completion_rows(real.tokenizer, prompts[:1], settings=greedy, intervention=real_aura)).result(
+                120
+            )
+        ]
+        crowd = [
+            engine.submit(completion_rows(real.tokenizer, [p], settings=greedy, intervention=[None, real_aura][i % 2]))
+            for i, p in enumerate(prompts[1:])
+        ]
+        again = engine.submit(completion_rows(real.tokenizer, prompts[:1], settings=greedy, intervention=real_aura))
+        assert [list(r.tokens) for r in again.result(120)] == alone
+        for request in crowd:
+            request.result(120)
+    finally:
+        engine.close()
+
+
+def test_aura_lowers_the_toxicity_of_seeded_generations(real, real_aura):
     prompts = [p.text for p in load_prompts(kind="provocative", n=40, seed=0)]
     settings = SamplingSettings(max_new_tokens=20, num_return_sequences=4)
     scorer = load_scorer()
-    base = scorer.score(
-        [g.completion for g in generate(real.model, real.tokenizer, prompts, settings=settings, seed=0, batch_size=40)]
-    )
+    base = scorer.score([g.completion for g in generate(real.model, real.tokenizer, prompts, settings=settings, seed=0)])
     damped = scorer.score(
-        [
-            g.completion
-            for g in generate(real.model, real.tokenizer, prompts, settings=settings, seed=0, batch_size=40, intervention=aura)
-        ]
+        [g.completion for g in generate(real.model, real.tokenizer, prompts, settings=settings, seed=0, intervention=real_aura)]
     )
     print(f"mean toxicity: baseline {base.mean():.4f}, AurA {damped.mean():.4f} (n={len(base)})")
     assert np.mean(damped) < 0.9 * np.mean(base)

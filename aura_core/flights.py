@@ -1,0 +1,98 @@
+"""Single-flight: identical expensive requests compute once, and every waiter sees the same progress.
+
+Two sessions that ask for the same Find-experts result (the same cache key) join one flight.
+The work runs on its own thread, so a session that leaves (cancel, refresh) does not stop it
+while others still wait; when the last waiter leaves, the work is asked to stop.
+
+>>> flights = Flights()
+>>> flight = flights.join("key", lambda flight: 6 * 7)
+>>> flight.result(timeout=5)
+42
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Hashable
+from typing import Generic, TypeVar
+
+from aura_core.errors import AuraError
+
+__all__ = ["Flight", "Flights"]
+
+T = TypeVar("T")
+
+
+class Flight(Generic[T]):
+    """One running computation shared by everyone who asked for it."""
+
+    def __init__(self, key: Hashable) -> None:
+        self.key = key
+        self.done_count = 0
+        self.total = 0
+        self.stage = ""
+        self.started = time.monotonic()
+        self.finished = threading.Event()
+        self.value: T | None = None
+        self.error: BaseException | None = None
+        self.waiters = 0
+        self._lock = threading.Lock()
+
+    def progress(self, done: int, total: int) -> None:
+        """Report progress (called by the work); every waiter reads it."""
+        self.done_count, self.total = done, total
+
+    def should_stop(self) -> bool:
+        """True once every waiter has left: the work should stop at its next checkpoint."""
+        return self.waiters <= 0
+
+    def leave(self) -> None:
+        """This waiter no longer wants the result (it cancelled or went away)."""
+        with self._lock:
+            self.waiters -= 1
+
+    def result(self, timeout: float | None = None) -> T:
+        if not self.finished.wait(timeout):
+            raise AuraError("the computation has not finished yet")
+        if self.error is not None:
+            raise self.error
+        return self.value  # type: ignore[return-value]
+
+
+class Flights:
+    """The flights of one process, by key."""
+
+    def __init__(self) -> None:
+        self._flights: dict[Hashable, Flight] = {}
+        self._lock = threading.Lock()
+
+    def running(self, key: Hashable) -> Flight | None:
+        with self._lock:
+            flight = self._flights.get(key)
+            return flight if flight is not None and not flight.finished.is_set() else None
+
+    def join(self, key: Hashable, work: Callable[[Flight[T]], T]) -> Flight[T]:
+        """The running flight for ``key`` (joined as one more waiter), or a new one running ``work``."""
+        with self._lock:
+            flight = self._flights.get(key)
+            if flight is not None and not flight.finished.is_set():
+                with flight._lock:
+                    flight.waiters += 1
+                return flight
+            flight = Flight(key)
+            flight.waiters = 1
+            self._flights[key] = flight
+        threading.Thread(target=self._fly, args=(flight, work), name=f"flight-{key}", daemon=True).start()
+        return flight
+
+    def _fly(self, flight: Flight[T], work: Callable[[Flight[T]], T]) -> None:
+        try:
+            flight.value = work(flight)
+        except BaseException as err:  # every waiter sees the work's own error
+            flight.error = err
+        finally:
+            flight.finished.set()
+            with self._lock:
+                if self._flights.get(flight.key) is flight:
+                    del self._flights[flight.key]
