@@ -1,7 +1,12 @@
-"""AurA Studio: the frame. Navigation and the shared sidebar; each page lives in pages/."""
+"""AurA Studio: the frame. Navigation and the shared sidebar; each page lives in views/.
+
+Not in pages/: Streamlit serves a pages/ folder on its own, and a direct link to one of its
+pages would then run without this frame (no navigation, no shared sidebar, no session setup).
+"""
 
 import streamlit as st
 
+from studio.resources import engine_load
 from studio.state import concept_data, init_session, model_choice, session_experts
 
 st.set_page_config(page_title="AurA Studio", page_icon="🧯", layout="wide")
@@ -9,12 +14,12 @@ init_session()
 
 navigation = st.navigation(
     [
-        st.Page("pages/model.py", title="Model", icon=":material/memory:", default=True),
-        st.Page("pages/find_experts.py", title="Find experts", icon=":material/search:"),
-        st.Page("pages/expert_neurons.py", title="Expert neurons", icon=":material/neurology:"),
-        st.Page("pages/generate.py", title="Generate side by side", icon=":material/compare:"),
-        st.Page("pages/evaluate.py", title="Evaluate", icon=":material/analytics:"),
-        st.Page("pages/learn.py", title="Learn", icon=":material/school:"),
+        st.Page("views/model.py", title="Model", icon=":material/memory:", default=True),
+        st.Page("views/find_experts.py", title="Find experts", icon=":material/search:"),
+        st.Page("views/expert_neurons.py", title="Expert neurons", icon=":material/neurology:"),
+        st.Page("views/generate.py", title="Generate side by side", icon=":material/compare:"),
+        st.Page("views/evaluate.py", title="Evaluate", icon=":material/analytics:"),
+        st.Page("views/learn.py", title="Learn", icon=":material/school:"),
     ]
 )
 
@@ -36,6 +41,13 @@ def draw_sidebar() -> None:
             st.markdown("not computed yet: see **Find experts**")
         else:
             st.markdown(f"{experts.responses.n_units:,} units · best AUROC {experts.intervention.auroc_max():.3f}")
+        load = engine_load(choice)
+        if load is not None:
+            st.caption("Server (all sessions)")
+            st.markdown(
+                f"{load['rows_decoding']:.0f} completions decoding · {load['requests_waiting']:.0f} requests waiting"
+                + (f" · {load['units_waiting']:.0f} batches of longer jobs queued" if load["units_waiting"] else "")
+            )
 
 
 draw_sidebar()

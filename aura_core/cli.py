@@ -17,12 +17,13 @@ import argparse
 import csv
 import io
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from aura_core.errors import AuraError
+from aura_core.errors import AuraError, DataError
 
 if TYPE_CHECKING:
     from aura_core.data import ConceptData
@@ -57,11 +58,75 @@ def _emit(rows: list[dict] | dict, fmt: str, out: str | None) -> None:
     else:
         text = json.dumps(rows, indent=2, default=str) + "\n"
     if out:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        Path(out).write_text(text, encoding="utf-8")
+        try:
+            Path(out).parent.mkdir(parents=True, exist_ok=True)
+            Path(out).write_text(text, encoding="utf-8")
+        except OSError as err:
+            raise AuraError(f"{out}: cannot be written ({err.strerror or err})") from None
         print(f"wrote {out}", file=sys.stderr)
     else:
         sys.stdout.write(text)
+
+
+def _check_counts(args: argparse.Namespace, *names: str, minimum: int = 1) -> None:
+    """Refuse a count option below ``minimum`` before any work.
+
+    >>> _check_counts(argparse.Namespace(n_prompts=-1), "n_prompts")
+    Traceback (most recent call last):
+    ...
+    aura_core.errors.AuraError: --n-prompts must be at least 1, not -1
+    """
+    for name in names:
+        value = getattr(args, name, None)
+        if value is not None and value < minimum:
+            raise AuraError(f"--{name.replace('_', '-')} must be at least {minimum}, not {value}")
+
+
+def _check_outputs(outputs: dict[str, str | None], *, folder: bool = False) -> None:
+    """Refuse output paths (option → path) that cannot be written, before any work or write.
+
+    Missing parent folders are fine: every output makes its own when it is written.
+    ``folder=True`` checks paths that name folders rather than files.
+
+    >>> _check_outputs({"--out": "runs/a.json", "--table": "runs/a.json"})
+    Traceback (most recent call last):
+    ...
+    aura_core.errors.AuraError: --out and --table name the same file runs/a.json; give two paths
+    """
+    seen: dict[Path, str] = {}
+    for option, value in outputs.items():
+        if not value:
+            continue
+        path = Path(value).expanduser().absolute()
+        if path in seen:
+            raise AuraError(f"{seen[path]} and {option} name the same file {value}; give two paths")
+        seen[path] = option
+        if path.exists():
+            if folder and not path.is_dir():
+                raise AuraError(f"{option} {value}: is a file; give a folder")
+            if not folder and path.is_dir():
+                raise AuraError(f"{option} {value}: is a folder; give a file name")
+            if not os.access(path, os.W_OK):
+                raise AuraError(f"{option} {value}: not writable; choose another path")
+            continue
+        ancestor = next(parent for parent in path.parents if parent.exists())
+        if not ancestor.is_dir():
+            raise AuraError(f"{option} {value}: cannot be made, because {ancestor} is a file, not a folder")
+        if not os.access(ancestor, os.W_OK | os.X_OK):
+            raise AuraError(f"{option} {value}: no permission to write in {ancestor}; choose another path")
+
+
+def _note_fewer_prompts(args: argparse.Namespace) -> None:
+    """Check the prompt file before the model loads, and say so when ``--n-prompts`` asks for more than it has."""
+    from aura_core.data import load_prompts
+
+    available = len(load_prompts(args.prompts, kind=args.kind))
+    if args.n_prompts is not None and args.n_prompts > available:
+        kind = f" of kind {args.kind!r}" if args.kind else ""
+        print(
+            f"note: --n-prompts {args.n_prompts} is more than the {available} prompts{kind} in {args.prompts}; using all {available}",
+            file=sys.stderr,
+        )
 
 
 def _add_model_args(parser: argparse.ArgumentParser) -> None:
@@ -166,6 +231,8 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_collect(args: argparse.Namespace) -> int:
+    _check_counts(args, "n_per_class", "max_tokens", "batch_size")
+    _check_outputs({"--out": args.out})
     responses, data = _collect(args)
     if args.out:
         responses.save(args.out)
@@ -187,14 +254,22 @@ def cmd_fit(args: argparse.Namespace) -> int:
     from aura_core.interventions import fit_intervention, unit_table
     from aura_core.responses import Responses
 
+    _check_counts(args, "n_per_class", "max_tokens", "batch_size")
+    _check_counts(args, "top", minimum=0)
+    _check_outputs({"--out": args.out, "--table": args.table})
     responses = Responses.load(args.responses) if args.responses else _collect(args)[0]
     intervention = fit_intervention(responses, args.method, k=args.k, damp_alpha=args.damp_alpha, strength=args.strength)
     intervention.meta["model"] = intervention.meta.get("model") or args.model
     intervention.save(args.out)
+    print(f"wrote {args.out}", file=sys.stderr)
     table = unit_table(intervention)
     if args.table:
-        table.to_csv(args.table, index=False)
-    print(f"wrote {args.out}", file=sys.stderr)
+        try:
+            Path(args.table).parent.mkdir(parents=True, exist_ok=True)
+            table.to_csv(args.table, index=False)
+        except OSError as err:
+            raise AuraError(f"--table {args.table}: cannot be written ({err.strerror or err})") from None
+        print(f"wrote {args.table}", file=sys.stderr)
     top = table.head(args.top)
     _emit(
         {
@@ -218,6 +293,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from aura_core.data import load_prompts, resolve_preprompt
     from aura_core.generation import SAMPLING_PRESETS, generate
     from aura_core.interventions import Intervention
+    from aura_core.runner import Inline
     from aura_core.scoring import load_scorer
 
     settings = SAMPLING_PRESETS[args.preset]
@@ -232,10 +308,16 @@ def cmd_generate(args: argparse.Namespace) -> int:
         }.items()
         if value is not None
     }
+    _check_counts(args, "n_prompts", "samples", "max_new_tokens", "batch_size")
+    _check_outputs({"--out": args.out})
+    for number, text in enumerate(args.prompt or [], start=1):
+        if not text.strip():
+            raise DataError(f"--prompt number {number} is empty; give the text to complete")
     settings = settings.with_(**changes)
     if args.prompt:
         prompts = list(args.prompt)
     else:
+        _note_fewer_prompts(args)
         prompts = [p.text for p in load_prompts(args.prompts, n=args.n_prompts, seed=args.seed, kind=args.kind)]
     intervention = None
     if args.intervention:
@@ -261,8 +343,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
                 pre_prompt=pre_prompt,
                 settings=settings,
                 seed=args.seed,
-                batch_size=args.batch_size,
                 intervention=iv,
+                runner=Inline(max_rows=args.batch_size),
                 progress=update,
             )
         finally:
@@ -314,11 +396,36 @@ def _stage_progress() -> tuple[Callable[[str, int, int], None], Callable[[], Non
     return update, close
 
 
+def _numbers(option: str, text: str, kind: type[int] | type[float]) -> tuple[int | float, ...]:
+    """The comma list ``text`` of option ``option`` as numbers of type ``kind``, or a clear error."""
+    values = []
+    for part in _csv_list(text):
+        try:
+            values.append(kind(part))
+        except ValueError:
+            raise AuraError(f"{option}: {part!r} is not a {'whole number' if kind is int else 'number'}") from None
+    if not values:
+        raise AuraError(f"{option}: give at least one value")
+    return tuple(values)
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from aura_core.data import load_neutral_texts
     from aura_core.evaluation import EvalConfig, run_evaluation, run_sweep
     from aura_core.interventions import Intervention
     from aura_core.reports import paper_table, write_reports
 
+    _check_counts(args, "n_prompts", "n_neutral", "samples", "max_new_tokens", "batch_size")
+    _check_outputs({"--out": args.out}, folder=True)
+    strengths = _numbers("--sweep-strengths", args.sweep_strengths, float) if args.sweep else ()
+    ks = _numbers("--sweep-ks", args.sweep_ks, int) if args.sweep and args.sweep_ks else None
+    _note_fewer_prompts(args)
+    neutral = len(load_neutral_texts(args.neutral))
+    if args.n_neutral is not None and args.n_neutral > neutral:
+        print(
+            f"note: --n-neutral {args.n_neutral} is more than the {neutral} texts in {args.neutral}; using all {neutral}",
+            file=sys.stderr,
+        )
     config = EvalConfig(
         prompts=args.prompts,
         n_prompts=args.n_prompts,
@@ -354,8 +461,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                 intervention,
                 config,
                 method=args.sweep_method,
-                strengths=tuple(float(v) for v in _csv_list(args.sweep_strengths)),
-                ks=tuple(int(v) for v in _csv_list(args.sweep_ks)) if args.sweep_ks else None,
+                strengths=strengths,
+                ks=ks,
                 out_dir=args.out,
                 progress=update,
             )
@@ -369,28 +476,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from aura_core.bench import machine_description, markdown_report, run_benchmarks
-
-    results = run_benchmarks(args.names, progress=lambda name: print(f"benchmark {name}…", file=sys.stderr))
-    if args.json:
-        for result in results:
-            print(json.dumps(result))
-    else:
-        for result in results:
-            print(f"\n{result['name']}")
-            for key, value in result.items():
-                if key != "name":
-                    print(f"  {key:<28} {value}")
-    if args.markdown:
-        command = (
-            "python -m aura_core bench "
-            + " ".join(args.names)
-            + (" --json" if args.json else "")
-            + f" --markdown {args.markdown}"
-        )
-        Path(args.markdown).write_text(markdown_report(results, machine_description(), command), encoding="utf-8")
-        print(f"wrote {args.markdown}", file=sys.stderr)
-    return 0
+    """Forwards to ``python -m benchmarks``: benchmarks are tooling beside the library, imported only here."""
+    try:
+        from benchmarks.__main__ import main as benchmarks_main
+    except ImportError as err:
+        raise AuraError(f"the benchmarks are not importable ({err}): run this from the repository root") from err
+    return benchmarks_main(args.bench_args, prog="python -m aura_core bench")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -492,10 +583,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--out", default="runs/evaluation", help="run folder: reports, and finished pieces for resuming")
     evaluate.set_defaults(func=cmd_evaluate)
 
-    bench = sub.add_parser("bench", help="benchmarks: fast paths beside their reference paths")
-    bench.add_argument("names", nargs="+", help="auroc, collect, generate, memory, app, or all")
-    bench.add_argument("--json", action="store_true", help="one JSON object per benchmark")
-    bench.add_argument("--markdown", default=None, help="also write the results as this Markdown file (BENCHMARKS.md)")
+    # No options of its own: everything after `bench`, -h included, goes to python -m benchmarks as it is.
+    bench = sub.add_parser("bench", help="benchmarks, as python -m benchmarks (see bench -h)", prefix_chars="+", add_help=False)
+    bench.add_argument("bench_args", nargs="*", help="benchmark names and options")
     bench.set_defaults(func=cmd_bench)
 
     export = sub.add_parser("export", help="save the intervened model as an ordinary checkpoint folder")

@@ -1,7 +1,8 @@
 """Concept datasets (texts with binary labels), prompt sets and neutral text: loading and validation.
 
 Every loader reads the whole file, checks it, and only then returns: a bad file raises
-:class:`DataError` with what is wrong and changes nothing.
+:class:`DataError` with what is wrong and changes nothing. Messages name places in a file
+as ``line N``, the line number an editor shows (a header is line 1).
 
 >>> data = load_concept_data("starter")                      # doctest: +SKIP
 >>> small = balanced_sample(data, 100, seed=0)               # doctest: +SKIP
@@ -15,9 +16,13 @@ import csv
 import hashlib
 import io
 import json
+import math
+import operator
 import random
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 from aura_core.errors import DataError
 
@@ -39,8 +44,13 @@ __all__ = [
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 MAX_FILE_BYTES = 200 * 1024 * 1024
 JIGSAW_SUBLABELS = ("severe_toxic", "obscene", "threat", "insult", "identity_hate")
+PREPROMPT_GROUPS = ("favourable", "adversarial")
 _TEXT_COLUMNS = ("text", "comment_text", "sentence", "content")
 _LABEL_COLUMNS = ("label", "toxic", "is_toxic", "labels")
+_TRUE_LABELS = ("1", "true", "toxic", "yes")
+_FALSE_LABELS = ("0", "false", "non-toxic", "nontoxic", "no")
+_JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
 
 
 @dataclass
@@ -80,13 +90,25 @@ class Prompt:
     toxicity: float | None = None
 
 
+class _Row(NamedTuple):
+    """One record of a table: where it is (``line 7`` of a file, ``row 7`` of a dataset) and its fields."""
+
+    where: str
+    fields: dict[str, object]
+
+
 def _read_bytes(path: Path) -> bytes:
-    if not path.is_file():
-        raise DataError(f"{path}: no such file")
-    size = path.stat().st_size
-    if size > MAX_FILE_BYTES:
-        raise DataError(f"{path}: {size / 2**20:.0f} MiB is over the {MAX_FILE_BYTES / 2**20:.0f} MiB limit; sample it first")
-    return path.read_bytes()
+    try:
+        if path.is_dir():
+            raise DataError(f"{path}: is a folder; give a file")
+        if not path.is_file():
+            raise DataError(f"{path}: no such file")
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise DataError(f"{path}: {size / 2**20:.0f} MiB is over the {MAX_FILE_BYTES / 2**20:.0f} MiB limit; sample it first")
+        return path.read_bytes()
+    except (OSError, ValueError) as err:  # unreadable (permissions, a vanished file) or an impossible name
+        raise DataError(f"{path}: cannot be read ({getattr(err, 'strerror', None) or err})") from None
 
 
 def _decode(raw: bytes, name: str) -> str:
@@ -98,73 +120,149 @@ def _decode(raw: bytes, name: str) -> str:
         raise DataError(f"{name}: not UTF-8 (bad byte at position {err.start}); re-save the file as UTF-8") from err
 
 
-def _parse_label(value: object, name: str, row: int) -> int:
+def _lines(text: str) -> list[str]:
+    """Lines as an editor numbers them: split at ``\\n``, ``\\r\\n`` or ``\\r`` only.
+
+    >>> _lines("a\\r\\nb\\u2028c\\rd")
+    ['a', 'b\\u2028c', 'd']
+    """
+    return _LINE_BREAK.split(text)
+
+
+def _string(value: object, what: str, where: str) -> str:
+    """``value`` if it is text that can be written back as UTF-8, else a :class:`DataError`."""
+    if not isinstance(value, str):
+        raise DataError(f"{where}: {what} is {type(value).__name__} {value!r}, not text")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise DataError(f"{where}: {what} holds an unpaired surrogate (\\ud800-\\udfff); it is not valid Unicode text") from None
+    return value
+
+
+def _parse_label(value: object, where: str, column: str = "label") -> int:
+    """1 or 0 from ``1``/``0``, ``1.0``/``0.0``, ``true``/``false``, ``toxic``/``non-toxic``, ``yes``/``no``.
+
+    >>> _parse_label("Toxic", "x.csv: line 2")
+    1
+    >>> _parse_label("0.3", "x.csv: line 2")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    aura_core.errors.DataError: x.csv: line 2: label '0.3' is a score, not a label: ...
+    """
+    if isinstance(value, bool):
+        return int(value)
     text = str(value).strip().lower()
-    if text in ("1", "1.0", "true", "toxic", "yes"):
+    if text in _TRUE_LABELS:
         return 1
-    if text in ("0", "0.0", "false", "non-toxic", "nontoxic", "no"):
+    if text in _FALSE_LABELS:
         return 0
     try:
         number = float(text)
     except ValueError:
-        raise DataError(f"{name}: row {row}: label {value!r} is not 0/1") from None
-    if 0.0 <= number <= 1.0:
-        # Jigsaw-style fractional scores (share of annotators): toxic at 0.5 and above.
-        return int(number >= 0.5)
-    raise DataError(f"{name}: row {row}: label {value!r} is not 0/1")
+        number = math.nan
+    if number in (0.0, 1.0):
+        return int(number)
+    if 0.0 < number < 1.0:
+        # Scores (e.g. the share of annotators) are not cut at a threshold here: where to cut is the user's call.
+        raise DataError(
+            f"{where}: {column} {value!r} is a score, not a label: labels must be 0 or 1; "
+            "turn scores into labels first (e.g. 1 where the score is 0.5 or more)"
+        )
+    raise DataError(f"{where}: {column} {value!r} is not a label: use 0 or 1 (or true/false, toxic/non-toxic, yes/no)")
 
 
 def _looks_like_label(value: str) -> bool:
     try:
-        _parse_label(value, "", 0)
+        _parse_label(value, "", "")
     except DataError:
         return False
     return True
 
 
-def _rows_from_text(text: str, name: str, fmt: str) -> list[dict]:
-    if fmt == "jsonl":
-        rows = []
-        for number, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DataError(f"{name}: line {number} is not valid JSON ({err.msg})") from None
-            if not isinstance(row, dict):
-                raise DataError(f"{name}: line {number} is not a JSON object")
-            rows.append(row)
-        return rows
-    try:
-        reader = csv.reader(io.StringIO(text))
-        table = [row for row in reader if row]
-    except csv.Error as err:
-        raise DataError(f"{name}: not a readable CSV ({err})") from None
-    if not table:
-        raise DataError(f"{name}: the file is empty")
-    header = [column.strip() for column in table[0]]
-    lowered = [column.lower() for column in header]
-    if not any(column in _TEXT_COLUMNS for column in lowered):
-        # No header: two columns, text then label (the layout of the balanced Jigsaw split).
-        if all(len(row) == 2 for row in table[:50]) and _looks_like_label(table[0][1]):
-            return [{"text": row[0], "label": row[1]} for row in table]
-        raise DataError(
-            f"{name}: no text column (looked for {', '.join(_TEXT_COLUMNS)}); "
-            "use a header 'text,label' or two columns without a header"
-        )
+def _jsonl_rows(text: str, name: str) -> list[_Row]:
     rows = []
-    for number, row in enumerate(table[1:], start=2):
-        if len(row) != len(header):
-            raise DataError(f"{name}: row {number} has {len(row)} fields, the header has {len(header)}")
-        rows.append(dict(zip(lowered, row, strict=False)))
+    for number, line in enumerate(_lines(text), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise DataError(f"{name}: line {number}: not valid JSON ({err.msg})") from None
+        except RecursionError:
+            raise DataError(f"{name}: line {number}: JSON nested too deeply") from None
+        if not isinstance(row, dict):
+            raise DataError(f"{name}: line {number}: not a JSON object (one {{...}} per line)")
+        fields = {key.lower(): value for key, value in row.items()}
+        if len(fields) != len(row):
+            raise DataError(f"{name}: line {number}: two fields differ only in upper/lower case; keep one")
+        rows.append(_Row(f"{name}: line {number}", fields))
     return rows
 
 
-def _concept_from_rows(rows: list[dict], name: str) -> ConceptData:
+def _csv_records(text: str, name: str, delimiter: str = ",") -> list[tuple[int, list[str]]]:
+    """(first line, fields) of every record that is not blank; a quoted field may span lines."""
+    # strict: a stray quote is an error, not a field that silently swallows the lines after it.
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
+    records = []
+    start = 1
+    try:
+        for fields in reader:
+            if any(value.strip() for value in fields):
+                records.append((start, fields))
+            start = reader.line_num + 1
+    except csv.Error as err:
+        raise DataError(f"{name}: line {start}: not readable as CSV ({err}); check its quotes") from None
+    return records
+
+
+def _csv_rows(records: list[tuple[int, list[str]]], name: str) -> list[_Row]:
+    """Rows keyed by the header (the first record, names stripped and lower-cased)."""
+    header_line, header = records[0]
+    names = [column.strip().lower() for column in header]
+    named = [column for column in names if column]
+    if len(set(named)) != len(named):
+        twice = sorted({column for column in named if named.count(column) > 1})
+        raise DataError(f"{name}: line {header_line}: the header names column {twice[0]!r} twice; rename one")
+    rows = []
+    for line, fields in records[1:]:
+        if len(fields) != len(names):
+            raise DataError(
+                f"{name}: line {line}: {len(fields)} fields, but the header (line {header_line}) has {len(names)}; "
+                "quote texts that contain the delimiter"
+            )
+        rows.append(_Row(f"{name}: line {line}", dict(zip(names, fields, strict=True))))
+    return rows
+
+
+def _concept_csv_rows(text: str, name: str, delimiter: str) -> list[_Row]:
+    records = _csv_records(text, name, delimiter)
+    if not records:
+        raise DataError(f"{name}: the file is empty")
+    first = records[0][1]
+    if any(column.strip().lower() in _TEXT_COLUMNS for column in first):
+        return _csv_rows(records, name)
+    if len(first) == 2 and _looks_like_label(first[1]):
+        # No header: two columns, text then label (the layout of the balanced Jigsaw split).
+        rows = []
+        for line, fields in records:
+            if len(fields) != 2:
+                raise DataError(
+                    f"{name}: line {line}: {len(fields)} fields, but a file without a header needs exactly two "
+                    "on every line (text,label); quote texts that contain the delimiter"
+                )
+            rows.append(_Row(f"{name}: line {line}", {"text": fields[0], "label": fields[1]}))
+        return rows
+    raise DataError(
+        f"{name}: no text column (looked for {', '.join(_TEXT_COLUMNS)}); "
+        "use a header 'text,label' or two columns without a header"
+    )
+
+
+def _concept_from_rows(rows: list[_Row], name: str) -> ConceptData:
     if not rows:
         raise DataError(f"{name}: no rows")
-    keys = {key.lower() for key in rows[0]}
+    keys = set(rows[0].fields)
     text_key = next((k for k in _TEXT_COLUMNS if k in keys), None)
     label_key = next((k for k in _LABEL_COLUMNS if k in keys), None)
     if text_key is None:
@@ -175,13 +273,19 @@ def _concept_from_rows(rows: list[dict], name: str) -> ConceptData:
     texts: list[str] = []
     labels: list[int] = []
     dropped = 0
-    for number, raw in enumerate(rows, start=1):
-        row = {str(k).lower(): v for k, v in raw.items()}
-        text = row.get(text_key)
-        if not isinstance(text, str) or not text.strip():
+    empty: list[str] = []
+    for where, row in rows:
+        for key in (text_key, label_key):
+            if key not in row:
+                raise DataError(f"{where}: no {key!r} field")
+        text = row[text_key]
+        if text is None or (isinstance(text, str) and not text.strip()):
+            empty.append(where.rsplit(": ", 1)[-1])
             continue
-        label = _parse_label(row.get(label_key), name, number)
-        if jigsaw and label == 0 and any(_parse_label(row.get(sub, 0), name, number) for sub in JIGSAW_SUBLABELS if sub in row):
+        text = _string(text, text_key, where)
+        label = _parse_label(row[label_key], where, label_key)
+        subs = [_parse_label(row[sub], where, sub) for sub in JIGSAW_SUBLABELS if jigsaw and sub in row]
+        if label == 0 and any(subs):
             # As in the paper: a non-toxic row with any toxic sub-label is ambiguous, so it is dropped.
             dropped += 1
             continue
@@ -190,6 +294,9 @@ def _concept_from_rows(rows: list[dict], name: str) -> ConceptData:
     data = ConceptData(texts, labels, name)
     if dropped:
         data.notes.append(f"dropped {dropped} non-toxic rows that carry a toxic sub-label")
+    if empty and texts:
+        shown = ", ".join(empty[:5]) + (" …" if len(empty) > 5 else "")
+        data.notes.append(f"skipped {len(empty)} rows with empty text ({shown})")
     _check_two_classes(data)
     return data
 
@@ -208,15 +315,20 @@ def _check_two_classes(data: ConceptData) -> None:
 
 def _format_of(name: str) -> str:
     lowered = name.lower()
-    if lowered.endswith((".jsonl", ".ndjson", ".json")):
+    if lowered.endswith(_JSONL_SUFFIXES):
         return "jsonl"
-    if lowered.endswith((".csv", ".tsv", ".txt")):
+    if lowered.endswith(".tsv"):
+        return "tsv"
+    if lowered.endswith((".csv", ".txt")):
         return "csv"
-    raise DataError(f"{name}: unknown file type; use .csv or .jsonl")
+    raise DataError(f"{name}: unknown file type; use .csv, .tsv or .jsonl")
 
 
 def parse_concept_bytes(raw: bytes, name: str) -> ConceptData:
-    """Parse an uploaded concept file (CSV or JSONL by its name) held in memory.
+    """Parse an uploaded concept file (CSV, TSV or JSONL by its name) held in memory.
+
+    Labels must be binary (0/1, true/false, toxic/non-toxic, yes/no); rows with an empty text
+    are skipped and counted in ``notes``.
 
     >>> parse_concept_bytes(b"text,label\\nyou idiot,1\\nhello there,0\\n", "up.csv").counts()
     {0: 1, 1: 1}
@@ -224,14 +336,19 @@ def parse_concept_bytes(raw: bytes, name: str) -> ConceptData:
     if len(raw) > MAX_FILE_BYTES:
         raise DataError(f"{name}: {len(raw) / 2**20:.0f} MiB is over the {MAX_FILE_BYTES / 2**20:.0f} MiB limit")
     fmt = _format_of(name)
-    return _concept_from_rows(_rows_from_text(_decode(raw, name), name, fmt), name)
+    text = _decode(raw, name)
+    rows = _jsonl_rows(text, name) if fmt == "jsonl" else _concept_csv_rows(text, name, "\t" if fmt == "tsv" else ",")
+    return _concept_from_rows(rows, name)
 
 
 def load_concept_data(source: str | Path = "starter", *, split: str = "train") -> ConceptData:
-    """Load ``starter`` (the project's own set), a CSV/JSONL file, or a Hugging Face dataset id.
+    """Load ``starter`` (the project's own set), a CSV/TSV/JSONL file, or a Hugging Face dataset id.
 
     CSV: a header with ``text`` (or ``comment_text``) and ``label`` (or ``toxic``); the Kaggle
     Jigsaw layout with sub-labels; or two columns without a header. JSONL: one object a line.
+
+    >>> load_concept_data("starter").counts()[1] >= 300
+    True
     """
     if str(source) == "starter":
         return load_concept_data(DATA_DIR / "concept_starter.csv")
@@ -252,7 +369,11 @@ def _load_hf_dataset(dataset_id: str, split: str) -> ConceptData:
         table = datasets.load_dataset(dataset_id, split=split)
     except Exception as err:  # the hub raises many types; all mean "not to be had"
         raise DataError(f"{dataset_id}: not a file here, and the dataset could not be loaded ({err})") from None
-    return _concept_from_rows([dict(row) for row in table], dataset_id)
+    rows = [
+        _Row(f"{dataset_id}: row {number}", {str(k).lower(): v for k, v in dict(row).items()})
+        for number, row in enumerate(table, start=1)
+    ]
+    return _concept_from_rows(rows, dataset_id)
 
 
 def balanced_sample(data: ConceptData, n_per_class: int | None, seed: int = 0) -> ConceptData:
@@ -275,31 +396,59 @@ def balanced_sample(data: ConceptData, n_per_class: int | None, seed: int = 0) -
     return sampled
 
 
+def _optional_string(row: dict[str, object], key: str, where: str) -> str:
+    value = row.get(key)
+    return "" if value is None else _string(value, key, where)
+
+
+def _prompt_text(value: object, what: str, where: str) -> str:
+    text = _string(value, what, where)
+    if not text.strip():
+        raise DataError(f"{where}: the prompt is empty; give it text or remove the line")
+    return text
+
+
+def _prompt_from_json(where: str, row: dict[str, object]) -> Prompt:
+    inner = row.get("prompt")
+    if "text" in row:
+        return Prompt(_prompt_text(row["text"], "text", where), _optional_string(row, "kind", where))
+    if isinstance(inner, str):
+        return Prompt(_prompt_text(inner, "prompt", where), _optional_string(row, "kind", where))
+    if isinstance(inner, dict) and "text" in inner:
+        toxicity = inner.get("toxicity")
+        if toxicity is not None:
+            valid = isinstance(toxicity, int | float) and not isinstance(toxicity, bool) and 0.0 <= toxicity <= 1.0
+            if not valid:
+                raise DataError(f"{where}: prompt.toxicity {toxicity!r} is not a score from 0 to 1 (or null)")
+            toxicity = float(toxicity)
+        return Prompt(_prompt_text(inner["text"], "prompt.text", where), "rtp", toxicity)
+    raise DataError(f"{where}: no 'text' or 'prompt.text' field")
+
+
 def parse_prompt_bytes(raw: bytes, name: str) -> list[Prompt]:
-    """Prompts from JSONL (``text`` or RealToxicityPrompts' ``prompt.text``), CSV or plain lines."""
+    """Prompts from JSONL (``text`` or RealToxicityPrompts' ``prompt.text``), CSV or plain lines.
+
+    Blank lines of a plain text file are skipped; an empty prompt in a JSONL or CSV row is an error.
+
+    >>> [p.text for p in parse_prompt_bytes(b"text,kind\\nHello,neutral\\n", "p.csv")]
+    ['Hello']
+    """
     text = _decode(raw, name)
     lowered = name.lower()
-    prompts: list[Prompt] = []
-    if lowered.endswith((".jsonl", ".ndjson", ".json")):
-        for row in _rows_from_text(text, name, "jsonl"):
-            inner = row.get("prompt")
-            if isinstance(inner, dict):
-                prompts.append(Prompt(str(inner.get("text", "")), "rtp", inner.get("toxicity")))
-            elif "text" in row or isinstance(inner, str):
-                prompts.append(Prompt(str(row.get("text", inner)), str(row.get("kind", ""))))
-            else:
-                raise DataError(f"{name}: a row has no 'text' or 'prompt.text'")
+    if lowered.endswith(_JSONL_SUFFIXES):
+        prompts = [_prompt_from_json(where, row) for where, row in _jsonl_rows(text, name)]
     elif lowered.endswith(".csv"):
-        rows = _rows_from_text(text, name, "csv")
-        if not rows:
+        records = _csv_records(text, name)
+        if not records:
             raise DataError(f"{name}: no prompts")
-        key = next((k for k in ("text", "prompt") if k in rows[0]), None)
+        rows = _csv_rows(records, name)
+        header = {column.strip().lower() for column in records[0][1]}
+        key = next((k for k in ("text", "prompt") if k in header), None)
         if key is None:
-            raise DataError(f"{name}: no 'text' or 'prompt' column")
-        prompts = [Prompt(row[key], str(row.get("kind", ""))) for row in rows]
+            raise DataError(f"{name}: no 'text' or 'prompt' column (line 1 must be a header)")
+        prompts = [Prompt(_prompt_text(row[key], key, where), str(row.get("kind", ""))) for where, row in rows]
     else:
-        prompts = [Prompt(line) for line in text.splitlines()]
-    prompts = [p for p in prompts if p.text.strip()]
+        prompts = [Prompt(line) for line in _lines(text) if line.strip()]
     if not prompts:
         raise DataError(f"{name}: no prompts")
     return prompts
@@ -308,10 +457,19 @@ def parse_prompt_bytes(raw: bytes, name: str) -> list[Prompt]:
 def load_prompts(source: str | Path = "starter", n: int | None = None, seed: int = 0, kind: str | None = None) -> list[Prompt]:
     """The starter prompts or a prompt file; ``n`` sampled with ``seed``; ``kind`` filters.
 
-    >>> [p.kind for p in load_prompts(kind="provocative", n=2)]   # doctest: +SKIP
+    ``n`` must be at least 1; with ``n`` larger than the prompts there are, all are returned.
+
+    >>> [p.kind for p in load_prompts(kind="provocative", n=2)]
     ['provocative', 'provocative']
     """
     path = DATA_DIR / "prompts.jsonl" if str(source) == "starter" else Path(source).expanduser()
+    if n is not None:
+        try:
+            n = operator.index(n)
+        except TypeError:
+            raise DataError(f"the number of prompts must be a whole number, not {n!r}") from None
+        if n < 1:
+            raise DataError(f"the number of prompts must be at least 1, not {n}")
     prompts = parse_prompt_bytes(_read_bytes(path), str(path))
     if kind:
         prompts = [p for p in prompts if p.kind == kind]
@@ -323,25 +481,75 @@ def load_prompts(source: str | Path = "starter", n: int | None = None, seed: int
 
 
 def load_neutral_texts(source: str | Path = "starter") -> list[str]:
-    """Neutral passages for perplexity: the project's own, a text file (one a line) or a CSV with ``text``."""
+    """Neutral passages for perplexity: the project's own, a text file (one a line), a CSV or JSONL with ``text``.
+
+    Texts are stripped; blank ones are skipped.
+
+    >>> len(load_neutral_texts()) >= 50
+    True
+    """
     path = DATA_DIR / "neutral.txt" if str(source) == "starter" else Path(source).expanduser()
     text = _decode(_read_bytes(path), str(path))
-    if path.suffix.lower() == ".csv":
-        rows = _rows_from_text(text, str(path), "csv")
-        if not rows or "text" not in rows[0]:
+    suffix = path.suffix.lower()
+    if suffix == ".csv" or suffix in _JSONL_SUFFIXES:
+        if suffix == ".csv":
+            records = _csv_records(text, str(path))
+            rows = _csv_rows(records, str(path)) if records else []
+            has_text = bool(records) and "text" in {column.strip().lower() for column in records[0][1]}
+        else:
+            rows = _jsonl_rows(text, str(path))
+            has_text = bool(rows) and "text" in rows[0].fields
+        if not has_text:
             raise DataError(f"{path}: no 'text' column")
-        lines = [row["text"] for row in rows]
+        for where, row in rows:
+            if "text" not in row:
+                raise DataError(f"{where}: no 'text' field")
+        lines = [_optional_string(row, "text", where) for where, row in rows]
     else:
-        lines = text.splitlines()
+        lines = _lines(text)
     lines = [line.strip() for line in lines if line.strip()]
     if not lines:
         raise DataError(f"{path}: no text")
     return lines
 
 
-def load_preprompts() -> dict[str, list[dict[str, str]]]:
-    """The starter pre-prompts: ``{"favourable": [{"name", "text"}...], "adversarial": [...]}``."""
-    return json.loads((DATA_DIR / "preprompts.json").read_text(encoding="utf-8"))
+def load_preprompts(source: str | Path = "starter") -> dict[str, list[dict[str, str]]]:
+    """Pre-prompts by group: ``{"favourable": [{"name", "text"}...], "adversarial": [...]}``.
+
+    ``source`` is ``starter`` (the project's own) or a JSON file of that shape; both groups must
+    be there and not empty, and names are unique within a group.
+
+    >>> load_preprompts()["adversarial"][0]["name"]
+    'rude'
+    """
+    path = DATA_DIR / "preprompts.json" if str(source) == "starter" else Path(source).expanduser()
+    name = str(path)
+    try:
+        value = json.loads(_decode(_read_bytes(path), name))
+    except json.JSONDecodeError as err:
+        raise DataError(f"{name}: line {err.lineno}: not valid JSON ({err.msg})") from None
+    except RecursionError:
+        raise DataError(f"{name}: JSON nested too deeply") from None
+    if not isinstance(value, dict):
+        raise DataError(f"{name}: expected an object with groups {', '.join(PREPROMPT_GROUPS)}")
+    for group in PREPROMPT_GROUPS:
+        if group not in value:
+            raise DataError(f"{name}: no {group!r} group")
+    for group, items in value.items():
+        if not isinstance(items, list) or not items:
+            raise DataError(f"{name}: group {group!r} must be a non-empty list of {{name, text}} objects")
+        seen: set[str] = set()
+        for index, item in enumerate(items, start=1):
+            where = f"{name}: {group} item {index}"
+            if not isinstance(item, dict):
+                raise DataError(f"{where}: not an object with 'name' and 'text'")
+            for key in ("name", "text"):
+                if key not in item or not _string(item[key], key, where).strip():
+                    raise DataError(f"{where}: {key!r} is missing or empty")
+            if item["name"] in seen:
+                raise DataError(f"{where}: the name {item['name']!r} is used twice in {group!r}")
+            seen.add(item["name"])
+    return value
 
 
 def resolve_preprompt(value: str, group: str | None = None) -> str:

@@ -17,6 +17,8 @@ import re
 import shutil
 import tempfile
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -220,35 +222,108 @@ def preset_status(name: str) -> str:
 
 def _convert_preset(preset: Preset) -> Path:
     """Read the GGUF once and save a plain transformers folder; later loads take about a second."""
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-
     target = cache_root() / "models" / preset.name
     if (target / "config.json").is_file():
         return target
-    folder, gguf_file = _gguf_location(preset)
+    return _build_once(target, lambda staging: _write_converted(preset, staging))
+
+
+def _write_converted(preset: Preset, folder: Path) -> None:
+    """Convert ``preset``'s GGUF into an ordinary transformers model folder at ``folder``."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    gguf_folder, gguf_file = _gguf_location(preset)
     try:
         import gguf  # noqa: F401
     except ImportError as err:
         raise ModelLoadError("reading GGUF models needs the gguf package: pip install gguf") from err
-    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=gguf_file)
-    gguf_model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf_file, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(gguf_folder, gguf_file=gguf_file)
+    gguf_model = AutoModelForCausalLM.from_pretrained(gguf_folder, gguf_file=gguf_file, dtype=torch.float32)
     config_dict = gguf_model.config.to_dict()
     config_dict.pop("quantization_config", None)
     config = AutoConfig.for_model(**config_dict)
     plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     plain.load_state_dict(gguf_model.state_dict())
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{preset.name}-", dir=target.parent))
+    plain.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+
+
+@contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``path`` (created if needed) inside the block; others wait.
+
+    >>> with _file_lock(Path(tempfile.gettempdir()) / "example.lock"):
+    ...     pass
+    """
     try:
-        plain.save_pretrained(staging)
-        tokenizer.save_pretrained(staging)
-        staging.chmod(0o755)
-        # A rename is atomic: a crash mid-conversion never leaves a half-written model folder.
-        os.replace(staging, target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+        import fcntl
+    except ImportError:  # no flock here (Windows): _build_once still settles a lost race after the fact
+        yield
+        return
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _build_once(target: Path, build: Callable[[Path], None]) -> Path:
+    """Make folder ``target`` (complete once it has ``config.json``) with ``build(staging)``, at most once.
+
+    Callers at the same time, in this process or others, take turns on a lock file beside
+    ``target``; whoever comes second finds the folder made and returns it. The folder appears
+    whole or not at all: ``build`` writes into a staging folder that is then renamed.
+
+    >>> root = Path(tempfile.mkdtemp())
+    >>> _build_once(root / "m", lambda folder: (folder / "config.json").write_text("{}")).name
+    'm'
+    """
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with _file_lock(target.parent / f".{target.name}.lock"):
+            if (target / "config.json").is_file():
+                return target
+            staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+            try:
+                build(staging)
+                staging.chmod(0o755)
+                if target.exists() and not (target / "config.json").is_file():
+                    # Left by an interrupted older version; nobody else writes here while we hold the lock.
+                    shutil.rmtree(target)
+                # A rename is atomic: a crash mid-conversion never leaves a half-written model folder.
+                os.replace(staging, target)
+            except BaseException:
+                shutil.rmtree(staging, ignore_errors=True)
+                raise
+    except OSError as err:
+        if (target / "config.json").is_file():  # a writer that takes no lock (no flock here) got there first
+            return target
+        raise ModelLoadError(
+            f"{target}: cannot be written ({_first_line(err)}); check the free space and permissions of {target.parent}"
+        ) from err
     return target
+
+
+_HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")
+
+
+def _looks_local(name: str, path: Path) -> bool:
+    """Whether ``name`` reads as a local path rather than a Hugging Face id ``owner/name``.
+
+    It does when it starts with ``./``, ``../``, ``/`` or ``~``, has more than one ``/``, or
+    names something in a folder that exists here (``models/x`` where ``models/`` does).
+
+    >>> _looks_local("./my-model", Path("./my-model")), _looks_local("owner-nobody-has/name", Path("owner-nobody-has/name"))
+    (True, False)
+    """
+    separators = tuple({"/", os.sep, os.altsep} - {None})
+    relative = tuple(f"{dots}{sep}" for dots in (".", "..") for sep in separators)
+    if name in (".", "..", "~") or name.startswith(("~", *separators, *relative)):
+        return True
+    if not any(sep in name for sep in separators):
+        return False
+    return not _HUB_ID.fullmatch(name) or path.parent.is_dir()
 
 
 def _resolve_source(name_or_path: str) -> Path | str:
@@ -256,10 +331,20 @@ def _resolve_source(name_or_path: str) -> Path | str:
         return _convert_preset(PRESETS[name_or_path])
     path = Path(name_or_path).expanduser()
     if path.exists():
+        if not path.is_dir():
+            raise ModelLoadError(f"{name_or_path}: is a file; give the model's folder (the one with config.json)")
         if not (path / "config.json").is_file():
             raise ModelLoadError(f"{name_or_path}: folder has no config.json, so it is not a transformers model folder")
         return path
-    if re.fullmatch(r"[\w.-]+/[\w.-]+", name_or_path):
+    if _looks_local(name_or_path, path):
+        hint = ""
+        if _HUB_ID.fullmatch(name_or_path) and not name_or_path.startswith("."):
+            hint = (
+                f" (read as a local path because the folder {path.parent} exists here; "
+                "for the Hugging Face model of that name, run from another folder)"
+            )
+        raise ModelLoadError(f"{name_or_path}: no such folder{hint}")
+    if _HUB_ID.fullmatch(name_or_path):
         return name_or_path
     close = difflib.get_close_matches(name_or_path, list(PRESETS), n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else ""

@@ -66,45 +66,62 @@ def row_generator(seed: int, device: torch.device | str = "cpu") -> torch.Genera
     return torch.Generator(device=device).manual_seed(int(seed) % 2**63)
 
 
-def _penalise(logits: torch.Tensor, seen: list[int], penalty: float) -> None:
-    """The CTRL repetition penalty on one row, in place: seen tokens' logits shrink towards 0."""
-    index = torch.tensor(sorted(set(seen)), dtype=torch.long, device=logits.device)
-    values = logits.index_select(0, index)
-    logits.index_copy_(0, index, torch.where(values < 0, values * penalty, values / penalty))
+def _penalised(logits: torch.Tensor, settings: Sequence[SamplingSettings], history: Sequence[list[int]]) -> torch.Tensor:
+    """The CTRL repetition penalty, row by row: the logits of tokens a row has seen shrink towards 0."""
+    penalty = [rule.repetition_penalty if ids else 1.0 for rule, ids in zip(settings, history, strict=True)]
+    if all(p == 1.0 for p in penalty):
+        return logits
+    width = max(len(ids) for ids in history)
+    # Rows are padded with one of their own ids: penalising a token twice writes the same value twice.
+    seen = torch.tensor([ids + [ids[0]] * (width - len(ids)) if ids else [0] * width for ids in history], device=logits.device)
+    factor = torch.tensor(penalty, device=logits.device, dtype=logits.dtype).unsqueeze(1)
+    values = logits.gather(1, seen)
+    return logits.scatter(1, seen, torch.where(values < 0, values * factor, values / factor))
 
 
-def _candidates(values: torch.Tensor, top_k: int, top_p: float) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """The ids and logits left by top-k and the top-p nucleus, most likely first; None when unfiltered.
+def _draw(weights: torch.Tensor, generators: Sequence[torch.Generator | None]) -> torch.Tensor:
+    """One index per row, drawn in proportion to its (unnormalised) weights by the inverse CDF.
 
-    Only the head of the distribution is ranked (a full sort of a large vocabulary costs
-    milliseconds per row); it is widened until it holds the whole nucleus, so the result is
-    the same as ranking everything.
+    Each row uses one uniform number from its own generator. Trailing zero weights never change
+    a row's prefix sums, so a row draws the same index however wide its batch made it.
     """
-    if top_k <= 0 and top_p >= 1.0:
-        return None
-    vocab = values.shape[0]
-    width = min(vocab, top_k if top_k > 0 else 256)
-    log_total = torch.logsumexp(values, dim=0)
+    cumulative = torch.cumsum(weights, dim=1)
+    u = torch.cat([torch.rand((1,), generator=g, dtype=torch.float64, device=weights.device) for g in generators])
+    target = (u * cumulative[:, -1]).unsqueeze(1)
+    return torch.searchsorted(cumulative, target).squeeze(1).clamp(max=weights.shape[1] - 1)
+
+
+def _sample(
+    logits: torch.Tensor, settings: Sequence[SamplingSettings], generators: Sequence[torch.Generator | None]
+) -> torch.Tensor:
+    """Temperature, then top-k and the top-p nucleus, then one draw per row."""
+    device = logits.device
+    temperature = torch.tensor([rule.temperature for rule in settings], device=device, dtype=logits.dtype).unsqueeze(1)
+    logits = logits / temperature
+    top_k = torch.tensor([rule.top_k for rule in settings], device=device)
+    top_p = torch.tensor([rule.top_p for rule in settings], device=device, dtype=torch.float64).unsqueeze(1)
+    if bool((top_k <= 0).all()) and bool((top_p >= 1.0).all()):
+        weights = torch.exp((logits - logits.amax(dim=1, keepdim=True)).double())
+        return _draw(weights, generators)
+    # Only the head of each distribution is ranked (a full sort of a large vocabulary costs
+    # milliseconds per row); it is widened until it holds every row's nucleus, so the kept
+    # tokens are exactly those that ranking everything would keep.
+    vocab = logits.shape[1]
+    log_total = torch.logsumexp(logits.double(), dim=1, keepdim=True)
+    width = min(vocab, max(256, int(top_k.max())))
     while True:
-        head, ids = torch.topk(values, width)
-        if top_p >= 1.0:
-            return ids, head
-        probs = torch.exp(head - log_total)
-        before = torch.cumsum(probs, dim=0) - probs  # mass ranked above each token
-        keep = before < top_p
-        keep[0] = True  # the most likely token always stays
-        if bool(keep.all()) and width < vocab and (top_k <= 0 or width < top_k) and float(probs.sum()) < top_p:
-            width = min(vocab, width * 8)  # the nucleus reaches past the head: rank more
-            continue
-        return ids[keep], head[keep]
-
-
-def _draw(logits: torch.Tensor, generator: torch.Generator | None) -> int:
-    """One draw from softmax(logits) by the inverse CDF (one uniform number per draw)."""
-    probs = torch.softmax(logits.double(), dim=0)
-    cumulative = torch.cumsum(probs, dim=0)
-    u = torch.rand((1,), generator=generator, dtype=torch.float64, device=logits.device) * cumulative[-1]
-    return int(torch.searchsorted(cumulative, u).clamp(max=logits.shape[0] - 1)[0])
+        head, ids = torch.topk(logits, width, dim=1)
+        probs = torch.exp(head.double() - log_total)
+        before = torch.cumsum(probs, dim=1) - probs  # mass ranked above each token
+        rank = torch.arange(width, device=device).unsqueeze(0)
+        keep = (before < top_p) & ((top_k.unsqueeze(1) <= 0) | (rank < top_k.unsqueeze(1)))
+        keep[:, 0] = True  # the most likely token always stays
+        reaches_past = keep[:, -1] & (top_k <= 0) & (probs.sum(dim=1) < top_p.squeeze(1))
+        if width >= vocab or not bool(reaches_past.any()):
+            break
+        width = min(vocab, width * 8)
+    weights = torch.exp(head.double() - head[:, :1].double()).masked_fill(~keep, 0.0)
+    return ids.gather(1, _draw(weights, generators).unsqueeze(1)).squeeze(1)
 
 
 def next_tokens(
@@ -116,23 +133,13 @@ def next_tokens(
     """The next token of each row from its last-position logits ``(rows, vocab)``.
 
     ``history[i]`` holds the row's prompt and generated ids (for the repetition penalty);
-    a row that samples draws from ``generators[i]``.
+    a row that samples draws from ``generators[i]``. Every operation works row by row, so a
+    row's token never depends on the other rows.
     """
-    logits = logits.float()
-    chosen = torch.empty(logits.shape[0], dtype=torch.long, device=logits.device)
-    for row, (rule, generator) in enumerate(zip(settings, generators, strict=True)):
-        values = logits[row]
-        if rule.repetition_penalty != 1.0 and history[row]:
-            values = values.clone()
-            _penalise(values, history[row], rule.repetition_penalty)
-        if not rule.do_sample:
-            chosen[row] = torch.argmax(values)
-            continue
-        values = values / rule.temperature
-        kept = _candidates(values, rule.top_k, rule.top_p)
-        if kept is None:
-            chosen[row] = _draw(values, generator)
-        else:
-            ids, head = kept
-            chosen[row] = ids[_draw(head, generator)]
+    logits = _penalised(logits.float(), settings, history)
+    chosen = torch.argmax(logits, dim=1)
+    sampled = [row for row, rule in enumerate(settings) if rule.do_sample]
+    if sampled:
+        index = torch.tensor(sampled, device=logits.device)
+        chosen[index] = _sample(logits[index], [settings[r] for r in sampled], [generators[r] for r in sampled])
     return chosen

@@ -50,9 +50,20 @@ def get_model(choice: ModelChoice) -> LoadedModel:
     return load_model(choice.name, dtype=choice.dtype, device=choice.device, trust_remote_code=choice.trust_remote_code)
 
 
+_STARTED_ENGINES: dict[ModelChoice, Engine] = {}
+
+
 def get_engine(choice: ModelChoice) -> Engine:
     """The one engine that runs every forward pass of this model, for all sessions."""
-    return engine_for(get_model(choice).model)
+    engine = engine_for(get_model(choice).model)
+    _STARTED_ENGINES[choice] = engine
+    return engine
+
+
+def engine_load(choice: ModelChoice) -> dict[str, float] | None:
+    """What the model's engine is doing now, if it has started (never loads a model)."""
+    engine = _STARTED_ENGINES.get(choice)
+    return engine.load() if engine is not None else None
 
 
 @st.cache_resource(show_spinner=False, max_entries=3)

@@ -58,14 +58,32 @@ def token_highlight_html(acts: TokenActivations, scale: float) -> str:
     return "<div style='line-height:1.9; font-family: monospace; white-space: pre-wrap'>" + "".join(pieces) + "</div>"
 
 
+# Characters Streamlit's Markdown would read as syntax (emphasis, code, links, LaTeX, emoji
+# short codes, headings, tables); as character references they are shown as they are.
+_MARKDOWN_SYNTAX = {c: f"&#{ord(c)};" for c in "\\`*_{}[]()#+-!|~$:<>"}
+
+
+def inline_html(text: str) -> str:
+    """Text shown exactly as written inside Markdown-rendered HTML, line breaks included.
+
+    Markdown ends an HTML block at a blank line, so a raw newline would push the rest of a
+    completion out of its element; ``**word**`` would turn bold and ``$x$`` into maths.
+
+    >>> inline_html("a **b**\\n\\n<c>")
+    'a &#42;&#42;b&#42;&#42;<br><br>&#60;c&#62;'
+    """
+    escaped = "".join(_MARKDOWN_SYNTAX.get(c, html.escape(c)) for c in text.replace("\r\n", "\n"))
+    return escaped.replace("\n", "<br>")
+
+
 def word_diff_html(left: str, right: str) -> tuple[str, str]:
     """Both texts as HTML with the words that differ between them highlighted."""
     a, b = left.split(" "), right.split(" ")
     matcher = difflib.SequenceMatcher(a=a, b=b, autojunk=False)
     out_a, out_b = [], []
     for op, i1, i2, j1, j2 in matcher.get_opcodes():
-        chunk_a = html.escape(" ".join(a[i1:i2]))
-        chunk_b = html.escape(" ".join(b[j1:j2]))
+        chunk_a = inline_html(" ".join(a[i1:i2]))
+        chunk_b = inline_html(" ".join(b[j1:j2]))
         if op == "equal":
             out_a.append(chunk_a)
             out_b.append(chunk_b)
@@ -74,7 +92,7 @@ def word_diff_html(left: str, right: str) -> tuple[str, str]:
                 out_a.append(f"<mark style='background:#ffd6d6'>{chunk_a}</mark>")
             if chunk_b:
                 out_b.append(f"<mark style='background:#d6f5d6'>{chunk_b}</mark>")
-    wrap = "<span style='white-space: pre-wrap'>{}</span>"
+    wrap = "<span class='aura-completion' style='white-space: pre-wrap'>{}</span>"
     return wrap.format(" ".join(out_a)), wrap.format(" ".join(out_b))
 
 

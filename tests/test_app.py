@@ -19,7 +19,7 @@ def app(monkeypatch, tmp_path_factory):
 
 
 def _find_experts(at: AppTest, n_per_class: int = 20) -> AppTest:
-    at.switch_page("pages/find_experts.py").run()
+    at.switch_page("views/find_experts.py").run()
     at.number_input(key="n_per_class").set_value(n_per_class)
     at.number_input(key="max_tokens").set_value(32)
     next(b for b in at.button if b.label == "Find experts").click().run()
@@ -53,7 +53,7 @@ def test_find_experts_shows_headlines_plots_and_downloads(app):
 def test_bad_file_shows_an_error_and_keeps_the_active_data(app, tmp_path):
     bad = tmp_path / "one_class.csv"
     bad.write_text("text,label\nyou fool,1\nidiot,1\n")
-    at = app.switch_page("pages/find_experts.py").run()
+    at = app.switch_page("views/find_experts.py").run()
     before = next(c.value for c in at.caption if c.value.startswith("Active:"))
     at.radio(key="data_source").set_value("File on the server").run()
     at.text_input(key="concept_path").set_value(str(bad)).run()
@@ -65,7 +65,7 @@ def test_bad_file_shows_an_error_and_keeps_the_active_data(app, tmp_path):
 
 def test_expert_neurons_page_inspects_a_unit(app):
     at = _find_experts(app)
-    at.switch_page("pages/expert_neurons.py").run()
+    at.switch_page("views/expert_neurons.py").run()
     assert not at.exception, at.exception
     assert len(at.get("plotly_chart")) == 2
     assert any("Texts that activate it most" in m.value for m in at.markdown)
@@ -75,7 +75,7 @@ def test_expert_neurons_page_inspects_a_unit(app):
 
 def test_side_by_side_generation_gives_two_scored_outputs(app):
     at = _find_experts(app)
-    at.switch_page("pages/generate.py").run()
+    at.switch_page("views/generate.py").run()
     assert not at.exception, at.exception
     at.slider(key="samples").set_value(3)
     next(b for b in at.button if b.label == "Generate").click().run()
@@ -93,7 +93,7 @@ def test_url_parameters_open_the_same_view(monkeypatch, tmp_path_factory):
     at.query_params.update({"method": "damp", "strength": "0.3", "prompt": "You are a", "pre": "adversarial:rude"})
     at.run()
     _find_experts(at)
-    at.switch_page("pages/generate.py").run()
+    at.switch_page("views/generate.py").run()
     assert not at.exception, at.exception
     assert at.radio(key="method").value == "damp"
     assert at.slider(key="strength").value == pytest.approx(0.3)
@@ -102,11 +102,11 @@ def test_url_parameters_open_the_same_view(monkeypatch, tmp_path_factory):
 
 
 def test_learn_page_uses_live_numbers(app):
-    at = app.switch_page("pages/learn.py").run()
+    at = app.switch_page("views/learn.py").run()
     assert not at.exception
     assert any("Find experts" in i.value for i in at.info)
     at = _find_experts(at)
-    at.switch_page("pages/learn.py").run()
+    at.switch_page("views/learn.py").run()
     assert not at.exception, at.exception
     assert _metric(at, "Units looked at") == "160"
     assert "The strongest unit is" in _markdown_text(at)
@@ -124,7 +124,7 @@ def test_unknown_model_is_an_in_page_error(app):
 
 def test_evaluate_page_runs_conditions_a_sweep_and_offers_reports(app):
     at = _find_experts(app)
-    at.switch_page("pages/evaluate.py").run()
+    at.switch_page("views/evaluate.py").run()
     assert not at.exception, at.exception
     at.number_input(key="eval_n_prompts").set_value(3)
     at.number_input(key="eval_samples").set_value(2)

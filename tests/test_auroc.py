@@ -63,3 +63,47 @@ def test_cpu_fast_path_equals_the_torch_path_used_on_gpus():
     from aura_core.auroc import auroc_reference_torch
 
     assert torch.allclose(auroc(scores, labels), auroc_reference_torch(scores, labels), atol=1e-12)
+
+
+def _pairwise(scores: torch.Tensor, labels: torch.Tensor) -> np.ndarray:
+    """The Mann-Whitney definition pair by pair; unlike sklearn it accepts infinite scores."""
+    values = scores.double().numpy()
+    pos, neg = values[labels.numpy() == 1], values[labels.numpy() == 0]
+    above = (pos[:, None, :] > neg[None, :, :]).sum(axis=(0, 1))
+    tied = (pos[:, None, :] == neg[None, :, :]).sum(axis=(0, 1))
+    return (above + 0.5 * tied) / (len(pos) * len(neg))
+
+
+def test_signed_zeros_infinities_denormals_and_ties_below_zero_are_exact():
+    gen = torch.Generator().manual_seed(6)
+    special = torch.tensor([0.0, -0.0, 1e-45, -1e-45, float("inf"), float("-inf"), -3.0, -3.0, 2.0, 2.0])
+    scores = special[torch.randint(0, len(special), (150, 40), generator=gen)]
+    labels = torch.randint(0, 2, (150,), generator=gen)
+    expected = _pairwise(scores, labels)
+    assert np.abs(auroc(scores, labels).numpy() - expected).max() == 0.0
+    assert np.abs(auroc(scores, labels, force_torch=True).numpy() - expected).max() == 0.0
+
+
+def test_scores_float32_cannot_hold_are_still_exact():
+    labels = torch.tensor([0, 1] * 30)
+    scores = torch.full((60, 2), 1.0, dtype=torch.float64)
+    scores[1::2, 0] = 1.0 + 2.0**-40  # positives one float64 step above: float32 would tie them
+    scores[:, 1] = torch.arange(60, dtype=torch.float64) * 2.0**-40
+    result = auroc(scores, labels)
+    assert result[0] == 1.0 and result.tolist() == _pairwise(scores, labels).tolist()
+    as_int = torch.arange(60) * (2**25) + 1  # integers above 2**24 that float32 would round together
+    assert auroc(as_int, labels).tolist() == _pairwise(as_int[:, None].double(), labels).tolist()
+
+
+def test_exact_when_denormals_are_flushed_to_zero():
+    if not torch.set_flush_denormal(True):
+        pytest.skip("this CPU cannot flush denormals")
+    try:
+        gen = torch.Generator().manual_seed(7)
+        special = torch.tensor([0.0, -0.0, 1e-45, 2e-45, -1e-45, -2e-45, 1.0, -1.0])  # denormals tied and not
+        scores = special[torch.randint(0, len(special), (300, 40), generator=gen)]
+        labels = torch.randint(0, 2, (300,), generator=gen)
+        result = auroc(scores, labels)
+    finally:
+        torch.set_flush_denormal(False)
+    assert np.abs(result.numpy() - _pairwise(scores, labels)).max() == 0.0

