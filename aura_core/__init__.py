@@ -10,6 +10,7 @@
 >>> generate(loaded.model, loaded.tokenizer, ["You are"], intervention=aura)     # doctest: +SKIP
 """
 
+from aura_core.architecture import discover_units
 from aura_core.auroc import auroc
 from aura_core.data import (
     ConceptData,
@@ -25,7 +26,6 @@ from aura_core.engine import Engine, engine_for
 from aura_core.errors import AuraError, DataError, InterventionError, ModelLoadError, UnitPatternError
 from aura_core.generation import SAMPLING_PRESETS, Generation, SamplingSettings, generate
 from aura_core.interventions import (
-    METHODS,
     Intervention,
     export_model,
     fit_intervention,
@@ -34,7 +34,9 @@ from aura_core.interventions import (
     rows_intervened,
     unit_table,
 )
-from aura_core.models import DEFAULT_MODEL, PRESETS, LoadedModel, discover_units, load_model
+from aura_core.loaded import LoadedModel
+from aura_core.methods import METHODS, method_label
+from aura_core.models import DEFAULT_MODEL, PRESETS, load_model
 from aura_core.responses import CollectionCancelled, Responses, collect_responses
 from aura_core.scoring import DEFAULT_SCORER, load_scorer, perplexity
 
@@ -74,6 +76,7 @@ __all__ = [
     "load_preprompts",
     "load_prompts",
     "load_scorer",
+    "method_label",
     "parse_concept_bytes",
     "perplexity",
     "rows_intervened",

@@ -18,19 +18,24 @@ __all__ = ["Tokenizer", "encode", "length_sorted_batches", "pad_left", "pad_righ
 
 
 class Tokenizer(Protocol):
-    """What the project needs of a Hugging Face tokenizer."""
+    """What the project needs of a Hugging Face tokenizer (fast or slow)."""
 
-    pad_token_id: int | None
-    eos_token_id: int | None
-    bos_token_id: int | None
+    @property
+    def pad_token_id(self) -> Any: ...
 
-    def __call__(self, text: Any, **kwargs: Any) -> Any: ...
+    @property
+    def eos_token_id(self) -> Any: ...
 
-    def decode(self, token_ids: Any, **kwargs: Any) -> str: ...
+    @property
+    def bos_token_id(self) -> Any: ...
 
-    def batch_decode(self, sequences: Any, **kwargs: Any) -> list[str]: ...
+    def __call__(self, text: Any, *args: Any, **kwargs: Any) -> Any: ...
 
-    def save_pretrained(self, save_directory: Any, **kwargs: Any) -> Any: ...
+    def decode(self, token_ids: Any, *args: Any, **kwargs: Any) -> Any: ...
+
+    def batch_decode(self, sequences: Any, *args: Any, **kwargs: Any) -> Any: ...
+
+    def save_pretrained(self, save_directory: Any, *args: Any, **kwargs: Any) -> Any: ...
 
 
 _ENCODE_LOCKS: weakref.WeakKeyDictionary[object, threading.Lock] = weakref.WeakKeyDictionary()
@@ -46,7 +51,7 @@ def encode(tokenizer: Tokenizer, texts: list[str], *, add_special_tokens: bool =
 
     >>> from aura_core.tiny import byte_tokenizer
     >>> encode(byte_tokenizer(), ["hi", "a"])
-    [[72, 73], [65]]
+    [[71, 72], [64]]
     """
     with _ENCODE_GUARD:
         lock = _ENCODE_LOCKS.setdefault(tokenizer, threading.Lock())

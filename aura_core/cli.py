@@ -21,13 +21,13 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from aura_core.errors import AuraError, DataError
 
 if TYPE_CHECKING:
     from aura_core.data import ConceptData
-    from aura_core.models import LoadedModel
+    from aura_core.loaded import LoadedModel
     from aura_core.responses import Responses
 
 __all__ = ["build_parser", "main"]
@@ -47,7 +47,7 @@ def _progress_bar(desc: str, unit: str) -> tuple[Callable[[int, int], None], Cal
     return update, bar.close
 
 
-def _emit(rows: list[dict] | dict, fmt: str, out: str | None) -> None:
+def _emit(rows: list[dict[str, Any]] | dict[str, Any], fmt: str, out: str | None) -> None:
     if fmt == "csv":
         table = rows if isinstance(rows, list) else [rows]
         buffer = io.StringIO()
@@ -167,8 +167,8 @@ def _load(args: argparse.Namespace) -> LoadedModel:
 
 
 def _collect(args: argparse.Namespace, loaded: LoadedModel | None = None) -> tuple[Responses, ConceptData]:
+    from aura_core.architecture import discover_units
     from aura_core.data import balanced_sample, load_concept_data
-    from aura_core.models import discover_units
     from aura_core.responses import collect_responses
 
     data = balanced_sample(load_concept_data(args.data), args.n_per_class, seed=args.seed)
@@ -194,7 +194,8 @@ def _collect(args: argparse.Namespace, loaded: LoadedModel | None = None) -> tup
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from aura_core.models import PRESETS, discover_units, module_kind, preset_status, unit_width
+    from aura_core.architecture import discover_units, module_kind, unit_width
+    from aura_core.models import PRESETS, preset_status
 
     if args.show:
         loaded = _load(args)
@@ -203,7 +204,7 @@ def cmd_models(args: argparse.Namespace) -> int:
         per_kind: dict[str, int] = {}
         for name in units:
             per_kind[module_kind(name)] = per_kind.get(module_kind(name), 0) + unit_width(modules[name])
-        config = loaded.model.config
+        config: Any = loaded.model.config
         _emit(
             {
                 "model": args.model,
@@ -329,10 +330,10 @@ def cmd_generate(args: argparse.Namespace) -> int:
         print("warning: the intervention was fitted on a model with other weights", file=sys.stderr)
     scorer = load_scorer(args.scorer)
     pre_prompt = resolve_preprompt(args.pre_prompt) if args.pre_prompt else None
-    conditions = [("baseline", None)] if (args.compare or args.baseline_only) else []
+    conditions: list[tuple[str, Intervention | None]] = [("baseline", None)] if (args.compare or args.baseline_only) else []
     if intervention is not None:
         conditions.append((intervention.method, intervention))
-    rows = []
+    rows: list[dict[str, Any]] = []
     for condition, iv in conditions:
         update, close = _progress_bar(condition, "completion")
         try:
@@ -379,19 +380,19 @@ def _csv_list(text: str) -> tuple[str, ...]:
 
 def _stage_progress() -> tuple[Callable[[str, int, int], None], Callable[[], None]]:
     """One tqdm bar per stage (condition) of a long run."""
-    state: dict[str, object] = {"label": None, "bar": None, "close": None}
+    label_now: list[str] = []
+    bars: list[tuple[Callable[[int, int], None], Callable[[], None]]] = []
 
     def update(label: str, done: int, total: int) -> None:
-        if state["label"] != label:
-            if state["close"]:
-                state["close"]()
-            state["bar"], state["close"] = _progress_bar(label, "item")
-            state["label"] = label
-        state["bar"](done, total)
+        if label_now[-1:] != [label]:
+            close()
+            bars.append(_progress_bar(label, "item"))
+            label_now.append(label)
+        bars[-1][0](done, total)
 
     def close() -> None:
-        if state["close"]:
-            state["close"]()
+        if bars:
+            bars[-1][1]()
 
     return update, close
 
@@ -418,7 +419,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     _check_counts(args, "n_prompts", "n_neutral", "samples", "max_new_tokens", "batch_size")
     _check_outputs({"--out": args.out}, folder=True)
     strengths = _numbers("--sweep-strengths", args.sweep_strengths, float) if args.sweep else ()
-    ks = _numbers("--sweep-ks", args.sweep_ks, int) if args.sweep and args.sweep_ks else None
+    ks = tuple(int(k) for k in _numbers("--sweep-ks", args.sweep_ks, int)) if args.sweep and args.sweep_ks else None
     _note_fewer_prompts(args)
     neutral = len(load_neutral_texts(args.neutral))
     if args.n_neutral is not None and args.n_neutral > neutral:
@@ -448,13 +449,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
     )
     intervention = Intervention.load(args.intervention) if args.intervention else None
-    if intervention is None and any(m != "none" for m in config.methods):
-        raise AuraError("give --intervention FILE (from `fit`), or --methods none")
+    if intervention is None and (args.sweep or any(m != "none" for m in config.methods)):
+        raise AuraError("give --intervention FILE (from `fit`), or --methods none without --sweep")
     loaded = _load(args)
     update, close = _stage_progress()
     try:
         result = run_evaluation(loaded.model, loaded.tokenizer, intervention, config, out_dir=args.out, progress=update)
-        if args.sweep:
+        if args.sweep and intervention is not None:
             result.sweep = run_sweep(
                 loaded.model,
                 loaded.tokenizer,
@@ -481,12 +482,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from benchmarks.__main__ import main as benchmarks_main
     except ImportError as err:
         raise AuraError(f"the benchmarks are not importable ({err}): run this from the repository root") from err
-    return benchmarks_main(args.bench_args, prog="python -m aura_core bench")
+    return int(benchmarks_main(args.bench_args, prog="python -m aura_core bench"))
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from aura_core.evaluation import PREPROMPT_GROUPS, EvalConfig
     from aura_core.generation import SAMPLING_PRESETS
-    from aura_core.interventions import METHODS
+    from aura_core.methods import METHODS, method_names
     from aura_core.scoring import DEFAULT_SCORER
 
     parser = argparse.ArgumentParser(
@@ -550,32 +552,46 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = sub.add_parser("evaluate", help="toxicity and perplexity per method × pre-prompt, with reports")
     _add_model_args(evaluate)
+    defaults = EvalConfig()  # the one place evaluation defaults live
     evaluate.add_argument("--intervention", default=None, help="a file from `fit` (its AUROC drives every method)")
-    evaluate.add_argument("--prompts", default="starter", help="'starter', RealToxicityPrompts JSONL, or a CSV/JSONL of prompts")
-    evaluate.add_argument("--n-prompts", type=int, default=50, help="prompts sampled with --seed (default 50)")
-    evaluate.add_argument("--kind", default=None, help="only prompts of this kind (e.g. provocative)")
     evaluate.add_argument(
-        "--preset", choices=list(SAMPLING_PRESETS), default="quick", help="quick (4×20 tokens), paper (25×20), followup (1×32)"
+        "--prompts", default=defaults.prompts, help="'starter', RealToxicityPrompts JSONL, or a CSV/JSONL of prompts"
     )
-    evaluate.add_argument("--samples", type=int, default=None, help="completions per prompt (overrides the preset)")
-    evaluate.add_argument("--max-new-tokens", type=int, default=None)
-    evaluate.add_argument("--seed", type=int, default=0)
-    evaluate.add_argument("--scorer", default=DEFAULT_SCORER)
     evaluate.add_argument(
-        "--neutral", default="starter", help="neutral text for perplexity: 'starter', a .txt or a CSV with text"
+        "--n-prompts", type=int, default=defaults.n_prompts, help=f"prompts sampled with --seed (default {defaults.n_prompts})"
     )
-    evaluate.add_argument("--n-neutral", type=int, default=60)
-    evaluate.add_argument("--methods", default="none,aura", help="comma list of none, aura, det0, damp")
+    evaluate.add_argument("--kind", default=defaults.prompt_kind, help="only prompts of this kind (e.g. provocative)")
     evaluate.add_argument(
-        "--preprompts", default="none,favourable,adversarial", help="comma list of none, favourable, adversarial"
+        "--preset",
+        choices=list(SAMPLING_PRESETS),
+        default=defaults.sampling,
+        help=f"quick (4×20 tokens), paper (25×20), followup (1×32); default {defaults.sampling}",
     )
-    evaluate.add_argument("--favourable", default=None, help="starter pre-prompt name or text (default: the first)")
-    evaluate.add_argument("--adversarial", default=None, help="starter pre-prompt name or text (default: the first)")
-    evaluate.add_argument("--strength", type=float, default=1.0)
-    evaluate.add_argument("--k", type=int, default=200, help="units for det0/damp (default 200)")
-    evaluate.add_argument("--damp-alpha", type=float, default=0.5)
-    evaluate.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the intervals")
-    evaluate.add_argument("--batch-size", type=int, default=32)
+    evaluate.add_argument("--samples", type=int, default=defaults.samples, help="completions per prompt (overrides the preset)")
+    evaluate.add_argument("--max-new-tokens", type=int, default=defaults.max_new_tokens)
+    evaluate.add_argument("--seed", type=int, default=defaults.seed)
+    evaluate.add_argument("--scorer", default=defaults.scorer)
+    evaluate.add_argument(
+        "--neutral", default=defaults.neutral, help="neutral text for perplexity: 'starter', a .txt or a CSV with text"
+    )
+    evaluate.add_argument("--n-neutral", type=int, default=defaults.n_neutral)
+    evaluate.add_argument(
+        "--methods", default=",".join(defaults.methods), help=f"comma list of {', '.join(method_names(with_plain=True))}"
+    )
+    evaluate.add_argument(
+        "--preprompts", default=",".join(defaults.preprompts), help=f"comma list of {', '.join(PREPROMPT_GROUPS)}"
+    )
+    evaluate.add_argument(
+        "--favourable", default=defaults.favourable, help="starter pre-prompt name or text (default: the first)"
+    )
+    evaluate.add_argument(
+        "--adversarial", default=defaults.adversarial, help="starter pre-prompt name or text (default: the first)"
+    )
+    evaluate.add_argument("--strength", type=float, default=defaults.strength)
+    evaluate.add_argument("--k", type=int, default=defaults.k, help=f"units for det0/damp (default {defaults.k})")
+    evaluate.add_argument("--damp-alpha", type=float, default=defaults.damp_alpha)
+    evaluate.add_argument("--bootstrap", type=int, default=defaults.bootstrap, help="bootstrap resamples for the intervals")
+    evaluate.add_argument("--batch-size", type=int, default=defaults.batch_size, help="completions decoding at once")
     evaluate.add_argument("--sweep", action="store_true", help="also sweep the strength λ")
     evaluate.add_argument("--sweep-method", choices=METHODS, default="aura")
     evaluate.add_argument("--sweep-strengths", default="0,0.25,0.5,0.75,1", help="comma list of λ")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -59,9 +60,9 @@ def stop_ids(model: nn.Module) -> set[int]:
     return {int(eos)} if isinstance(eos, int) else {int(i) for i in eos}
 
 
-def _cache_layers(cache: object) -> list:
+def _cache_layers(cache: object) -> list[Any]:
     layers = getattr(cache, "layers", None)
-    if layers is None:
+    if not isinstance(layers, list):
         raise AuraError(f"cannot join rows into a cache of type {type(cache).__name__}")
     return layers
 
@@ -211,7 +212,7 @@ def _forward(
 ) -> tuple[torch.Tensor, object]:
     """Last-position logits and the grown cache of one forward pass under ``plan``."""
     with call_plan(model, plan), torch.inference_mode():
-        out = model(  # type: ignore[operator]
+        out = model(
             input_ids=input_ids,
             attention_mask=mask,
             position_ids=positions,
@@ -234,7 +235,7 @@ def _pad_time(values: torch.Tensor, width: int) -> torch.Tensor:
 
 
 def _sliding_window(model: nn.Module) -> int | None:
-    config = getattr(model, "config", None)
+    config: Any = getattr(model, "config", None)
     text = config.get_text_config(decoder=True) if hasattr(config, "get_text_config") else config
     window = getattr(text, "sliding_window", None)
     return int(window) if window else None

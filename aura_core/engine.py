@@ -26,7 +26,7 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from torch import nn
 
@@ -142,7 +142,7 @@ class Request:
 class _Unit:
     work: Callable[[], object]
     priority: Priority
-    future: Future
+    future: Future[Any]
 
 
 class Engine:
@@ -204,7 +204,7 @@ class Engine:
         """Run one unit of model work on the engine's thread and return its result (a Runner)."""
         if threading.current_thread() is self._thread:
             return work()  # already on the worker: a nested call must not wait for itself
-        future: Future = Future()
+        future: Future[T] = Future()
         with self._cond:
             if self._closed:
                 raise EngineBusy("this model's engine is closed; load the model again")

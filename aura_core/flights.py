@@ -15,7 +15,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Hashable
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from aura_core.errors import AuraError
 
@@ -64,10 +64,10 @@ class Flights:
     """The flights of one process, by key."""
 
     def __init__(self) -> None:
-        self._flights: dict[Hashable, Flight] = {}
+        self._flights: dict[Hashable, Flight[Any]] = {}
         self._lock = threading.Lock()
 
-    def running(self, key: Hashable) -> Flight | None:
+    def running(self, key: Hashable) -> Flight[Any] | None:
         with self._lock:
             flight = self._flights.get(key)
             return flight if flight is not None and not flight.finished.is_set() else None

@@ -47,7 +47,7 @@ class Generation:
     pre_prompt: str
     completion: str
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, object]:
         return asdict(self)
 
 

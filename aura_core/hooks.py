@@ -91,12 +91,16 @@ def _combine(outer: CallPlan, inner: CallPlan) -> CallPlan:
         scale[name] = scale[name] * factor if name in scale else factor
     record = dict(outer.record)
     for name, recorder in inner.record.items():
-        if name in record:
-            first, second = record[name], recorder
-            record[name] = lambda out, first=first, second=second: (first(out), second(out))  # type: ignore[misc]
-        else:
-            record[name] = recorder
+        record[name] = _both(record[name], recorder) if name in record else recorder
     return CallPlan(scale, record)
+
+
+def _both(first: Recorder, second: Recorder) -> Recorder:
+    def record(output: torch.Tensor) -> None:
+        first(output)
+        second(output)
+
+    return record
 
 
 # The plans in scope for this thread, keyed by the model's hook token (one dict, replaced on

@@ -14,9 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 import threading
 import weakref
 from collections.abc import Iterator, Sequence
@@ -31,15 +28,17 @@ from safetensors.torch import load_file
 from safetensors.torch import save as save_bytes
 from torch import nn
 
+from aura_core.architecture import layer_of, module_kind, unit_axis, unit_width, weight_of
 from aura_core.auroc import auroc
 from aura_core.batching import Tokenizer
 from aura_core.errors import InterventionError
+from aura_core.files import CONTENT_KEY, atomic_folder, atomic_write, content_hash
 from aura_core.hooks import CallPlan, call_plan
-from aura_core.models import layer_of, model_fingerprint, module_kind, unit_width
+from aura_core.methods import METHODS, method_label
+from aura_core.models import model_fingerprint
 from aura_core.responses import Responses
 
 __all__ = [
-    "METHODS",
     "Intervention",
     "export_model",
     "fit_intervention",
@@ -51,15 +50,15 @@ __all__ = [
     "unit_table",
 ]
 
-METHODS = ("aura", "det0", "damp")
 
-
-@dataclass
+@dataclass(frozen=True, eq=False)
 class Intervention:
-    """Per-unit AUROC per module, a method and its settings.
+    """Per-unit AUROC per module, a method (see :data:`aura_core.methods.METHODS`) and its settings.
 
     ``strength`` λ blends the identity (0) and the full method (1): factor = 1 − λ + λ·α.
-    Det0 and Damp act on the ``k`` units of highest AUROC across the whole model.
+    Det0 and Damp act on the ``k`` units of highest AUROC across the whole model. Frozen:
+    :meth:`with_settings` gives a changed copy, so one fitted intervention serves every
+    method and strength a page or an evaluation asks for.
     """
 
     auroc: dict[str, torch.Tensor]
@@ -67,60 +66,66 @@ class Intervention:
     strength: float = 1.0
     k: int | None = None
     damp_alpha: float = 0.5
-    meta: dict = field(default_factory=dict)
+    meta: dict[str, object] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.method not in METHODS:
+        method = METHODS.get(self.method)
+        if method is None:
             raise InterventionError(f"unknown method {self.method!r}: use one of {', '.join(METHODS)}")
         if not 0.0 <= float(self.strength) <= 1.0:
             raise InterventionError(f"strength must be within [0, 1], not {self.strength}")
-        if self.method != "aura":
+        if method.uses_k:
             if self.k is None or int(self.k) < 1:
                 raise InterventionError(f"{self.method} needs k ≥ 1 (how many top units to act on)")
             if self.k > self.n_units:
                 raise InterventionError(f"k = {self.k} is more than the {self.n_units} units available")
-        if self.method == "damp" and not 0.0 <= float(self.damp_alpha) <= 1.0:
+        if method.uses_damp_alpha and not 0.0 <= float(self.damp_alpha) <= 1.0:
             raise InterventionError(f"damp alpha must be within [0, 1], not {self.damp_alpha}")
 
     @property
     def n_units(self) -> int:
         return sum(int(t.numel()) for t in self.auroc.values())
 
+    @property
+    def label(self) -> str:
+        """``AurA · λ = 0.60``: the method's name and strength, as people see them."""
+        return f"{method_label(self.method)} · λ = {self.strength:.2f}"
+
     def auroc_max(self) -> float:
         return max(float(t.max()) for t in self.auroc.values())
 
+    def with_settings(
+        self,
+        *,
+        method: str | None = None,
+        strength: float | None = None,
+        k: int | None = None,
+        damp_alpha: float | None = None,
+    ) -> Intervention:
+        """The same AUROC with other settings; settings left as None keep their value.
+
+        >>> iv = Intervention({"m": torch.tensor([0.9, 0.2])})
+        >>> iv.with_settings(method="det0", k=1).alphas()["m"].tolist()
+        [0.0, 1.0]
+        """
+        changes: dict[str, object] = {"method": method, "strength": strength, "k": k, "damp_alpha": damp_alpha}
+        return replace(self, **{name: value for name, value in changes.items() if value is not None})  # type: ignore[arg-type]
+
     def with_strength(self, strength: float) -> Intervention:
-        return replace(self, strength=float(strength))
+        return self.with_settings(strength=float(strength))
 
     def alphas(self) -> dict[str, torch.Tensor]:
-        """α per unit at full strength: AurA 1 − 2·(AUROC − 0.5) above 0.5, else 1."""
-        if self.method == "aura":
-            return {
-                name: torch.where(a > 0.5, 1.0 - 2.0 * (a - 0.5), torch.ones_like(a)).to(torch.float32)
-                for name, a in self.auroc.items()
-            }
-        names = list(self.auroc)
-        flat = torch.cat([self.auroc[name].to(torch.float64).reshape(-1) for name in names])
-        chosen = torch.zeros_like(flat, dtype=torch.bool)
-        chosen[torch.topk(flat, int(self.k)).indices] = True
-        value = 0.0 if self.method == "det0" else float(self.damp_alpha)
-        factors = torch.where(chosen, torch.full_like(flat, value), torch.ones_like(flat)).to(torch.float32)
-        result, start = {}, 0
-        for name in names:
-            width = self.auroc[name].numel()
-            result[name] = factors[start : start + width]
-            start += width
-        return result
+        """α per unit at full strength, by the method's rule."""
+        return METHODS[self.method].alphas(self.auroc, self.k, float(self.damp_alpha))
 
     def factors(self) -> dict[str, torch.Tensor]:
-        """What each unit's output is multiplied by: 1 − λ + λ·α (computed once per settings)."""
-        settings = (self.method, float(self.strength), self.k, float(self.damp_alpha))
+        """What each unit's output is multiplied by: 1 − λ + λ·α (computed once per object)."""
         cached = self.__dict__.get("_factors")
-        if cached is None or cached[0] != settings:
+        if cached is None:
             lam = float(self.strength)
-            cached = (settings, {name: (1.0 - lam) + lam * alpha for name, alpha in self.alphas().items()})
-            self.__dict__["_factors"] = cached
-        return cached[1]
+            cached = {name: (1.0 - lam) + lam * alpha for name, alpha in self.alphas().items()}
+            object.__setattr__(self, "_factors", cached)  # a cache on a frozen value: the settings never change
+        return cached
 
     def key(self) -> str:
         """A hash of the settings and every AUROC: equal keys, equal factors."""
@@ -130,22 +135,18 @@ class Intervention:
             digest.update(values.detach().to(torch.float64).cpu().numpy().tobytes())
         return digest.hexdigest()[:20]
 
-    def settings(self) -> dict:
+    def settings(self) -> dict[str, object]:
         return {"method": self.method, "strength": self.strength, "k": self.k, "damp_alpha": self.damp_alpha}
 
     def to_bytes(self) -> bytes:
         """Per-unit AUROC (float64) in safetensors, settings and provenance in its JSON header."""
         header = {"settings": self.settings(), "meta": self.meta, "units": list(self.auroc)}
         tensors = {name: t.to(torch.float64).contiguous() for name, t in self.auroc.items()}
-        return save_bytes(tensors, metadata={"aura_intervention": json.dumps(header, default=str)})
+        metadata = {"aura_intervention": json.dumps(header, default=str), CONTENT_KEY: content_hash(tensors)}
+        return save_bytes(tensors, metadata=metadata)
 
     def save(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_bytes(self.to_bytes())
-        os.replace(tmp, path)
-        return path
+        return atomic_write(path, self.to_bytes())
 
     @classmethod
     def load(cls, path: str | Path, **overrides: object) -> Intervention:
@@ -162,11 +163,14 @@ class Intervention:
             raise InterventionError(f"{path}: no such intervention file")
         try:
             with safe_open(str(path), framework="pt") as handle:
-                raw_header = (handle.metadata() or {}).get("aura_intervention", "null")
+                stored = handle.metadata() or {}
+            raw_header = stored.get("aura_intervention", "null")
             tensors = load_file(str(path))
         except Exception as err:  # corrupt or foreign files raise safetensors' own errors
             raise InterventionError(f"{path}: not a readable intervention file ({err})") from None
         hint = "; fit the intervention again"
+        if CONTENT_KEY in stored and stored[CONTENT_KEY] != content_hash(tensors):
+            raise InterventionError(f"{path}: its content changed after it was written (the hash in its header differs){hint}")
         try:
             header = json.loads(raw_header)
         except (json.JSONDecodeError, RecursionError):
@@ -185,7 +189,7 @@ class Intervention:
                 raise InterventionError(f"{path}: {key} {value!r} is not a number{hint}")
             if key in settings:
                 try:
-                    settings[key] = float(value)
+                    settings[key] = float(value)  # type: ignore[arg-type]  # checked to be a number above
                 except OverflowError:
                     raise InterventionError(f"{path}: {key} {value!r} is out of range{hint}") from None
         k = settings.get("k")
@@ -247,7 +251,7 @@ def fit_intervention(
         key: responses.meta.get(key)
         for key in ("model", "fingerprint", "data_source", "data_hash", "n_texts", "pooling", "max_tokens")
     }
-    return Intervention(scores, method=method, meta=meta, **settings)
+    return Intervention(scores, method=method, meta=meta, **settings)  # type: ignore[arg-type]
 
 
 def _active(intervention: Intervention, modules: dict[str, nn.Module]) -> dict[str, tuple[nn.Module, torch.Tensor]]:
@@ -255,8 +259,7 @@ def _active(intervention: Intervention, modules: dict[str, nn.Module]) -> dict[s
     active = {}
     for name, factor in intervention.factors().items():
         if bool((factor != 1.0).any()):
-            weight = modules[name].weight
-            active[name] = (modules[name], factor.to(weight.device))
+            active[name] = (modules[name], factor.to(weight_of(modules[name]).device))
     return active
 
 
@@ -326,19 +329,14 @@ def rows_intervened(model: nn.Module, interventions: Sequence[Intervention | Non
         yield model
 
 
-def _unit_axis(module: nn.Module) -> int:
-    # nn.Linear stores (out, in); GPT-2's Conv1D stores (in, out).
-    return 0 if isinstance(module, nn.Linear) or not hasattr(module, "nf") else 1
-
-
 def _fold_plan(model: nn.Module, intervention: Intervention) -> list[tuple[str, nn.Parameter, int, torch.Tensor, torch.Tensor]]:
     """(name, parameter, unit axis, unit indices, factors) for every weight and bias the intervention scales."""
     plan = []
     params = dict(model.named_parameters())
     for name, (module, factor) in _active(intervention, intervention.check_fits(model)).items():
         index = torch.nonzero(factor != 1.0).squeeze(1)
-        scale = factor[index].to(module.weight.dtype)
-        for kind, axis in (("weight", _unit_axis(module)), ("bias", 0)):
+        scale = factor[index].to(weight_of(module).dtype)
+        for kind, axis in (("weight", unit_axis(module)), ("bias", 0)):
             param = params.get(f"{name}.{kind}")
             if param is None:
                 continue
@@ -405,24 +403,12 @@ def export_model(model: nn.Module, tokenizer: Tokenizer, intervention: Intervent
 
     The folded weights are new tensors: the model keeps serving other calls unchanged.
     """
-    out_dir = Path(out_dir)
-    if out_dir.exists() and any(out_dir.iterdir()):
-        raise InterventionError(f"{out_dir}: folder exists and is not empty; choose a new folder")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
-    try:
+    with atomic_folder(out_dir) as staging:
         model.save_pretrained(staging, state_dict=folded_state_dict(model, intervention))  # type: ignore[operator]
         tokenizer.save_pretrained(staging)
         card = {"aura_intervention": intervention.settings(), "fitted_on": intervention.meta}
-        (staging / "aura_intervention.json").write_text(json.dumps(card, indent=2, default=str))
-        staging.chmod(0o755)
-        if out_dir.exists():
-            out_dir.rmdir()
-        os.replace(staging, out_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return out_dir
+        atomic_write(staging / "aura_intervention.json", json.dumps(card, indent=2, default=str))
+    return Path(out_dir)
 
 
 def unit_table(intervention: Intervention) -> pd.DataFrame:

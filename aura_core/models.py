@@ -25,7 +25,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from aura_core.errors import ModelLoadError, UnitPatternError
+from aura_core.errors import ModelLoadError
+from aura_core.loaded import LoadedModel
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -33,14 +34,10 @@ __all__ = [
     "LoadedModel",
     "Preset",
     "cache_root",
-    "discover_units",
-    "layer_of",
     "load_model",
     "model_fingerprint",
-    "module_kind",
     "preset_status",
     "resolve_device",
-    "unit_width",
 ]
 
 DEFAULT_MODEL = "smollm2-135m"
@@ -79,47 +76,6 @@ PRESETS: dict[str, Preset] = {
         gguf_file="",
     ),
 }
-
-# Outputs of these linear layers are the paper's units (DESIGN.md); keyed by config.model_type.
-_LLAMA_LIKE = r".*layers\.\d+\.mlp\.(gate_proj|up_proj|down_proj)"
-UNIT_PATTERNS: dict[str, str] = {
-    "gpt2": r".*h\.\d+\.mlp\.(c_fc|c_proj)",
-    "llama": _LLAMA_LIKE,
-    "mistral": _LLAMA_LIKE,
-    "mixtral": _LLAMA_LIKE,
-    "qwen2": _LLAMA_LIKE,
-    "qwen3": _LLAMA_LIKE,
-    "gemma": _LLAMA_LIKE,
-    "gemma2": _LLAMA_LIKE,
-    "gemma3_text": _LLAMA_LIKE,
-    "gemma3": _LLAMA_LIKE,
-    "smollm3": _LLAMA_LIKE,
-    "gpt_neox": r".*layers\.\d+\.mlp\.(dense_h_to_4h|dense_4h_to_h)",
-    "falcon": r".*h\.\d+\.mlp\.(dense_h_to_4h|dense_4h_to_h)",
-    "opt": r".*layers\.\d+\.(fc1|fc2)",
-    "phi": r".*layers\.\d+\.mlp\.(fc1|fc2)",
-    "phi3": r".*layers\.\d+\.mlp\.(gate_up_proj|down_proj)",
-}
-
-
-@dataclass
-class LoadedModel:
-    """A causal LM in eval mode with a left-padding tokenizer that has a pad token."""
-
-    model: nn.Module
-    tokenizer: object
-    name: str
-    source: str
-    device: torch.device
-    load_seconds: float = 0.0
-
-    @property
-    def n_parameters(self) -> int:
-        return sum(p.numel() for p in self.model.parameters())
-
-    @property
-    def memory_bytes(self) -> int:
-        return sum(p.numel() * p.element_size() for p in self.model.parameters())
 
 
 def cache_root() -> Path:
@@ -429,60 +385,6 @@ def load_model(
 def _first_line(err: BaseException) -> str:
     text = str(err).strip().splitlines()
     return text[0] if text else type(err).__name__
-
-
-def unit_width(module: nn.Module) -> int:
-    """Number of output units of a linear-like layer (``nn.Linear`` or GPT-2's ``Conv1D``)."""
-    if isinstance(module, nn.Linear):
-        return module.out_features
-    if hasattr(module, "nf"):
-        return int(module.nf)
-    weight = getattr(module, "weight", None)
-    if weight is None:
-        raise UnitPatternError(f"{type(module).__name__} has no weight, so its units cannot be counted")
-    return int(weight.shape[0])
-
-
-def discover_units(model: nn.Module, pattern: str | None = None) -> list[str]:
-    """Names of the modules whose outputs are AurA units: the paper's per architecture, or ``pattern``.
-
-    ``pattern`` is matched with ``re.fullmatch`` against ``named_modules()`` names. A pattern
-    that matches nothing raises :class:`UnitPatternError` listing the closest names.
-
-    >>> from transformers import GPT2Config, GPT2LMHeadModel
-    >>> tiny = GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=16, n_head=2))
-    >>> discover_units(tiny)
-    ['transformer.h.0.mlp.c_fc', 'transformer.h.0.mlp.c_proj', 'transformer.h.1.mlp.c_fc', 'transformer.h.1.mlp.c_proj']
-    """
-    names = [name for name, module in model.named_modules() if name and hasattr(module, "weight")]
-    if pattern is None:
-        model_type = getattr(getattr(model, "config", None), "model_type", None)
-        pattern = UNIT_PATTERNS.get(model_type or "")
-        if pattern is None:
-            raise UnitPatternError(
-                f"no built-in unit pattern for model type {model_type!r}: pass a regex such as "
-                r"'.*layers\.\d+\.mlp\.(up_proj|down_proj)'"
-            )
-    try:
-        compiled = re.compile(pattern)
-    except re.error as err:
-        raise UnitPatternError(f"unit pattern {pattern!r} is not a valid regex: {err}") from err
-    matched = [name for name in names if compiled.fullmatch(name)]
-    if not matched:
-        close = difflib.get_close_matches(pattern, names, n=5, cutoff=0.0)
-        raise UnitPatternError(f"unit pattern {pattern!r} matches no module; closest names: {', '.join(close)}")
-    return matched
-
-
-def layer_of(unit_module: str) -> int:
-    """The block index in a module name (``model.layers.3.mlp.up_proj`` → 3), or -1."""
-    found = re.findall(r"\.(\d+)\.", f".{unit_module}.")
-    return int(found[0]) if found else -1
-
-
-def module_kind(unit_module: str) -> str:
-    """The module's own name without its layer (``model.layers.3.mlp.up_proj`` → ``up_proj``)."""
-    return unit_module.rsplit(".", 1)[-1]
 
 
 def model_fingerprint(model: nn.Module) -> str:

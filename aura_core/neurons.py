@@ -8,16 +8,15 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from aura_core.architecture import down_projection, final_norm_scale, output_embedding, unit_axis, unit_width, weight_of
 from aura_core.batching import Tokenizer, pad_right, tokenize_texts
 from aura_core.errors import UnitPatternError
 from aura_core.hooks import CallPlan, call_plan
-from aura_core.models import unit_width
 from aura_core.runner import INLINE, Runner
 
 __all__ = ["TokenActivations", "VocabularyEffect", "output_direction", "token_activations", "vocabulary_effect"]
@@ -66,7 +65,7 @@ def token_activations(
 
     def forward() -> None:
         with call_plan(model, CallPlan(record={module_name: record})), torch.inference_mode():
-            model(input_ids=input_ids, attention_mask=attention, use_cache=False)  # type: ignore[operator]
+            model(input_ids=input_ids, attention_mask=attention, use_cache=False)
 
     runner.run(forward, priority="interactive")
     results = []
@@ -83,48 +82,40 @@ def _module(model: nn.Module, module_name: str, unit: int) -> nn.Module:
     width = unit_width(modules[module_name])
     if not 0 <= unit < width:
         raise UnitPatternError(f"unit {unit} is out of range: {module_name} has {width} units")
-    return modules[module_name]
-
-
-def _down_projection(model: nn.Module, module_name: str) -> tuple[str, nn.Module] | None:
-    """The layer that maps this unit's MLP activations back into the residual stream, if any."""
-    parent, _, own = module_name.rpartition(".")
-    modules = dict(model.named_modules())
-    for candidate in ("down_proj", "c_proj", "dense_4h_to_h", "fc2"):
-        name = f"{parent}.{candidate}" if parent else candidate
-        if name in modules and candidate != own:
-            return name, modules[name]
-    return None
+    module: nn.Module = modules[module_name]
+    return module
 
 
 def output_direction(model: nn.Module, module_name: str, unit: int) -> tuple[torch.Tensor, str]:
     """The residual-stream vector one unit of output adds, and how it was found.
 
-    Intermediate units (gate/up/c_fc...) write through the down projection's column for that
-    unit; units of a layer that already outputs the residual (down_proj/c_proj) are one axis.
+    A neuron (gate/up/c_fc...) writes through the down projection's column for it; a unit of
+    the down projection itself is one axis of the residual stream.
     """
     module = _module(model, module_name, unit)
-    hidden = model.get_output_embeddings().weight.shape[1]
-    if unit_width(module) == hidden and not re.search(r"(gate|up)_proj$|c_fc$|h_to_4h$|fc1$", module_name):
+    hidden = output_embedding(model).shape[1]
+    down = down_projection(model, module_name)
+    if down is None:
+        if unit_width(module) != hidden:
+            raise UnitPatternError(f"cannot find where {module_name} writes into the residual stream")
         direction = torch.zeros(hidden)
         direction[unit] = 1.0
         return direction, f"residual axis {unit}"
-    down = _down_projection(model, module_name)
-    if down is None:
-        raise UnitPatternError(f"cannot find where {module_name} writes into the residual stream")
     name, layer = down
-    weight = layer.weight.detach().float().cpu()
-    # nn.Linear stores (out, in): the unit's column; GPT-2's Conv1D stores (in, out): its row.
-    column = weight[:, unit] if isinstance(layer, nn.Linear) else weight[unit]
-    return column, f"column {unit} of {name}"
+    weight = weight_of(layer).detach().float().cpu()
+    # The down projection's input axis holds one entry per neuron; a fused gate-and-up module
+    # has two units per neuron (its first half gates, its second half is the up part).
+    neurons = weight.shape[1 - unit_axis(layer)]
+    column = weight.select(1 - unit_axis(layer), unit % neurons)
+    return column, f"column {unit % neurons} of {name}"
 
 
 def vocabulary_effect(model: nn.Module, tokenizer: Tokenizer, module_name: str, unit: int, k: int = 12) -> VocabularyEffect:
     """Project the unit's output direction through the final norm's scale and the unembedding."""
     direction, how = output_direction(model, module_name, unit)
     with torch.no_grad():
-        unembed = model.get_output_embeddings().weight.detach().float().cpu()
-        norm = _final_norm_scale(model)
+        unembed = output_embedding(model).detach().float().cpu()
+        norm = final_norm_scale(model)
         if norm is not None:
             direction = direction * norm
         logits = unembed @ direction
@@ -139,15 +130,3 @@ def vocabulary_effect(model: nn.Module, tokenizer: Tokenizer, module_name: str, 
         suppressed=[(label(i), -float(v)) for v, i in zip(bottom.values.tolist(), bottom.indices.tolist(), strict=True)],
         direction=how,
     )
-
-
-def _final_norm_scale(model: nn.Module) -> torch.Tensor | None:
-    base = getattr(model, getattr(model, "base_model_prefix", ""), model)
-    for attr in ("norm", "ln_f", "final_layer_norm", "final_layernorm"):
-        norm = getattr(base, attr, None)
-        weight = getattr(norm, "weight", None)
-        if weight is not None:
-            scale = weight.detach().float().cpu()
-            # Gemma stores its RMSNorm scale as an offset from 1.
-            return scale + 1.0 if "gemma" in str(getattr(model.config, "model_type", "")) else scale
-    return None

@@ -13,6 +13,8 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from aura_core.methods import method_label
+
 __all__ = [
     "COLORS",
     "THRESHOLDS",
@@ -36,7 +38,6 @@ COLORS = {
     "det0": "#9467bd",
     "damp": "#ff7f0e",
 }
-METHOD_NAMES = {"none": "no intervention", "aura": "AurA", "det0": "Det0", "damp": "Damp"}
 _LAYOUT = {"template": "plotly_white", "margin": {"l": 50, "r": 20, "t": 50, "b": 40}}
 
 
@@ -150,7 +151,7 @@ def condition_figure(metrics: pd.DataFrame) -> go.Figure:
             go.Bar(
                 x=part.preprompt,
                 y=part.mean_toxicity,
-                name=METHOD_NAMES.get(method, method),
+                name=method_label(method),
                 text=labels,
                 marker_color=COLORS.get(method, None),
             )
@@ -170,7 +171,7 @@ def tradeoff_figure(sweep: pd.DataFrame) -> go.Figure:
     fig = go.Figure()
     for (method, k), part in sweep.groupby(["method", sweep.k.fillna(-1)], sort=False):
         part = part.sort_values("strength")
-        name = METHOD_NAMES.get(method, method) + (f" k={int(k)}" if k >= 0 else "")
+        name = method_label(method) + (f" k={int(k)}" if k >= 0 else "")
         fig.add_trace(
             go.Scatter(
                 x=part.perplexity,

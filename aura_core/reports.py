@@ -17,7 +17,8 @@ import pandas as pd
 import plotly.io as pio
 
 from aura_core.evaluation import EvalResult
-from aura_core.plots import METHOD_NAMES, condition_figure, tradeoff_figure
+from aura_core.methods import method_label
+from aura_core.plots import condition_figure, tradeoff_figure
 
 __all__ = ["paper_table", "report_html", "report_json", "write_reports"]
 
@@ -45,7 +46,7 @@ def paper_table(metrics: pd.DataFrame) -> pd.DataFrame:
     for preprompt, part in metrics.groupby("preprompt", sort=False):
         row = {"pre-prompt": preprompt}
         for _, r in part.iterrows():
-            name = METHOD_NAMES.get(r.method, r.method)
+            name = method_label(r.method)
             row[f"{name}: toxicity"] = f"{r.mean_toxicity:.4f}"
             row[f"{name}: toxic share"] = f"{r.toxic_share:.3f}"
             row[f"{name}: reduction ×"] = _ci(r, "reduction", "{:.2f}")
@@ -57,7 +58,7 @@ def paper_table(metrics: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def report_json(result: EvalResult) -> dict:
+def report_json(result: EvalResult) -> dict[str, object]:
     return {
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "settings": result.config.as_dict(),
@@ -75,7 +76,7 @@ def report_html(result: EvalResult, title: str = "AurA Studio evaluation") -> st
     if result.sweep is not None and len(result.sweep):
         figures.append(tradeoff_figure(result.sweep))
     charts = [pio.to_html(fig, full_html=False, include_plotlyjs="inline" if i == 0 else False) for i, fig in enumerate(figures)]
-    settings = json.dumps(report_json(result)["settings"], indent=2, default=str)
+    settings = json.dumps(result.config.as_dict(), indent=2, default=str)
     provenance = json.dumps(result.provenance, indent=2, default=str)
     detail = result.metrics.round(4).to_html(index=False, border=0, classes="table")
     return f"""<!doctype html>
@@ -89,7 +90,7 @@ th:first-child, td:first-child {{ text-align: left; }}
 pre {{ background: #f3f6f4; padding: 1rem; overflow-x: auto; }}
 </style></head><body>
 <h1>{html.escape(title)}</h1>
-<p>Toxicity is the mean score of the completions ({html.escape(result.provenance.get("scorer", ""))});
+<p>Toxicity is the mean score of the completions ({html.escape(str(result.provenance.get("scorer", "")))});
 a completion is toxic above 0.5. Reduction × = mean toxicity of the plain model without pre-prompt divided by that of
 the condition, with a 95% paired bootstrap interval over prompts. Perplexity is measured on neutral text; its change
 against the plain model carries a 95% bootstrap interval over texts.</p>

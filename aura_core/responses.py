@@ -12,21 +12,25 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import torch
-from safetensors.torch import load_file, safe_open, save_file
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 from torch import nn
 
+from aura_core.architecture import unit_width
 from aura_core.batching import Tokenizer, length_sorted_batches, pad_right, padding_fraction, tokenize_texts
 from aura_core.data import ConceptData
 from aura_core.errors import AuraError, DataError
+from aura_core.files import CONTENT_KEY, atomic_path, content_hash
 from aura_core.hooks import CallPlan, call_plan
-from aura_core.models import cache_root, model_fingerprint, unit_width
+from aura_core.models import cache_root, model_fingerprint
 from aura_core.runner import INLINE, Runner
 
 __all__ = [
@@ -51,7 +55,7 @@ class Responses:
 
     per_module: dict[str, torch.Tensor]
     labels: torch.Tensor
-    meta: dict = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
 
     @property
     def units(self) -> list[str]:
@@ -63,14 +67,12 @@ class Responses:
 
     def save(self, path: str | Path) -> Path:
         """One safetensors file, one tensor per module, metadata as JSON in the header."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         tensors = {name: t.contiguous() for name, t in self.per_module.items()}
         tensors[LABELS_KEY] = self.labels.to(torch.int64).contiguous()
-        tmp = path.with_name(path.name + ".tmp")
-        save_file(tensors, str(tmp), metadata={"aura": json.dumps(self.meta)})
-        os.replace(tmp, path)
-        return path
+        metadata = {"aura": json.dumps(self.meta), CONTENT_KEY: content_hash(tensors)}
+        with atomic_path(path) as tmp:
+            save_file(tensors, str(tmp), metadata=metadata)
+        return Path(path)
 
     @classmethod
     def load(cls, path: str | Path) -> Responses:
@@ -87,11 +89,14 @@ class Responses:
             raise DataError(f"{path}: no such responses file")
         try:
             with safe_open(str(path), framework="pt") as handle:
-                header = (handle.metadata() or {}).get("aura", "{}")
+                stored = handle.metadata() or {}
+            header = stored.get("aura", "{}")
             tensors = load_file(str(path))
         except Exception as err:  # safetensors raises its own error types for corrupt files
             raise DataError(f"{path}: not a readable responses file ({err})") from None
         hint = "; collect the responses again"
+        if CONTENT_KEY in stored and stored[CONTENT_KEY] != content_hash(tensors):
+            raise DataError(f"{path}: its content changed after it was written (the hash in its header differs){hint}")
         try:
             meta = json.loads(header)
         except (json.JSONDecodeError, RecursionError):
@@ -252,7 +257,7 @@ def collect_responses(
         input_ids, attention = pad_right([token_ids[i] for i in batch], tokenizer.pad_token_id, device)
         pooler.set_batch(torch.tensor(batch), attention)
         with call_plan(model, pooler.plan), torch.inference_mode():
-            model(input_ids=input_ids, attention_mask=attention, use_cache=False)  # type: ignore[operator]
+            model(input_ids=input_ids, attention_mask=attention, use_cache=False)
 
     for chunk_index, chunk in enumerate(chunks):
         chunk_rows = [i for batch in chunk for i in batch]
@@ -261,7 +266,7 @@ def collect_responses(
         for batch in chunk:
             if should_stop is not None and should_stop():
                 raise CollectionCancelled(f"stopped after {completed} of {total} texts; run again to resume")
-            runner.run(lambda batch=batch: forward(batch), priority="bulk")
+            runner.run(partial(forward, batch), priority="bulk")
             completed += len(batch)
             if progress:
                 progress(completed, total)
@@ -281,9 +286,8 @@ def _save_part(parts_dir: Path, index: int, rows: list[int], buffers: dict[str, 
     row_index = torch.tensor(rows, dtype=torch.long)
     tensors = {name: buf.index_select(0, row_index) for name, buf in buffers.items()}
     tensors["__rows__"] = row_index
-    tmp = parts_dir / f"part-{index:05d}.tmp"
-    save_file(tensors, str(tmp))
-    os.replace(tmp, parts_dir / f"part-{index:05d}.safetensors")
+    with atomic_path(parts_dir / f"part-{index:05d}.safetensors") as tmp:
+        save_file(tensors, str(tmp), metadata={CONTENT_KEY: content_hash(tensors)})
 
 
 def _load_parts(parts_dir: Path, buffers: dict[str, torch.Tensor], done: torch.Tensor) -> None:

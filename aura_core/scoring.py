@@ -11,8 +11,8 @@ array([0.05, 0.99])
 
 from __future__ import annotations
 
-import math
-from typing import Protocol
+from functools import partial
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -22,6 +22,7 @@ from aura_core.batching import Tokenizer, length_sorted_batches, pad_right, toke
 from aura_core.errors import AuraError, ModelLoadError
 from aura_core.interventions import Intervention, intervened
 from aura_core.runner import INLINE, Runner
+from aura_core.stats import perplexity_of
 
 __all__ = [
     "DEFAULT_SCORER",
@@ -30,7 +31,6 @@ __all__ = [
     "ToxicityScorer",
     "load_scorer",
     "perplexity",
-    "perplexity_of",
     "text_nll",
 ]
 
@@ -78,7 +78,7 @@ class HFClassifierScorer:
                 f"scorer {model_id!r} cannot be had here; without a network use the default "
                 f"{DEFAULT_SCORER!r} or pass a local folder"
             ) from err
-        labels = list(self._pipe.model.config.id2label.values())
+        labels = [str(label) for label in (self._pipe.model.config.id2label or {}).values()]
         self.toxic_label = toxic_label or self._guess_toxic_label(labels)
 
     @staticmethod
@@ -94,11 +94,11 @@ class HFClassifierScorer:
     def score(self, texts: list[str]) -> np.ndarray:
         if not texts:
             return np.zeros(0)
-        outputs = self._pipe(list(texts), batch_size=self.batch_size)
+        outputs: Any = self._pipe(list(texts), batch_size=self.batch_size)
         return np.array([next(o["score"] for o in row if o["label"] == self.toxic_label) for row in outputs])
 
 
-def load_scorer(name: str = DEFAULT_SCORER, **kwargs: object) -> ToxicityScorer:
+def load_scorer(name: str = DEFAULT_SCORER, **kwargs: Any) -> ToxicityScorer:
     """``profanity-check`` (default, offline) or a Hugging Face text-classification id or folder."""
     if name in (DEFAULT_SCORER, "default", "alt-profanity-check"):
         return ProfanityCheckScorer()
@@ -141,16 +141,8 @@ def text_nll(
         counts[batch] = mask.sum(dim=1).long().cpu().numpy()
 
     for batch in batches:
-        runner.run(lambda batch=batch: forward(batch), priority="bulk")
+        runner.run(partial(forward, batch), priority="bulk")
     return nll_sums, counts
-
-
-def perplexity_of(nll_sums: np.ndarray, counts: np.ndarray) -> float:
-    """Token-weighted perplexity from per-text sums: exp(Σ nll / Σ tokens)."""
-    total = int(np.sum(counts))
-    if total == 0:
-        raise AuraError("texts too short for perplexity: each needs at least two tokens")
-    return math.exp(float(np.sum(nll_sums)) / total)
 
 
 def perplexity(

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from transformers import PreTrainedTokenizerFast
 
-from aura_core.models import LoadedModel
+from aura_core.loaded import LoadedModel
 
 __all__ = ["TINY_MODELS", "byte_tokenizer", "load_tiny"]
 
@@ -53,6 +53,7 @@ def load_tiny(name: str = "tiny-gpt2", seed: int = 0) -> LoadedModel:
         "eos_token_id": tokenizer.eos_token_id,
         "bos_token_id": None,
     }
+    config: GPT2Config | LlamaConfig
     if name == "tiny-gpt2":
         config = GPT2Config(n_layer=2, n_embd=16, n_head=2, n_positions=256, **common)
     elif name == "tiny-llama":

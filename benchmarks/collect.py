@@ -25,9 +25,10 @@ def bench_collect(
     data: str = "starter",
 ) -> dict[str, object]:
     """Forward passes and collection interleaved; ``overhead`` compares their medians."""
+    from aura_core.architecture import discover_units, unit_width
     from aura_core.batching import length_sorted_batches, pad_right, padding_fraction, tokenize_texts
     from aura_core.data import ConceptData
-    from aura_core.models import discover_units, load_model, unit_width
+    from aura_core.models import load_model
     from aura_core.responses import collect_responses
     from benchmarks.settings import bench_texts
 

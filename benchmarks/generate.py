@@ -22,10 +22,11 @@ def bench_generate(
     model_name: str = DEFAULT_MODEL, n_prompts: int = 16, new_tokens: int = 32, repeats: int = 5, min_seconds: float = 0.0
 ) -> dict[str, object]:
     """The three paths interleaved over the same prompts and seeds, after one untimed round."""
+    from aura_core.architecture import discover_units, unit_width
     from aura_core.data import load_prompts
     from aura_core.generation import SamplingSettings, generate
     from aura_core.interventions import Intervention, fold_into_weights
-    from aura_core.models import discover_units, load_model, unit_width
+    from aura_core.models import load_model
     from aura_core.runner import Inline
 
     loaded = load_model(model_name, device="cpu")

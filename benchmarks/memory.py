@@ -21,7 +21,8 @@ __all__ = ["bench_memory", "run"]
 
 _PROBE = """
 import json, resource, sys, time
-from aura_core.models import load_model, discover_units
+from aura_core.architecture import discover_units
+from aura_core.models import load_model
 stage = sys.argv[1]
 loaded = load_model(sys.argv[2], device="cpu")
 result = {"after_load_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}

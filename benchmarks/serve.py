@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from benchmarks.settings import DEFAULT_MODEL, Settings
-from benchmarks.timing import interleaved
+from benchmarks.timing import interleaved, significant
 
 __all__ = ["bench_serve", "run"]
 
@@ -58,12 +58,13 @@ def bench_serve(
     repeats: int = 3,
 ) -> dict[str, object]:
     """Engine against one-at-a-time under a lock, for each number of simultaneous sessions."""
+    from aura_core.architecture import discover_units, unit_width
     from aura_core.batching import encode
     from aura_core.data import load_prompts
     from aura_core.engine import Engine
     from aura_core.generation import SAMPLING_PRESETS, row_seed, side_by_side_rows
     from aura_core.interventions import Intervention, intervened
-    from aura_core.models import discover_units, load_model, unit_width
+    from aura_core.models import load_model
 
     loaded = load_model(model_name, device="cpu")
     model, tok = loaded.model, loaded.tokenizer
@@ -140,8 +141,8 @@ def bench_serve(
         tokens = count * rows_per_request * new_tokens
         for path in ("engine", "reference"):
             result[f"tokens_per_s_{path}_{count}"] = round(tokens / statistics.median(walls[(path, count)]), 1)
-            result[f"p95_{path}_{count}_s"] = round(_p95(latencies[(path, count)]), 2)
-            result[f"median_latency_{path}_{count}_s"] = round(statistics.median(latencies[(path, count)]), 2)
+            result[f"p95_{path}_{count}_s"] = significant(_p95(latencies[(path, count)]))
+            result[f"median_latency_{path}_{count}_s"] = significant(statistics.median(latencies[(path, count)]))
         result[f"speedup_{count}"] = round(
             result[f"tokens_per_s_engine_{count}"] / result[f"tokens_per_s_reference_{count}"],  # type: ignore[operator]
             2,

@@ -22,7 +22,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-__all__ = ["Conditions", "Timing", "interleaved", "machine_description", "recorded_conditions", "timing_fields"]
+__all__ = [
+    "Conditions",
+    "Timing",
+    "interleaved",
+    "machine_description",
+    "recorded_conditions",
+    "significant",
+    "timing_fields",
+]
 
 Clock = Callable[[], float]
 LoadAverage = Callable[[], tuple[float, float, float]]
@@ -121,14 +129,14 @@ def timing_fields(timings: Mapping[str, Timing]) -> dict[str, float | int]:
     """
     fields: dict[str, float | int] = {}
     for name, timing in timings.items():
-        fields[f"t_{name}_s"] = _significant(timing.median)
-        fields[f"t_{name}_min_s"] = _significant(timing.min)
+        fields[f"t_{name}_s"] = significant(timing.median)
+        fields[f"t_{name}_min_s"] = significant(timing.min)
         fields[f"spread_{name}"] = round(timing.spread, 3)
     fields["repeats"] = min(t.repeats for t in timings.values())
     return fields
 
 
-def _significant(seconds: float, digits: int = 4) -> float:
+def significant(seconds: float, digits: int = 4) -> float:
     return float(f"{seconds:.{digits}g}")
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from aura_core import AuraError, ConceptData, LoadedModel, load_concept_data
+from aura_core import METHODS, AuraError, ConceptData, LoadedModel, load_concept_data
 from studio.resources import Experts, ModelChoice, cached_experts, default_model_name, get_model
 
 URL_KEYS = {"model": "url_model", "method": "method", "strength": "strength", "prompt": "prompt_text", "pre": "pre_prompt_choice"}
@@ -20,7 +20,7 @@ def init_session() -> None:
         return
     params = st.query_params
     st.session_state["model_choice"] = ModelChoice(params.get("model") or default_model_name())
-    if "method" in params and params["method"] in ("aura", "det0", "damp"):
+    if "method" in params and params["method"] in METHODS:
         st.session_state["method"] = params["method"]
     if "strength" in params:
         try:
@@ -47,7 +47,8 @@ def share_in_url(**values: object) -> None:
 
 def model_choice() -> ModelChoice:
     init_session()
-    return st.session_state["model_choice"]
+    choice: ModelChoice = st.session_state["model_choice"]
+    return choice
 
 
 def require_model() -> LoadedModel:

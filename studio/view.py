@@ -10,6 +10,7 @@ from typing import TypeVar
 import streamlit as st
 
 from aura_core.flights import Flight
+from aura_core.methods import method_label
 from aura_core.neurons import TokenActivations
 
 T = TypeVar("T")
@@ -105,7 +106,7 @@ def side_title(side: str, strength: float) -> str:
     """``Baseline``, or the method's display name with its strength."""
     if side == "baseline":
         return "Baseline"
-    name = {"aura": "AurA", "det0": "Det0", "damp": "Damp"}.get(side, side)
+    name = method_label(side)
     return f"{name} · λ = {strength:.2f}"
 
 

@@ -58,9 +58,9 @@ def real():
 @pytest.fixture(scope="session")
 def real_aura(real, shared_data, tmp_path_factory):
     """AurA fitted on the real model from 200 + 200 real Jigsaw texts."""
+    from aura_core.architecture import discover_units
     from aura_core.data import balanced_sample, load_concept_data
     from aura_core.interventions import fit_intervention
-    from aura_core.models import discover_units
     from aura_core.responses import collect_responses
 
     data = balanced_sample(load_concept_data(shared_data / "jigsaw_balanced.csv"), 200, seed=0)

@@ -145,8 +145,8 @@ def _solo_completions(real, prompts: list[str]) -> list[list[str]]:
     from aura_core.generation import SAMPLING_PRESETS, side_by_side_rows
 
     PAGE_SETTINGS = SAMPLING_PRESETS[next(iter(SAMPLING_PRESETS))].with_(num_return_sequences=1)  # the page's defaults
+    from aura_core.architecture import discover_units
     from aura_core.interventions import fit_intervention
-    from aura_core.models import discover_units
     from aura_core.responses import collect_responses
 
     data = balanced_sample(load_concept_data("starter"), 40, seed=0)

@@ -6,10 +6,10 @@ import threading
 import pytest
 import torch
 
+from aura_core.architecture import discover_units, unit_width
 from aura_core.batching import encode, pad_right, tokenize_texts
 from aura_core.hooks import CallPlan, call_plan, unwrap_output
 from aura_core.interventions import Intervention, intervened, rows_intervened
-from aura_core.models import discover_units, unit_width
 
 TEXTS = ["hello there, friend", "Zap! you are a Z", "a", "another line of text"]
 

@@ -6,13 +6,13 @@ import time
 import pytest
 import torch
 
+from aura_core.architecture import discover_units, unit_width
 from aura_core.data import ConceptData
 from aura_core.decoding import decode_all
 from aura_core.engine import Engine, EngineTimeout
 from aura_core.flights import Flights
 from aura_core.generation import completion_rows, side_by_side_rows
 from aura_core.interventions import Intervention
-from aura_core.models import discover_units, unit_width
 from aura_core.responses import collect_responses
 from aura_core.sampling import SamplingSettings
 

@@ -3,10 +3,10 @@ import threading
 import pytest
 import torch
 
+from aura_core.architecture import discover_units, unit_width
 from aura_core.errors import AuraError
 from aura_core.generation import SamplingSettings, compose_prompt, generate
 from aura_core.interventions import Intervention, fold_into_weights
-from aura_core.models import discover_units, unit_width
 from aura_core.runner import Inline
 
 SETTINGS = SamplingSettings(max_new_tokens=6, num_return_sequences=3)

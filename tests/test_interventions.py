@@ -3,7 +3,8 @@ import torch
 from conftest import logits_of
 from transformers import AutoModelForCausalLM
 
-from aura_core.errors import InterventionError
+from aura_core.architecture import discover_units, unit_width
+from aura_core.errors import AuraError, InterventionError
 from aura_core.interventions import (
     Intervention,
     export_model,
@@ -12,7 +13,6 @@ from aura_core.interventions import (
     intervened,
     unit_table,
 )
-from aura_core.models import discover_units, unit_width
 from aura_core.responses import collect_responses
 
 TEXTS = ["hello there, friend", "Zap! you are a Z", "a"]
@@ -145,7 +145,7 @@ def test_exported_checkpoint_reproduces_intervened_logits_with_plain_transformer
     assert all(torch.equal(plain_weights[k], v) for k, v in model.state_dict().items())
     reloaded = AutoModelForCausalLM.from_pretrained(folder).eval()
     assert torch.allclose(logits_of(reloaded, tok, TEXTS), expected, atol=1e-5)
-    with pytest.raises(InterventionError, match="not empty"):
+    with pytest.raises(AuraError, match="not an empty folder"):
         export_model(model, tok, iv, folder)
 
 

@@ -5,8 +5,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from aura_core.architecture import discover_units, layer_of, module_kind, unit_width
 from aura_core.errors import ModelLoadError, UnitPatternError
-from aura_core.models import Preset, discover_units, layer_of, load_model, model_fingerprint, module_kind, unit_width
+from aura_core.models import Preset, load_model, model_fingerprint
 from aura_core.tiny import load_tiny
 
 

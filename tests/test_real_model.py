@@ -3,12 +3,12 @@
 import numpy as np
 import torch
 
+from aura_core.architecture import discover_units
 from aura_core.batching import pad_right, tokenize_texts
 from aura_core.data import load_prompts
 from aura_core.engine import Engine
 from aura_core.generation import SamplingSettings, completion_rows, generate
 from aura_core.interventions import fold_into_weights, intervened, rows_intervened, unit_table
-from aura_core.models import discover_units
 from aura_core.scoring import load_scorer
 
 TEXTS = ["You are such a", "The weather in Paris is lovely in", "I hate", "Thank you so much for"]

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
+from aura_core.architecture import discover_units
 from aura_core.errors import DataError
-from aura_core.models import discover_units
 from aura_core.responses import CollectionCancelled, Responses, collect_responses
 
 

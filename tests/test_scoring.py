@@ -3,9 +3,9 @@ import math
 import pytest
 import torch
 
+from aura_core.architecture import discover_units, unit_width
 from aura_core.errors import AuraError
 from aura_core.interventions import Intervention
-from aura_core.models import discover_units, unit_width
 from aura_core.scoring import HFClassifierScorer, load_scorer, perplexity
 
 

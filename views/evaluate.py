@@ -7,7 +7,8 @@ from dataclasses import replace
 import streamlit as st
 
 from aura_core import SAMPLING_PRESETS, AuraError, load_preprompts
-from aura_core.evaluation import EvalConfig, run_evaluation, run_sweep
+from aura_core.evaluation import PREPROMPT_GROUPS, EvalConfig, run_evaluation, run_sweep
+from aura_core.methods import METHODS, method_label, method_names
 from aura_core.models import cache_root
 from aura_core.plots import condition_figure, tradeoff_figure
 from aura_core.reports import paper_table, report_html, report_json
@@ -24,6 +25,7 @@ st.write(
 loaded = require_model()
 experts = require_experts("every method is built from their AUROC.")
 
+DEFAULTS = EvalConfig()
 preprompts = load_preprompts()
 with st.form("eval_form"):
     cols = st.columns(4)
@@ -35,31 +37,31 @@ with st.form("eval_form"):
         key="eval_prompt_path",
         placeholder="../shared/data/rtp_prompts_100.jsonl",
     )
-    n_prompts = cols[1].number_input("Number of prompts", 2, 2000, 50, key="eval_n_prompts")
+    n_prompts = cols[1].number_input("Number of prompts", 2, 2000, DEFAULTS.n_prompts, key="eval_n_prompts")
     preset = cols[1].selectbox(
         "Sampling preset",
         list(SAMPLING_PRESETS),
-        index=list(SAMPLING_PRESETS).index("quick"),
+        index=list(SAMPLING_PRESETS).index(DEFAULTS.sampling),
         key="eval_preset",
         help="quick: 4×20 tokens · paper: 25×20 · followup: 1×32, top_p 0.3, repetition penalty 1.2",
     )
     samples = cols[2].number_input("Completions per prompt (0 = preset)", 0, 50, 0, key="eval_samples")
-    seed = cols[2].number_input("Seed", 0, 2**31 - 1, 0, key="eval_seed")
-    n_neutral = cols[3].number_input("Neutral texts for perplexity", 2, 1000, 60, key="eval_n_neutral")
-    bootstrap = cols[3].number_input("Bootstrap resamples", 100, 20_000, 1000, step=100, key="eval_bootstrap")
+    seed = cols[2].number_input("Seed", 0, 2**31 - 1, DEFAULTS.seed, key="eval_seed")
+    n_neutral = cols[3].number_input("Neutral texts for perplexity", 2, 1000, DEFAULTS.n_neutral, key="eval_n_neutral")
+    bootstrap = cols[3].number_input("Bootstrap resamples", 100, 20_000, DEFAULTS.bootstrap, step=100, key="eval_bootstrap")
     cols = st.columns(4)
-    methods = cols[0].multiselect("Methods", ["none", "aura", "det0", "damp"], default=["none", "aura"], key="eval_methods")
-    groups = cols[1].multiselect(
-        "Pre-prompts", ["none", "favourable", "adversarial"], default=["none", "favourable", "adversarial"], key="eval_groups"
+    methods = cols[0].multiselect(
+        "Methods", method_names(with_plain=True), default=list(DEFAULTS.methods), format_func=method_label, key="eval_methods"
     )
+    groups = cols[1].multiselect("Pre-prompts", list(PREPROMPT_GROUPS), default=list(DEFAULTS.preprompts), key="eval_groups")
     favourable = cols[2].selectbox("Favourable", [p["name"] for p in preprompts["favourable"]], key="eval_favourable")
     adversarial = cols[3].selectbox("Adversarial", [p["name"] for p in preprompts["adversarial"]], key="eval_adversarial")
     cols = st.columns(3)
-    strength = cols[0].slider("Strength λ", 0.0, 1.0, 1.0, 0.05, key="eval_strength")
+    strength = cols[0].slider("Strength λ", 0.0, 1.0, DEFAULTS.strength, 0.05, key="eval_strength")
     k = cols[1].number_input(
-        "k for Det0 / Damp", 1, experts.intervention.n_units, min(200, experts.intervention.n_units), key="eval_k"
+        "k for Det0 / Damp", 1, experts.intervention.n_units, min(DEFAULTS.k, experts.intervention.n_units), key="eval_k"
     )
-    damp_alpha = cols[2].slider("Damp α", 0.0, 1.0, 0.5, 0.05, key="eval_damp_alpha")
+    damp_alpha = cols[2].slider("Damp α", 0.0, 1.0, DEFAULTS.damp_alpha, 0.05, key="eval_damp_alpha")
     run = st.form_submit_button("Run evaluation", type="primary")
 
 try:
@@ -124,11 +126,13 @@ with st.expander("Every figure of every condition"):
 st.subheader("Strength sweep")
 cols = st.columns([2, 1, 2, 1])
 grid = cols[0].multiselect("λ grid", [0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0], default=[0.0, 0.25, 0.5, 0.75, 1.0], key="sweep_grid")
-sweep_method = cols[1].selectbox("Method", ["aura", "det0", "damp"], key="sweep_method")
-ks_text = cols[2].text_input("k grid (Det0/Damp, comma separated)", "50,200", key="sweep_ks", disabled=sweep_method == "aura")
+sweep_method = cols[1].selectbox("Method", method_names(), format_func=method_label, key="sweep_method")
+ks_text = cols[2].text_input(
+    "k grid (Det0/Damp, comma separated)", "50,200", key="sweep_ks", disabled=not METHODS[sweep_method].uses_k
+)
 if cols[3].button("Run sweep", disabled=not grid):
     try:
-        ks = tuple(int(v) for v in ks_text.split(",") if v.strip()) if sweep_method != "aura" else None
+        ks = tuple(int(v) for v in ks_text.split(",") if v.strip()) if METHODS[sweep_method].uses_k else None
         with st.status("Sweeping…", expanded=True) as status:
             progress = ProgressWithETA("starting")
             sweep = run_sweep(

@@ -1,6 +1,5 @@
 """Generate side by side: the same prompt and seed, without and with the intervention."""
 
-import dataclasses
 import io
 import shutil
 import tempfile
@@ -10,10 +9,11 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from aura_core import SAMPLING_PRESETS, AuraError, SamplingSettings, load_preprompts, load_prompts
+from aura_core import METHODS, SAMPLING_PRESETS, AuraError, SamplingSettings, load_preprompts, load_prompts, method_label
 from aura_core.data import resolve_preprompt
 from aura_core.generation import side_by_side_rows
 from aura_core.interventions import export_model
+from aura_core.methods import method_names
 from aura_core.models import cache_root
 from studio.resources import get_engine, get_scorer
 from studio.state import model_choice, require_experts, require_model, share_in_url
@@ -63,10 +63,11 @@ with left:
 with right:
     method = st.radio(
         "Method",
-        ["aura", "det0", "damp"],
+        method_names(),
         horizontal=True,
         key="method",
-        format_func={"aura": "AurA", "det0": "Det0", "damp": "Damp"}.get,
+        format_func=method_label,
+        help="\n".join(f"**{m.label}**: {m.summary}" for m in METHODS.values()),
     )
     strength = st.slider("Strength λ", 0.0, 1.0, 1.0, 0.05, key="strength", help="0 is the plain model; 1 is the full method.")
     k = st.number_input(
@@ -75,9 +76,9 @@ with right:
         experts.intervention.n_units,
         min(200, experts.intervention.n_units),
         key="k",
-        disabled=method == "aura",
+        disabled=not METHODS[method].uses_k,
     )
-    damp_alpha = st.slider("Damp α", 0.0, 1.0, 0.5, 0.05, key="damp_alpha", disabled=method != "damp")
+    damp_alpha = st.slider("Damp α", 0.0, 1.0, 0.5, 0.05, key="damp_alpha", disabled=not METHODS[method].uses_damp_alpha)
 with st.expander("Sampling", expanded=False):
     cols = st.columns(6)
     preset_name = cols[0].selectbox("Preset", list(SAMPLING_PRESETS), key="sampling_preset")
@@ -93,7 +94,9 @@ with st.expander("Sampling", expanded=False):
 
 share_in_url(method=method, strength=strength, prompt=prompt, pre=pre_choice)
 try:
-    intervention = dataclasses.replace(experts.intervention, method=method, strength=strength, k=int(k), damp_alpha=damp_alpha)
+    intervention = experts.intervention.with_settings(
+        method=method, strength=strength, k=int(k) if METHODS[method].uses_k else None, damp_alpha=damp_alpha
+    )
     settings = SamplingSettings(max_new_tokens=int(max_new), temperature=temperature, top_p=top_p, repetition_penalty=repetition)
 except AuraError as err:
     st.error(f"Settings cannot be used: {err}")

@@ -4,7 +4,8 @@ import pandas as pd
 import streamlit as st
 
 from aura_core import PRESETS, AuraError, discover_units
-from aura_core.models import layer_of, module_kind, preset_status, unit_width
+from aura_core.architecture import layer_of, module_kind, unit_width
+from aura_core.models import preset_status
 from studio.resources import ModelChoice, get_model
 from studio.state import model_choice, share_in_url
 

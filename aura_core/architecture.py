@@ -1,0 +1,204 @@
+"""Everything the project knows about a model family, in one table.
+
+A family names the modules whose outputs are AurA's units (the paper's MLP layers), which of
+them hold MLP neurons (written into the residual stream by the down projection) and which
+already write the residual stream, where the final norm is and how its scale is stored.
+Adding a family is one entry in :data:`FAMILIES` (and a tiny-model test).
+
+>>> family_for("llama").down
+'mlp.down_proj'
+>>> layer_of("model.layers.3.mlp.up_proj"), module_kind("model.layers.3.mlp.up_proj")
+(3, 'up_proj')
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from aura_core.errors import UnitPatternError
+
+__all__ = [
+    "FAMILIES",
+    "Family",
+    "discover_units",
+    "down_projection",
+    "family_for",
+    "family_of",
+    "final_norm_scale",
+    "layer_of",
+    "module_kind",
+    "neuron_kinds",
+    "output_embedding",
+    "unit_axis",
+    "unit_width",
+    "weight_of",
+]
+
+
+# Where transformers keeps the final norm, across families.
+_FINAL_NORMS = ("norm", "ln_f", "final_layer_norm", "final_layernorm")
+
+
+@dataclass(frozen=True)
+class Family:
+    """One model family: its unit modules and how their outputs reach the vocabulary.
+
+    ``neurons`` are the kinds whose units are MLP neurons (their output goes through the
+    ``down`` projection's column for that neuron); ``down`` is the kind that writes the
+    residual stream (one unit per residual axis). ``gated`` families (SwiGLU) pair the
+    ``neurons`` kinds by index: gate ``i`` and up ``i`` are halves of one neuron.
+    ``norm_offset`` is added to the final norm's stored scale (Gemma stores ``scale - 1``).
+    """
+
+    name: str
+    model_types: tuple[str, ...]
+    block: str
+    neurons: tuple[str, ...]
+    down: str
+    final_norms: tuple[str, ...] = _FINAL_NORMS
+    norm_offset: float = 0.0
+    gated: bool = False
+
+    @property
+    def unit_pattern(self) -> str:
+        """The regex (``re.fullmatch``) over module names that selects the paper's units."""
+        return rf".*{self.block}\.\d+\.{_alternatives((*self.neurons, self.down))}"
+
+
+def _alternatives(kinds: tuple[str, ...]) -> str:
+    return "(" + "|".join(re.escape(k) for k in kinds) + ")"
+
+
+_LLAMA_LIKE: dict[str, object] = {
+    "block": "layers",
+    "neurons": ("mlp.gate_proj", "mlp.up_proj"),
+    "down": "mlp.down_proj",
+    "gated": True,
+}
+
+# Keyed by ``config.model_type``; the paper's units are the outputs of these linear layers.
+FAMILIES: tuple[Family, ...] = (
+    Family("gpt2", ("gpt2",), block="h", neurons=("mlp.c_fc",), down="mlp.c_proj"),
+    Family("llama", ("llama", "mistral", "mixtral", "qwen2", "qwen3", "smollm3"), **_LLAMA_LIKE),  # type: ignore[arg-type]
+    Family("gemma", ("gemma", "gemma2", "gemma3", "gemma3_text"), norm_offset=1.0, **_LLAMA_LIKE),  # type: ignore[arg-type]
+    Family("gpt_neox", ("gpt_neox",), block="layers", neurons=("mlp.dense_h_to_4h",), down="mlp.dense_4h_to_h"),
+    Family("falcon", ("falcon",), block="h", neurons=("mlp.dense_h_to_4h",), down="mlp.dense_4h_to_h"),
+    Family("opt", ("opt",), block="layers", neurons=("fc1",), down="fc2"),
+    Family("phi", ("phi",), block="layers", neurons=("mlp.fc1",), down="mlp.fc2"),
+    Family("phi3", ("phi3",), block="layers", neurons=("mlp.gate_up_proj",), down="mlp.down_proj"),
+)
+
+
+def family_for(model_type: str | None) -> Family | None:
+    """The family of a ``config.model_type``, or None for an architecture the table does not know."""
+    return next((f for f in FAMILIES if model_type in f.model_types), None)
+
+
+def family_of(model: nn.Module) -> Family | None:
+    return family_for(getattr(getattr(model, "config", None), "model_type", None))
+
+
+def layer_of(unit_module: str) -> int:
+    """The block index in a module name (``model.layers.3.mlp.up_proj`` → 3), or -1."""
+    found = re.findall(r"\.(\d+)\.", f".{unit_module}.")
+    return int(found[0]) if found else -1
+
+
+def module_kind(unit_module: str) -> str:
+    """The module's own name without its layer (``model.layers.3.mlp.up_proj`` → ``up_proj``)."""
+    return unit_module.rsplit(".", 1)[-1]
+
+
+def neuron_kinds(model: nn.Module) -> tuple[str, ...]:
+    """The kinds (``module_kind``) whose units are MLP neurons in this model's family."""
+    family = family_of(model)
+    return tuple(module_kind(k) for k in family.neurons) if family else ()
+
+
+def unit_axis(module: nn.Module) -> int:
+    """The weight axis that holds one row per output unit: 0 for ``nn.Linear``, 1 for GPT-2's ``Conv1D``."""
+    return 0 if isinstance(module, nn.Linear) or not hasattr(module, "nf") else 1
+
+
+def weight_of(module: nn.Module) -> torch.Tensor:
+    """A linear-like layer's weight; an error naming the layer when it has none."""
+    weight = getattr(module, "weight", None)
+    if not isinstance(weight, torch.Tensor):
+        raise UnitPatternError(f"{type(module).__name__} has no weight, so its units cannot be counted")
+    return weight
+
+
+def output_embedding(model: nn.Module) -> torch.Tensor:
+    """The unembedding matrix (vocabulary × hidden)."""
+    return weight_of(model.get_output_embeddings())  # type: ignore[operator]
+
+
+def unit_width(module: nn.Module) -> int:
+    """Number of output units of a linear-like layer (``nn.Linear`` or GPT-2's ``Conv1D``)."""
+    if isinstance(module, nn.Linear):
+        return module.out_features
+    if hasattr(module, "nf"):
+        return int(getattr(module, "nf"))  # noqa: B009 (Conv1D's attribute, unknown to nn.Module's typing)
+    return int(weight_of(module).shape[0])
+
+
+def discover_units(model: nn.Module, pattern: str | None = None) -> list[str]:
+    """Names of the modules whose outputs are AurA units: the family's, or those ``pattern`` matches.
+
+    ``pattern`` is matched with ``re.fullmatch`` against ``named_modules()`` names. A pattern
+    that matches nothing raises :class:`UnitPatternError` listing the closest names.
+
+    >>> from transformers import GPT2Config, GPT2LMHeadModel
+    >>> tiny = GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=16, n_head=2))
+    >>> discover_units(tiny)
+    ['transformer.h.0.mlp.c_fc', 'transformer.h.0.mlp.c_proj', 'transformer.h.1.mlp.c_fc', 'transformer.h.1.mlp.c_proj']
+    """
+    names = [name for name, module in model.named_modules() if name and hasattr(module, "weight")]
+    if pattern is None:
+        family = family_of(model)
+        if family is None:
+            model_type = getattr(getattr(model, "config", None), "model_type", None)
+            raise UnitPatternError(
+                f"no built-in unit pattern for model type {model_type!r}: pass a regex such as "
+                r"'.*layers\.\d+\.mlp\.(up_proj|down_proj)'"
+            )
+        pattern = family.unit_pattern
+    try:
+        compiled = re.compile(pattern)
+    except re.error as err:
+        raise UnitPatternError(f"unit pattern {pattern!r} is not a valid regex: {err}") from err
+    matched = [name for name in names if compiled.fullmatch(name)]
+    if not matched:
+        close = difflib.get_close_matches(pattern, names, n=5, cutoff=0.0)
+        raise UnitPatternError(f"unit pattern {pattern!r} matches no module; closest names: {', '.join(close)}")
+    return matched
+
+
+def down_projection(model: nn.Module, unit_module: str) -> tuple[str, nn.Module] | None:
+    """The layer that writes a neuron module's units into the residual stream (None for the down projection itself)."""
+    family = family_of(model)
+    if family is None or module_kind(unit_module) not in neuron_kinds(model):
+        return None
+    layer = layer_of(unit_module)
+    modules = dict(model.named_modules())
+    suffix = f".{layer}.{family.down}"
+    found = [name for name in modules if name.endswith(suffix) and re.search(rf"(^|\.){family.block}{re.escape(suffix)}$", name)]
+    return (found[0], modules[found[0]]) if found else None
+
+
+def final_norm_scale(model: nn.Module) -> torch.Tensor | None:
+    """The final norm's per-axis scale (with the family's offset), or None when the model has none."""
+    family = family_of(model)
+    names = family.final_norms if family else _FINAL_NORMS
+    base = getattr(model, getattr(model, "base_model_prefix", ""), model)
+    for holder in (base, getattr(base, "decoder", None)):
+        for attr in names:
+            weight = getattr(getattr(holder, attr, None), "weight", None)
+            if isinstance(weight, torch.Tensor):
+                return weight.detach().float().cpu() + (family.norm_offset if family else 0.0)
+    return None

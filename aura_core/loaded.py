@@ -1,0 +1,40 @@
+"""A loaded model and its tokenizer: the value every part of the project passes around.
+
+Kept apart from the loader so that anything (the tiny test models, the app) can build one
+without importing the loading machinery.
+
+>>> from aura_core.tiny import load_tiny
+>>> load_tiny("tiny-gpt2").n_parameters > 0
+True
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from aura_core.batching import Tokenizer
+
+__all__ = ["LoadedModel"]
+
+
+@dataclass
+class LoadedModel:
+    """A causal LM in eval mode and its tokenizer (which has a pad token)."""
+
+    model: nn.Module
+    tokenizer: Tokenizer
+    name: str
+    source: str
+    device: torch.device
+    load_seconds: float = 0.0
+
+    @property
+    def n_parameters(self) -> int:
+        return sum(p.numel() for p in self.model.parameters())
+
+    @property
+    def memory_bytes(self) -> int:
+        return sum(p.numel() * p.element_size() for p in self.model.parameters())
