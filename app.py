@@ -6,20 +6,22 @@ pages would then run without this frame (no navigation, no shared sidebar, no se
 
 import streamlit as st
 
+from studio import settings
 from studio.resources import engine_load
-from studio.state import concept_data, init_session, model_choice, session_experts
+from studio.state import concept_data, init_session, model_choice, session_experts, show_notes
 
 st.set_page_config(page_title="AurA Studio", page_icon="🧯", layout="wide")
 init_session()
 
 navigation = st.navigation(
     [
-        st.Page("views/model.py", title="Model", icon=":material/memory:", default=True),
+        st.Page("views/start.py", title="Start", icon=":material/play_circle:", default=True),
+        st.Page("views/learn.py", title="Learn", icon=":material/school:"),
+        st.Page("views/model.py", title="Model", icon=":material/memory:"),
         st.Page("views/find_experts.py", title="Find experts", icon=":material/search:"),
         st.Page("views/expert_neurons.py", title="Expert neurons", icon=":material/neurology:"),
         st.Page("views/generate.py", title="Generate side by side", icon=":material/compare:"),
         st.Page("views/evaluate.py", title="Evaluate", icon=":material/analytics:"),
-        st.Page("views/learn.py", title="Learn", icon=":material/school:"),
     ]
 )
 
@@ -40,7 +42,7 @@ def draw_sidebar() -> None:
         if experts is None:
             st.markdown("not computed yet: see **Find experts**")
         else:
-            st.markdown(f"{experts.responses.n_units:,} units · best AUROC {experts.intervention.auroc_max():.3f}")
+            st.markdown(f"{experts.intervention.n_units:,} units · best AUROC {experts.intervention.auroc_max():.3f}")
         load = engine_load(choice)
         if load is not None:
             st.caption("Server (all sessions)")
@@ -51,4 +53,8 @@ def draw_sidebar() -> None:
 
 
 draw_sidebar()
-navigation.run()
+show_notes()
+try:
+    navigation.run()
+finally:
+    settings.sync_url()  # the address bar always shows what is on screen, whatever the page did

@@ -22,6 +22,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 from aura_core.errors import AuraError, DataError
 
@@ -364,6 +365,47 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_prepare(args: argparse.Namespace) -> int:
+    """Find (or reuse) experts and register them, so the app opens on them and links can name them."""
+    from aura_core.data import balanced_sample, load_concept_data, source_label
+    from aura_core.experts import ExpertsRecipe, compute_experts, register_prepared
+
+    _check_counts(args, "n_per_class", "max_tokens", "batch_size")
+    recipe = ExpertsRecipe(
+        model=args.model,
+        data=source_label(args.data),
+        n_per_class=args.n_per_class,
+        seed=args.seed,
+        max_tokens=args.max_tokens,
+        pooling=args.pooling,
+        units=args.units,
+    )
+    sample = balanced_sample(load_concept_data(args.data), args.n_per_class, seed=args.seed)
+    loaded = _load(args)
+    update, close = _progress_bar("prepare", "text")
+    try:
+        experts = compute_experts(loaded, sample, recipe, progress=update, batch_size=args.batch_size)
+    finally:
+        close()
+    register_prepared(args.model, experts.key, args.name)
+    query = f"model={quote(args.model)}&experts={experts.key}"
+    summary = {
+        "experts": experts.key,
+        "query": query,
+        "model": args.model,
+        "name": args.name,
+        "texts": len(sample),
+        "units": experts.intervention.n_units,
+        "best_auroc": round(experts.intervention.auroc_max(), 4),
+    }
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        _emit(summary, "json", None)
+        print(f"open the app with ?{query} (or plainly: it opens on the default experts)", file=sys.stderr)
+    return 0
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from aura_core.interventions import Intervention, export_model
 
@@ -603,6 +645,14 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="benchmarks, as python -m benchmarks (see bench -h)", prefix_chars="+", add_help=False)
     bench.add_argument("bench_args", nargs="*", help="benchmark names and options")
     bench.set_defaults(func=cmd_bench)
+
+    prepare = sub.add_parser("prepare", help="find experts once and make them the app's default (or a named preset)")
+    _add_model_args(prepare)
+    _add_collect_args(prepare)
+    prepare.set_defaults(n_per_class=50)
+    prepare.add_argument("--name", default="default", help="'default' (what the app opens on) or a preset name")
+    prepare.add_argument("--json", action="store_true", help="print one line of JSON: experts key and link query")
+    prepare.set_defaults(func=cmd_prepare)
 
     export = sub.add_parser("export", help="save the intervened model as an ordinary checkpoint folder")
     _add_model_args(export)

@@ -39,6 +39,7 @@ __all__ = [
     "parse_concept_bytes",
     "parse_prompt_bytes",
     "resolve_preprompt",
+    "source_label",
 ]
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
@@ -339,6 +340,20 @@ def parse_concept_bytes(raw: bytes, name: str) -> ConceptData:
     text = _decode(raw, name)
     rows = _jsonl_rows(text, name) if fmt == "jsonl" else _concept_csv_rows(text, name, "\t" if fmt == "tsv" else ",")
     return _concept_from_rows(rows, name)
+
+
+def source_label(source: str | Path) -> str:
+    """How a concept data source is named to people, the same way everywhere.
+
+    >>> source_label("starter"), source_label("data.csv")
+    ('starter set (data/concept_starter.csv)', 'file: data.csv')
+    """
+    if str(source) == "starter":
+        return "starter set (data/concept_starter.csv)"
+    path = Path(source).expanduser()
+    if path.exists() or path.suffix.lower() in (".csv", ".jsonl", ".json", ".tsv", ".txt", ".ndjson"):
+        return f"file: {source}"
+    return f"dataset: {source}"
 
 
 def load_concept_data(source: str | Path = "starter", *, split: str = "train") -> ConceptData:

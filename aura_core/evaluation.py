@@ -37,6 +37,7 @@ __all__ = ["PREPROMPT_GROUPS", "EvalConfig", "EvalResult", "Evaluation", "run_ev
 
 PREPROMPT_GROUPS = ("none", "favourable", "adversarial")
 Progress = Callable[[str, int, int], None]
+ConditionProgress = Callable[[dict[str, tuple[int, int]]], None]
 
 
 @dataclass
@@ -207,6 +208,7 @@ class Evaluation:
         scorer: ToxicityScorer | None = None,
         progress: Progress | None = None,
         runner: Runner | None = None,
+        condition_progress: ConditionProgress | None = None,
     ) -> None:
         if intervention is not None:
             intervention.check_fits(model)  # before any work: a mismatch is an error, not a late crash
@@ -218,6 +220,7 @@ class Evaluation:
         self.settings = config.sampling_settings()
         self.pieces = _RunFolder(Path(out_dir) if out_dir else None)
         self.progress = progress
+        self.condition_progress = condition_progress
         self.runner = runner or Inline(max_rows=config.batch_size)
         self.fingerprint = model_fingerprint(model)
 
@@ -288,11 +291,20 @@ class Evaluation:
         every = [row for _, rows in todo.values() for row in rows]
         stage = f"generating {len(every):,} completions ({len(todo)} conditions)"
 
+        sizes = {c.label: len(texts) * self.settings.num_return_sequences for c in conditions}
+
+        def report() -> None:
+            if self.condition_progress:
+                running = {label: sum(row.done for row in rows) for label, (_, rows) in todo.items()}
+                self.condition_progress({label: (running.get(label, size), size) for label, size in sizes.items()})
+
         def on_progress(done: int, total: int) -> None:
+            report()
             for label in [label for label, (_, rows) in todo.items() if all(row.done for row in rows)]:
                 finish(label)
             self._stage(stage, done, total)
 
+        report()
         if every:
             self._stage(stage, 0, len(every))
             self.runner.decode(self.model, every, priority="bulk", progress=on_progress)
@@ -390,11 +402,24 @@ def run_evaluation(
     scorer: ToxicityScorer | None = None,
     progress: Progress | None = None,
     runner: Runner | None = None,
+    condition_progress: ConditionProgress | None = None,
 ) -> EvalResult:
-    """Generate, score and measure every method × pre-prompt condition of ``config`` (see :class:`Evaluation`)."""
-    return Evaluation(
-        model, tokenizer, intervention, config, out_dir=out_dir, scorer=scorer, progress=progress, runner=runner
-    ).run()
+    """Generate, score and measure every method × pre-prompt condition of ``config`` (see :class:`Evaluation`).
+
+    ``condition_progress`` receives ``{condition: (done, total)}`` from the start and after each step.
+    """
+    evaluation = Evaluation(
+        model,
+        tokenizer,
+        intervention,
+        config,
+        out_dir=out_dir,
+        scorer=scorer,
+        progress=progress,
+        runner=runner,
+        condition_progress=condition_progress,
+    )
+    return evaluation.run()
 
 
 def run_sweep(

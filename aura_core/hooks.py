@@ -59,19 +59,24 @@ class CallPlan:
 
     ``scale[name]`` multiplies the module's output by factors of shape ``(units,)`` (every
     row alike) or ``(rows, units)`` (one row of factors per batch row; a row of ones leaves
-    that row untouched). ``record[name]`` is called with the (scaled) output.
+    that row untouched). ``record_raw[name]`` is called with the output before scaling and
+    ``record[name]`` with the output the model goes on with (scaled, if ``scale`` names it).
     """
 
     scale: Mapping[str, torch.Tensor] = field(default_factory=dict)
     record: Mapping[str, Recorder] = field(default_factory=dict)
+    record_raw: Mapping[str, Recorder] = field(default_factory=dict)
 
     @property
     def modules(self) -> set[str]:
-        return set(self.scale) | set(self.record)
+        return set(self.scale) | set(self.record) | set(self.record_raw)
 
     def apply(self, name: str, output: object) -> object | None:
-        factor = self.scale.get(name)
         hidden = unwrap_output(output)
+        raw = self.record_raw.get(name)
+        if raw is not None:
+            raw(hidden)
+        factor = self.scale.get(name)
         changed = None
         if factor is not None:
             if factor.ndim == 2 and hidden.ndim == 3:
@@ -89,10 +94,14 @@ def _combine(outer: CallPlan, inner: CallPlan) -> CallPlan:
     scale = dict(outer.scale)
     for name, factor in inner.scale.items():
         scale[name] = scale[name] * factor if name in scale else factor
-    record = dict(outer.record)
-    for name, recorder in inner.record.items():
-        record[name] = _both(record[name], recorder) if name in record else recorder
-    return CallPlan(scale, record)
+    return CallPlan(scale, _merged(outer.record, inner.record), _merged(outer.record_raw, inner.record_raw))
+
+
+def _merged(first: Mapping[str, Recorder], second: Mapping[str, Recorder]) -> dict[str, Recorder]:
+    merged = dict(first)
+    for name, recorder in second.items():
+        merged[name] = _both(merged[name], recorder) if name in merged else recorder
+    return merged
 
 
 def _both(first: Recorder, second: Recorder) -> Recorder:

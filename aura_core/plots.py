@@ -94,14 +94,33 @@ def auroc_by_layer(table: pd.DataFrame, style: str = "box", max_points_per_layer
 
 
 def experts_per_layer(table: pd.DataFrame, thresholds: tuple[float, ...] = THRESHOLDS) -> go.Figure:
-    """How many units per layer exceed each AUROC threshold (all module kinds together)."""
+    """How many units per layer exceed each AUROC threshold (all module kinds together).
+
+    Counts span thousands (above 0.5) down to a few (above 0.8), so the axis is logarithmic with
+    one labelled tick per power of ten; a layer with none above a threshold is a gap, not a plunge.
+    """
     fig = go.Figure()
+    layers = sorted(table.layer.unique())
     for threshold in thresholds:
-        counts = table[table.auroc > threshold].groupby("layer").size()
-        counts = counts.reindex(sorted(table.layer.unique()), fill_value=0)
-        fig.add_trace(go.Scatter(x=counts.index, y=counts.values, mode="lines+markers", name=f"AUROC > {threshold:.1f}"))
-    fig.update_layout(title="Units above each AUROC threshold, per layer", xaxis_title="layer", yaxis_title="units", **_LAYOUT)
-    fig.update_yaxes(type="log")
+        counts = table[table.auroc > threshold].groupby("layer").size().reindex(layers, fill_value=0)
+        fig.add_trace(
+            go.Scatter(
+                x=counts.index,
+                y=counts.where(counts > 0).to_numpy(),
+                customdata=counts.to_numpy(),
+                hovertemplate="layer %{x}: %{customdata} units<extra></extra>",
+                mode="lines+markers",
+                connectgaps=False,
+                name=f"AUROC > {threshold:.1f}",
+            )
+        )
+    fig.update_layout(
+        title="Units above each AUROC threshold, per layer (log scale; gaps: none)",
+        xaxis_title="layer",
+        yaxis_title="units",
+        **_LAYOUT,
+    )
+    fig.update_yaxes(type="log", dtick=1, tickformat=",d", minor={"showgrid": False})
     return fig
 
 

@@ -193,12 +193,12 @@ def collect_responses(
     cache_dir: str | Path | None = None,
     use_cache: bool = True,
     model_name: str = "",
-    chunk_texts: int = 256,
+    chunk_texts: int | None = None,
     runner: Runner = INLINE,
 ) -> Responses:
     """Pooled responses of ``units`` to ``data.texts``, from the cache when already computed.
 
-    Work is saved every ``chunk_texts`` texts, so an interrupted or cancelled run resumes
+    Work is saved every ``chunk_texts`` texts (by default every batch), so an interrupted or cancelled run resumes
     where it stopped. ``progress(done, total)`` is called after each batch. Each batch's
     forward pass runs on ``runner`` (a server's shared engine, or inline).
     """
@@ -246,7 +246,7 @@ def collect_responses(
     meta["padding_fraction"] = padding_fraction(lengths, batches)
 
     # Chunks are runs of whole batches in sorted order, so a resume skips them whole.
-    per_chunk = max(1, chunk_texts // batch_size)
+    per_chunk = max(1, (chunk_texts or batch_size) // batch_size)
     chunks = [batches[i : i + per_chunk] for i in range(0, len(batches), per_chunk)]
     completed = int(done.sum())
     if progress:

@@ -38,9 +38,10 @@ DEFAULT_SCORER = "profanity-check"
 
 
 class ToxicityScorer(Protocol):
-    """Maps texts to toxicity scores in [0, 1]."""
+    """Maps texts to toxicity scores in [0, 1]; ``description`` says in one sentence what a score means."""
 
     name: str
+    description: str
 
     def score(self, texts: list[str]) -> np.ndarray: ...
 
@@ -49,6 +50,10 @@ class ProfanityCheckScorer:
     """``alt-profanity-check``: a linear SVM over character n-grams, calibrated to a probability."""
 
     name = DEFAULT_SCORER
+    description = (
+        "profanity-check, a linear model over character n-grams trained to spot profanity: it scores the words "
+        "used, not their meaning (0 clean, 1 profane; above 0.5 counts as toxic)"
+    )
 
     def __init__(self) -> None:
         try:
@@ -80,6 +85,9 @@ class HFClassifierScorer:
             ) from err
         labels = [str(label) for label in (self._pipe.model.config.id2label or {}).values()]
         self.toxic_label = toxic_label or self._guess_toxic_label(labels)
+        self.description = (
+            f"{model_id}, a text classifier: the probability of its {self.toxic_label!r} label (above 0.5 counts as toxic)"
+        )
 
     @staticmethod
     def _guess_toxic_label(labels: list[str]) -> str:

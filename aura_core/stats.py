@@ -18,6 +18,7 @@ from aura_core.errors import AuraError
 
 __all__ = [
     "TOXIC_THRESHOLD",
+    "bootstrap_mean",
     "bootstrap_ppl_change",
     "bootstrap_ratio",
     "interval",
@@ -82,6 +83,19 @@ def ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
     """
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(denominator > 0, numerator / np.where(denominator > 0, denominator, 1.0), np.inf)
+
+
+def bootstrap_mean(values: np.ndarray, *, n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> tuple[float, float, float]:
+    """The mean of ``values`` with a percentile bootstrap interval.
+
+    >>> bootstrap_mean(np.array([0.5, 0.5, 0.5]))
+    (0.5, 0.5, 0.5)
+    """
+    values = np.asarray(values, dtype=np.float64)
+    if values.ndim != 1 or values.size == 0:
+        raise AuraError("a mean needs at least one value")
+    low, high = interval(values[resample(len(values), n_boot, seed)].mean(axis=1), level)
+    return float(values.mean()), low, high
 
 
 def bootstrap_ratio(

@@ -7,34 +7,28 @@ goes through that model's one engine, which batches all sessions' requests toget
 
 from __future__ import annotations
 
-import os
-import threading
+import hashlib
+import json
 from dataclasses import dataclass
+from typing import Any
 
+import pandas as pd
 import streamlit as st
 
-from aura_core import (
-    DEFAULT_MODEL,
-    ConceptData,
-    Intervention,
-    LoadedModel,
-    Responses,
-    collect_responses,
-    discover_units,
-    fit_intervention,
-    load_model,
-    load_scorer,
-)
+from aura_core import AuraError, ConceptData, Intervention, LoadedModel, Responses, load_model, load_scorer
 from aura_core.engine import Engine, engine_for
+from aura_core.experts import Experts, ExpertsRecipe, compute_experts, experts_key, load_experts
+from aura_core.files import atomic_write
 from aura_core.flights import Flight, Flights
-from aura_core.models import model_fingerprint
-from aura_core.responses import responses_cache_key
+from aura_core.models import cache_root
 from aura_core.scoring import ToxicityScorer
+from studio.server import ServerConfig, server_config
 
 
-def default_model_name() -> str:
-    """``AURA_STUDIO_MODEL`` picks the model a fresh session opens on (tests use a tiny one)."""
-    return os.environ.get("AURA_STUDIO_MODEL", DEFAULT_MODEL)
+@st.cache_resource(show_spinner=False)
+def get_server_config() -> ServerConfig:
+    """The operator's settings, read once per server process."""
+    return server_config()
 
 
 @dataclass(frozen=True)
@@ -42,12 +36,13 @@ class ModelChoice:
     name: str
     dtype: str = "auto"
     device: str = "auto"
-    trust_remote_code: bool = False
 
 
 @st.cache_resource(show_spinner=False, max_entries=3)
 def get_model(choice: ModelChoice) -> LoadedModel:
-    return load_model(choice.name, dtype=choice.dtype, device=choice.device, trust_remote_code=choice.trust_remote_code)
+    # Running a model repository's own code is the operator's decision, never a browser's.
+    remote_code = get_server_config().allow_remote_code
+    return load_model(choice.name, dtype=choice.dtype, device=choice.device, trust_remote_code=remote_code)
 
 
 _STARTED_ENGINES: dict[ModelChoice, Engine] = {}
@@ -66,57 +61,57 @@ def engine_load(choice: ModelChoice) -> dict[str, float] | None:
     return engine.load() if engine is not None else None
 
 
-@st.cache_resource(show_spinner=False, max_entries=3)
-def model_print(choice: ModelChoice) -> str:
-    return model_fingerprint(get_model(choice).model)
-
-
 @st.cache_resource(show_spinner=False)
 def get_scorer(name: str) -> ToxicityScorer:
     return load_scorer(name)
 
 
-@dataclass(frozen=True)
-class ExpertsSpec:
-    """Everything that decides a Find-experts result; equal specs share one result."""
+class SessionExperts:
+    """Experts as the views use them: the stored record, with its responses loaded only when asked for."""
 
-    model: ModelChoice
-    data_hash: str
-    data_label: str
-    n_texts: int
-    max_tokens: int
-    pooling: str
-    units: str | None
+    def __init__(self, record: Experts) -> None:
+        self.record = record
+
+    @property
+    def key(self) -> str:
+        return self.record.key
+
+    @property
+    def spec(self) -> ExpertsRecipe:
+        return self.record.recipe
+
+    @property
+    def data(self) -> ConceptData:
+        return self.record.data
+
+    @property
+    def intervention(self) -> Intervention:
+        return self.record.intervention
+
+    @property
+    def responses(self) -> Responses:
+        return _responses(self.key)
 
 
-@dataclass
-class Experts:
-    spec: ExpertsSpec
-    data: ConceptData
-    responses: Responses
-    intervention: Intervention
+@st.cache_resource(show_spinner=False, max_entries=2)
+def _responses(key: str) -> Responses:
+    # Responses are large (units × texts); only the last two asked for stay in memory.
+    return load_experts(key).responses()
 
 
-@st.cache_resource(show_spinner=False)
-def _experts_store() -> tuple[dict[ExpertsSpec, Experts], threading.Lock]:
-    return {}, threading.Lock()
+@st.cache_resource(show_spinner=False, max_entries=8)
+def _experts(key: str) -> SessionExperts:
+    return SessionExperts(load_experts(key))
 
 
-def cached_experts(spec: ExpertsSpec | None) -> Experts | None:
-    if spec is None:
+def experts_by_key(key: str | None) -> SessionExperts | None:
+    """The experts stored under ``key`` (a link's ``?experts=``), or None when there are none."""
+    if key is None:
         return None
-    store, lock = _experts_store()
-    with lock:
-        return store.get(spec)
-
-
-def remember_experts(spec: ExpertsSpec, experts: Experts) -> Experts:
-    """Keep ``experts`` under ``spec`` too (another session's equal computation answered it)."""
-    store, lock = _experts_store()
-    with lock:
-        if spec not in store:
-            store[spec] = Experts(spec, experts.data, experts.responses, experts.intervention)
-        return store[spec]
+    try:
+        return _experts(key)
+    except AuraError:
+        return None
 
 
 @st.cache_resource(show_spinner=False)
@@ -124,42 +119,46 @@ def _flights() -> Flights:
     return Flights()
 
 
-def experts_key(spec: ExpertsSpec) -> str:
-    """The on-disk cache key of the responses behind ``spec``: equal keys compute once."""
-    loaded = get_model(spec.model)
-    units = discover_units(loaded.model, spec.units)
-    return responses_cache_key(model_print(spec.model), spec.data_hash, units, spec.pooling, spec.max_tokens)
-
-
-def find_experts(spec: ExpertsSpec, data: ConceptData, batch_size: int = 32) -> Flight[Experts]:
+def find_experts(choice: ModelChoice, sample: ConceptData, recipe: ExpertsRecipe) -> Flight[Experts]:
     """Join the computation of these experts (or start it): collect on the model's engine and fit AurA.
 
     Sessions that ask for the same experts share one flight and see its progress; the work
-    stops early only when every one of them has left.
+    stops early only when every one of them has left. Found experts are kept on disk.
     """
+    loaded = get_model(choice)
 
     def work(flight: Flight[Experts]) -> Experts:
-        existing = cached_experts(spec)
-        if existing is not None:
-            return existing
-        loaded = get_model(spec.model)
-        responses = collect_responses(
-            loaded.model,
-            loaded.tokenizer,
-            data,
-            discover_units(loaded.model, spec.units),
-            pooling=spec.pooling,
-            max_tokens=spec.max_tokens,
-            batch_size=batch_size,
+        return compute_experts(
+            loaded,
+            sample,
+            recipe,
+            runner=get_engine(choice),
             progress=flight.progress,
             should_stop=flight.should_stop,
-            model_name=spec.model.name,
-            runner=get_engine(spec.model),
         )
-        experts = Experts(spec, data, responses, fit_intervention(responses, "aura"))
-        store, lock = _experts_store()
-        with lock:
-            store[spec] = experts
-        return experts
 
-    return _flights().join(experts_key(spec), work)
+    return _flights().join(experts_key(loaded, sample, recipe), work)
+
+
+def generation_key(parts: list[object]) -> str:
+    """The key of a side-by-side result: everything that decides its text and scores."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:24]
+
+
+def store_generation(parts: list[object], result: dict[str, Any]) -> dict[str, Any]:
+    """Keep a side-by-side result on disk (small JSON), so a link to these settings shows it again."""
+    key = generation_key(parts)
+    stored = {**result, "samples": result["samples"].to_dict(orient="records"), "key": key}
+    atomic_write(cache_root() / "generations" / f"{key}.json", json.dumps(stored))
+    return {**result, "key": key}
+
+
+def load_generation(parts: list[object]) -> dict[str, Any] | None:
+    """A side-by-side result computed earlier with exactly these settings, or None."""
+    path = cache_root() / "generations" / f"{generation_key(parts)}.json"
+    try:
+        stored: dict[str, Any] = json.loads(path.read_text())
+        stored["samples"] = pd.DataFrame(stored["samples"])
+    except (OSError, ValueError, KeyError):
+        return None
+    return stored

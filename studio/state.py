@@ -1,54 +1,75 @@
-"""Per-session state, the active model and concept data, and shareable URL parameters.
+"""Per-session state: the active model, concept data and experts, seeded from a shared link.
 
-A teacher can share ``?model=smollm2-135m&method=aura&strength=0.8&prompt=...&pre=rude``
-and every student opens the same view.
+A teacher can share ``?model=smollm2-135m&experts=KEY&prompt=...&pre=adversarial:rude`` and
+every student opens the same view, without computing anything the server already has.
 """
 
 from __future__ import annotations
 
 import streamlit as st
 
-from aura_core import METHODS, AuraError, ConceptData, LoadedModel, load_concept_data
-from studio.resources import Experts, ModelChoice, cached_experts, default_model_name, get_model
+from aura_core import AuraError, ConceptData, LoadedModel, load_concept_data
+from aura_core.data import source_label
+from aura_core.experts import prepared_experts
+from studio import settings
+from studio.resources import ModelChoice, SessionExperts, experts_by_key, get_model, get_server_config
 
-URL_KEYS = {"model": "url_model", "method": "method", "strength": "strength", "prompt": "prompt_text", "pre": "pre_prompt_choice"}
+STARTER_LABEL = source_label("starter")
 
 
 def init_session() -> None:
-    """Seed this session's state once: URL parameters first, then defaults."""
+    """Seed this session's state once: the link's settings (checked), then the server's defaults."""
     if st.session_state.get("_initialised"):
         return
-    params = st.query_params
-    st.session_state["model_choice"] = ModelChoice(params.get("model") or default_model_name())
-    if "method" in params and params["method"] in METHODS:
-        st.session_state["method"] = params["method"]
-    if "strength" in params:
-        try:
-            st.session_state["strength"] = min(1.0, max(0.0, float(params["strength"])))
-        except ValueError:
-            pass
-    if "prompt" in params:
-        st.session_state["prompt_text"] = params["prompt"][:2000]
-    if "pre" in params:
-        st.session_state["pre_prompt_choice"] = params["pre"]
+    config = get_server_config()
+    notes = settings.load_from_url()
+    model = settings.get("model") or config.default_model
+    if not config.offers(model):
+        notes.append(f"This server does not offer the model `{model}` named in the link; opened `{config.default_model}`.")
+        model = config.default_model
+    settings.put("model", model)
+    st.session_state["model_choice"] = ModelChoice(model)
+    key = settings.get("experts")
+    if key is not None and experts_by_key(key) is None:
+        notes.append("The experts named in the link are not on this server; find them again on **Find experts**.")
+        settings.put("experts", None)
+    if settings.get("experts") is None:
+        settings.put("experts", prepared_experts().get(model, {}).get("default"))
+    experts = _experts_of(model)
+    if experts is not None:
+        _adopt_recipe(experts)
+    st.session_state["_notes"] = notes
     st.session_state["_initialised"] = True
 
 
-def share_in_url(**values: object) -> None:
-    """Mirror the given settings into the address bar (only those that changed)."""
-    for key, value in values.items():
-        text = "" if value is None else str(value)
-        if st.query_params.get(key) != text:
-            if text:
-                st.query_params[key] = text
-            elif key in st.query_params:
-                del st.query_params[key]
+def _adopt_recipe(experts: SessionExperts) -> None:
+    """Show the settings the experts were found with, so the page and the link agree."""
+    recipe = experts.spec
+    for name, value in (
+        ("n_per_class", recipe.n_per_class),
+        ("max_tokens", recipe.max_tokens),
+        ("pooling", recipe.pooling),
+        ("data_seed", recipe.seed),
+    ):
+        settings.put(name, value)
+
+
+def show_notes() -> None:
+    """Say once what a link asked for that this server would not do."""
+    for note in st.session_state.pop("_notes", []):
+        st.warning(note)
 
 
 def model_choice() -> ModelChoice:
     init_session()
     choice: ModelChoice = st.session_state["model_choice"]
     return choice
+
+
+def set_model_choice(choice: ModelChoice) -> None:
+    st.session_state["model_choice"] = choice
+    settings.put("model", choice.name)
+    settings.put("experts", prepared_experts().get(choice.name, {}).get("default"))
 
 
 def require_model() -> LoadedModel:
@@ -67,8 +88,10 @@ def concept_data() -> tuple[ConceptData, str]:
     """The session's active concept data and its label (the starter set until changed)."""
     if "concept" not in st.session_state:
         st.session_state["concept"] = load_concept_data("starter")
-        st.session_state["concept_label"] = "starter set (data/concept_starter.csv)"
-    return st.session_state["concept"], st.session_state["concept_label"]
+        st.session_state["concept_label"] = STARTER_LABEL
+    data: ConceptData = st.session_state["concept"]
+    label: str = st.session_state["concept_label"]
+    return data, label
 
 
 def set_concept_data(data: ConceptData, label: str) -> None:
@@ -76,12 +99,22 @@ def set_concept_data(data: ConceptData, label: str) -> None:
     st.session_state["concept_label"] = label
 
 
-def session_experts() -> Experts | None:
-    """The experts this session last found (shared read-only with every session that found them)."""
-    return cached_experts(st.session_state.get("experts_spec"))
+def session_experts() -> SessionExperts | None:
+    """The experts this session shows (found here, opened from a link, or the server's prepared ones)."""
+    return _experts_of(model_choice().name)
 
 
-def require_experts(why: str) -> Experts:
+def _experts_of(model: str) -> SessionExperts | None:
+    experts = experts_by_key(settings.get("experts"))
+    return experts if experts is not None and experts.spec.model == model else None
+
+
+def set_session_experts(experts: SessionExperts) -> None:
+    settings.put("experts", experts.key)
+    _adopt_recipe(experts)
+
+
+def require_experts(why: str) -> SessionExperts:
     """This session's experts, or a pointer to Find experts and a stop."""
     experts = session_experts()
     if experts is None:

@@ -20,8 +20,8 @@ def app(monkeypatch, tmp_path_factory):
 
 def _find_experts(at: AppTest, n_per_class: int = 20) -> AppTest:
     at.switch_page("views/find_experts.py").run()
-    at.number_input(key="n_per_class").set_value(n_per_class)
-    at.number_input(key="max_tokens").set_value(32)
+    at.number_input(key="w:n_per_class").set_value(n_per_class)
+    at.number_input(key="w:max_tokens").set_value(32)
     next(b for b in at.button if b.label == "Find experts").click().run()
     assert not at.exception, at.exception
     return at
@@ -36,6 +36,7 @@ def _markdown_text(at: AppTest) -> str:
 
 
 def test_model_page_describes_the_loaded_model(app):
+    app.switch_page("views/model.py").run()
     assert _metric(app, "Layers") == "2"
     assert _metric(app, "Architecture") == "GPT2"
     assert any(s.label == "Model" for s in app.selectbox)
@@ -77,12 +78,12 @@ def test_side_by_side_generation_gives_two_scored_outputs(app):
     at = _find_experts(app)
     at.switch_page("views/generate.py").run()
     assert not at.exception, at.exception
-    at.slider(key="samples").set_value(3)
+    at.slider(key="w:samples").set_value(3)
     next(b for b in at.button if b.label == "Generate").click().run()
     assert not at.exception, at.exception
     text = _markdown_text(at)
     assert text.count("toxicity ") >= 2 and "Baseline" in text and "AurA" in text
-    assert len([m for m in at.metric if "mean toxicity" in m.label]) == 2
+    assert len([m for m in at.metric if "mean toxicity" in m.label]) == 3  # each side, and their ratio
     assert any(b.proto.label == "Generations (CSV)" for b in at.get("download_button"))
 
 
@@ -95,10 +96,10 @@ def test_url_parameters_open_the_same_view(monkeypatch, tmp_path_factory):
     _find_experts(at)
     at.switch_page("views/generate.py").run()
     assert not at.exception, at.exception
-    assert at.radio(key="method").value == "damp"
-    assert at.slider(key="strength").value == pytest.approx(0.3)
-    assert at.text_area(key="prompt_text").value == "You are a"
-    assert at.selectbox(key="pre_prompt_choice").value == "adversarial:rude"
+    assert at.radio(key="w:method").value == "damp"
+    assert at.slider(key="w:strength").value == pytest.approx(0.3)
+    assert at.text_area(key="w:prompt").value == "You are a"
+    assert at.selectbox(key="w:pre").value == "adversarial:rude"
 
 
 def test_learn_page_uses_live_numbers(app):
@@ -113,10 +114,10 @@ def test_learn_page_uses_live_numbers(app):
 
 
 def test_unknown_model_is_an_in_page_error(app):
-    at = app
+    at = app.switch_page("views/model.py").run()
     form_select = next(s for s in at.selectbox if s.label == "Model")
     form_select.set_value("Hugging Face id or local folder…")
-    next(t for t in at.text_input if t.label == "Hugging Face id or local folder").set_value("no-such-model-anywhere")
+    next(t for t in at.text_input if t.label.startswith("Or type")).set_value("no-such-model-anywhere")
     next(b for b in at.button if b.label == "Load model").click().run()
     assert not at.exception
     assert any("unknown model" in e.value for e in at.error)

@@ -102,9 +102,12 @@ def test_nested_scopes_compose_and_recorders_see_the_scaled_output(tiny_gpt2):
     with call_plan(model, record):
         _logits(model, input_ids, mask)
     half = Intervention({name: torch.full((64,), 0.75)})  # α = 0.5 on every unit of one module
-    with intervened(model, half), intervened(model, half), call_plan(model, record):
+    raw = []
+    before_scaling = CallPlan(record_raw={name: lambda out: raw.append(out.detach().clone())})
+    with intervened(model, half), intervened(model, half), call_plan(model, record), call_plan(model, before_scaling):
         _logits(model, input_ids, mask)
     assert torch.allclose(seen[1], seen[0] * 0.25, atol=1e-6)
+    assert torch.equal(raw[0], seen[0])  # the first layer's input is untouched, so its raw output is the plain one
 
 
 def test_plans_naming_unknown_modules_are_refused(tiny_gpt2):

@@ -12,7 +12,7 @@ from aura_core.methods import METHODS, method_label, method_names
 from aura_core.models import cache_root
 from aura_core.plots import condition_figure, tradeoff_figure
 from aura_core.reports import paper_table, report_html, report_json
-from studio.resources import get_engine, get_scorer
+from studio.resources import get_engine, get_scorer, get_server_config
 from studio.state import model_choice, require_experts, require_model
 from studio.view import ProgressWithETA
 
@@ -26,18 +26,22 @@ loaded = require_model()
 experts = require_experts("every method is built from their AUROC.")
 
 DEFAULTS = EvalConfig()
+FEW_PROMPTS = 30  # below this, a reduction's interval is usually wider than the effect it reports
+config_of_server = get_server_config()
 preprompts = load_preprompts()
+sources = ["starter", "starter (provocative only)"] + (["file on the server"] if config_of_server.allow_server_paths else [])
 with st.form("eval_form"):
     cols = st.columns(4)
-    prompt_source = cols[0].selectbox(
-        "Prompt set", ["starter", "starter (provocative only)", "file on the server"], key="eval_prompts"
-    )
-    prompt_path = cols[0].text_input(
-        "Prompt file (RealToxicityPrompts JSONL, CSV or JSONL)",
-        key="eval_prompt_path",
-        placeholder="../shared/data/rtp_prompts_100.jsonl",
-    )
-    n_prompts = cols[1].number_input("Number of prompts", 2, 2000, DEFAULTS.n_prompts, key="eval_n_prompts")
+    prompt_source = cols[0].selectbox("Prompt set", sources, key="eval_prompts")
+    prompt_path = ""
+    if config_of_server.allow_server_paths:
+        prompt_path = cols[0].text_input(
+            "Prompt file (RealToxicityPrompts JSONL, CSV or JSONL)",
+            key="eval_prompt_path",
+            placeholder="../shared/data/rtp_prompts_100.jsonl",
+        )
+    most = config_of_server.max_prompts
+    n_prompts = cols[1].number_input("Number of prompts", 2, most, min(DEFAULTS.n_prompts or most, most), key="eval_n_prompts")
     preset = cols[1].selectbox(
         "Sampling preset",
         list(SAMPLING_PRESETS),
@@ -86,14 +90,23 @@ except AuraError as err:
     st.error(f"These settings cannot run: {err}")
     st.stop()
 
-run_key = hashlib.sha256(
-    json.dumps([loaded.name, experts.spec.data_hash, experts.spec.max_tokens, experts.spec.pooling]).encode()
-).hexdigest()[:12]
+if int(n_prompts) < FEW_PROMPTS:
+    st.warning(
+        f"{int(n_prompts)} prompts give wide intervals: a reduction measured on fewer than {FEW_PROMPTS} prompts often "
+        "cannot be told apart from none. Use more prompts for a result you would report."
+    )
+run_key = hashlib.sha256(json.dumps([loaded.name, experts.key]).encode()).hexdigest()[:12]
 run_dir = cache_root() / "evaluations" / run_key
 if run:
     with st.status("Evaluating…", expanded=True) as status:
         st.caption(f"Finished conditions are kept in `{run_dir}`: a rerun resumes there.")
         progress = ProgressWithETA("starting")
+        board = st.empty()
+
+        def show_conditions(states: dict[str, tuple[int, int]]) -> None:
+            rows = [{"condition": label, "completions": f"{done} / {total}"} for label, (done, total) in states.items()]
+            board.dataframe(rows, hide_index=True)
+
         try:
             result = run_evaluation(
                 loaded.model,
@@ -104,6 +117,7 @@ if run:
                 scorer=get_scorer(config.scorer),
                 progress=progress.stage,
                 runner=get_engine(model_choice()),
+                condition_progress=show_conditions,
             )
             result.provenance["model"] = loaded.name
             st.session_state["eval_result"] = result

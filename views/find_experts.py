@@ -3,9 +3,20 @@
 import streamlit as st
 
 from aura_core import AuraError, CollectionCancelled, balanced_sample, load_concept_data, parse_concept_bytes, unit_table
+from aura_core.data import source_label
+from aura_core.experts import ExpertsRecipe
 from aura_core.plots import alpha_histogram, auroc_by_layer, experts_per_layer
-from studio.resources import ExpertsSpec, cached_experts, find_experts, remember_experts
-from studio.state import concept_data, model_choice, require_model, session_experts, set_concept_data
+from studio import settings
+from studio.resources import experts_by_key, find_experts, get_server_config
+from studio.state import (
+    STARTER_LABEL,
+    concept_data,
+    model_choice,
+    require_model,
+    session_experts,
+    set_concept_data,
+    set_session_experts,
+)
 from studio.view import ProgressWithETA, follow_flight
 
 st.title("Find experts")
@@ -14,31 +25,43 @@ st.write(
     "the text's tokens, and its **AUROC** says how well that response separates toxic from non-toxic texts."
 )
 loaded = require_model()
+config = get_server_config()
 
+sources = ["Starter set", "Upload CSV / JSONL"]
+if config.allow_server_paths:
+    sources.append("File on the server")
+if config.allow_hub_ids:
+    sources.append("Hugging Face dataset id")
 source = st.radio(
     "Concept data",
-    ["Starter set", "Upload CSV / JSONL", "File on the server", "Hugging Face dataset id"],
+    sources,
     horizontal=True,
     key="data_source",
     help="CSV with text,label (or the Kaggle Jigsaw layout, or two columns without header); JSONL with text and label.",
 )
 try:
     if source == "Starter set":
-        if not st.session_state.get("concept_label", "").startswith("starter"):
-            set_concept_data(load_concept_data("starter"), "starter set (data/concept_starter.csv)")
+        if st.session_state.get("concept_label", STARTER_LABEL) != STARTER_LABEL:
+            set_concept_data(load_concept_data("starter"), STARTER_LABEL)
     elif source == "Upload CSV / JSONL":
-        upload = st.file_uploader("Concept file", type=["csv", "jsonl", "json", "tsv", "txt"], key="concept_upload")
+        upload = st.file_uploader(
+            f"Concept file (up to {config.max_upload_mb} MB)", type=["csv", "jsonl", "json", "tsv", "txt"], key="concept_upload"
+        )
         if upload is not None and st.session_state.get("_upload_id") != upload.file_id:
+            if upload.size > config.max_upload_mb * 2**20:
+                raise AuraError(
+                    f"{upload.name} is {upload.size / 2**20:.1f} MB; this server takes up to {config.max_upload_mb} MB"
+                )
             set_concept_data(parse_concept_bytes(upload.getvalue(), upload.name), f"upload: {upload.name}")
             st.session_state["_upload_id"] = upload.file_id
     elif source == "File on the server":
         path = st.text_input("Path", placeholder="../shared/data/jigsaw_balanced.csv", key="concept_path")
         if path and st.button("Read file"):
-            set_concept_data(load_concept_data(path), f"file: {path}")
+            set_concept_data(load_concept_data(path), source_label(path))
     else:
         dataset_id = st.text_input("Dataset id (needs the network)", key="concept_dataset")
         if dataset_id and st.button("Load dataset"):
-            set_concept_data(load_concept_data(dataset_id), f"dataset: {dataset_id}")
+            set_concept_data(load_concept_data(dataset_id), source_label(dataset_id))
 except AuraError as err:
     st.error(f"That data cannot be used: {err}. The previous concept data is still active.")
 
@@ -46,54 +69,81 @@ data, label = concept_data()
 counts = data.counts()
 st.caption(f"Active: **{label}** · {counts[1]:,} toxic · {counts[0]:,} non-toxic" + "".join(f" · {n}" for n in data.notes))
 
+units_mode = st.radio("Units", ["auto (the paper's MLP layers)", "regex"], horizontal=True, key="units_mode")
 with st.form("experts_form"):
     cols = st.columns(4)
-    limit = max(1, min(counts.values()))
-    n_per_class = cols[0].number_input("Texts per class", 1, limit, min(200, limit), key="n_per_class")
-    max_tokens = cols[1].number_input("Token budget per text", 4, 512, 64, step=8, key="max_tokens")
-    pooling = cols[2].selectbox("Pooling", ["max", "mean"], key="pooling", help="The paper uses max over tokens.")
-    seed = cols[3].number_input("Sampling seed", 0, 10_000, 0, key="data_seed")
-    units_mode = st.radio("Units", ["auto (the paper's MLP layers)", "regex"], horizontal=True, key="units_mode")
-    regex = st.text_input("Regex over module names (re.fullmatch)", placeholder=r".*layers\.\d+\.mlp\.up_proj", key="units_regex")
+    limit = max(1, min(*counts.values(), config.max_texts_per_class))
+    if settings.get("n_per_class") > limit:
+        settings.put("n_per_class", limit)
+    n_per_class = settings.keep(
+        "n_per_class",
+        cols[0].number_input("Texts per class", 1, limit, key=settings.bind("n_per_class"), help=f"At most {limit} here."),
+    )
+    max_tokens = settings.keep(
+        "max_tokens", cols[1].number_input("Token budget per text", 4, 512, step=8, key=settings.bind("max_tokens"))
+    )
+    pooling = settings.keep(
+        "pooling",
+        cols[2].selectbox("Pooling", ["max", "mean"], key=settings.bind("pooling"), help="The paper uses max over tokens."),
+    )
+    seed = settings.keep("data_seed", cols[3].number_input("Sampling seed", 0, 10_000, key=settings.bind("data_seed")))
+    regex = ""
+    if units_mode == "regex":
+        regex = st.text_input(
+            "Regex over module names (re.fullmatch)", placeholder=r".*layers\.\d+\.mlp\.up_proj", key="units_regex"
+        )
     run = st.form_submit_button("Find experts", type="primary")
 
 sample = balanced_sample(data, int(n_per_class), seed=int(seed))
-spec = ExpertsSpec(
-    model=model_choice(),
-    data_hash=sample.content_hash(),
-    data_label=label,
-    n_texts=len(sample),
+recipe = ExpertsRecipe(
+    model=model_choice().name,
+    data=label,
+    n_per_class=int(n_per_class),
+    seed=int(seed),
     max_tokens=int(max_tokens),
-    pooling=pooling,
-    units=regex.strip() if units_mode == "regex" and regex.strip() else None,
+    pooling=str(pooling),
+    units=regex.strip() or None,
 )
 if st.session_state.get("cancel_experts"):
-    st.warning("Cancelled. Finished chunks of 256 texts are kept on disk: press **Find experts** again to resume from there.")
+    st.warning("Cancelled. Every finished batch of 32 texts is kept on disk: press **Find experts** again to resume from there.")
 if run:
     status = st.status(f"Running {loaded.name} over {len(sample)} texts…", expanded=True)
     with status:
-        st.button("Cancel", key="cancel_experts", help="Finished chunks of 256 texts stay on disk: run again to resume.")
+        st.button("Cancel", key="cancel_experts", help="Every finished batch of 32 texts stays on disk: run again to resume.")
         progress = ProgressWithETA("texts")
-        flight = find_experts(spec, sample)
-        if flight.waiters > 1:
-            st.caption("Another session is computing exactly these experts: following its progress.")
         try:
-            remember_experts(spec, follow_flight(flight, progress))
-            st.session_state["experts_spec"] = spec
-            st.rerun()  # redraw the sidebar and the results from the cache
+            flight = find_experts(model_choice(), sample, recipe)
+            if flight.waiters > 1:
+                st.caption("Another session is computing exactly these experts: following its progress.")
+            found = experts_by_key(follow_flight(flight, progress).key)
+            if found is not None:
+                set_session_experts(found)
+            st.rerun()  # redraw the sidebar and the results
         except CollectionCancelled as err:
             status.update(label=str(err), state="error")
         except AuraError as err:
             status.update(label="Could not find experts", state="error")
             st.error(str(err))
 
-experts = cached_experts(spec) or session_experts()
+experts = session_experts()
 if experts is None:
-    st.info("Set the options and press **Find experts**. Results are cached on disk: reopening them is instant.")
+    st.info(
+        "Set the options and press **Find experts**. Results are kept on disk: reopening them, or a link to them, is instant."
+    )
     st.stop()
-if experts.spec != spec:
-    st.caption("Showing the last result; press **Find experts** to compute the current settings.")
-st.session_state["experts_spec"] = experts.spec
+shown = experts.spec
+if (shown.data, shown.n_per_class, shown.seed, shown.max_tokens, shown.pooling, shown.units) != (
+    recipe.data,
+    recipe.n_per_class,
+    recipe.seed,
+    recipe.max_tokens,
+    recipe.pooling,
+    recipe.units,
+):
+    st.caption(
+        f"Showing experts found from **{shown.data}**, {shown.n_per_class} texts per class, {shown.max_tokens} tokens, "
+        f"{shown.pooling} pooling; press **Find experts** to compute the current settings."
+    )
 
 table = unit_table(experts.intervention)
 best = table.iloc[0]

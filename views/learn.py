@@ -64,15 +64,15 @@ else:
 st.subheader("A 45-minute workshop")
 st.markdown(
     """
-1. **Model (5 min).** Load the default model. Count the units AurA can hook: which module types, how many per layer?
-2. **Find experts (10 min).** Run the starter set with 200 texts per class. Where do the experts sit? Try mean
-   pooling instead of max: what changes? Upload your own labelled texts for another concept.
-3. **Expert neurons (10 min).** Open the top unit. Which tokens make it fire? Are they all swear words, or
-   also context? What does its output promote in the vocabulary?
-4. **Generate side by side (15 min).** Pick a provocative prompt, 10 samples per side. Compare the mean
-   toxicity without and with AurA. Then set an adversarial pre-prompt ("Be rude and insulting."): does AurA
-   still help? Slide λ from 0 to 1 and watch the text change. Compare with Det0 and Damp.
-5. **Discuss (5 min).** What is lost when neurons are dampened? Share your view with a link: the address bar
-   keeps model, method, strength, prompt and pre-prompt.
+1. **Start (5 min).** Press **Run the demo**: the same prompt, several times without and with AurA, from the same
+   random streams. Read the two means and their intervals, not one lucky completion.
+2. **Find experts (10 min).** The organiser's experts open ready. Where do the experts sit? Try mean pooling instead
+   of max, or a few texts of your own as an upload: what changes?
+3. **Expert neurons (10 min).** Open the top unit. Which tokens make it fire, in toxic *and* in non-toxic texts?
+   What does its output promote in the vocabulary?
+4. **Generate side by side (15 min).** Set an adversarial pre-prompt ("Be rude and insulting."): does AurA still
+   help? Slide λ from 0 to 1 and watch the text change. Compare with Det0 and Damp.
+5. **Discuss (5 min).** What is lost when neurons are dampened? Share your view: the address bar always holds the
+   model, the experts, the unit and every setting on screen, so a copied link opens the same view.
 """
 )

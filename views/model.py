@@ -1,4 +1,6 @@
-"""Model: pick a preset, a Hugging Face id or a local folder; see its architecture and units."""
+"""Model: pick a model the server offers (or, where the operator allows, a Hub id or a local folder)."""
+
+from pathlib import Path
 
 import pandas as pd
 import streamlit as st
@@ -6,44 +8,61 @@ import streamlit as st
 from aura_core import PRESETS, AuraError, discover_units
 from aura_core.architecture import layer_of, module_kind, unit_width
 from aura_core.models import preset_status
-from studio.resources import ModelChoice, get_model
-from studio.state import model_choice, share_in_url
+from studio.resources import ModelChoice, get_model, get_server_config
+from studio.state import model_choice, set_model_choice
 
 st.title("Model")
 st.write("Choose the language model whose neurons you want to explore. Presets work offline.")
 
+config = get_server_config()
 current = model_choice()
-options = [*PRESETS, "Hugging Face id or local folder…"]
+offered = list(config.offered_models())
+status = {name: preset_status(name) for name in offered if name in PRESETS}
+CUSTOM = "Hugging Face id or local folder…"
+options = offered + ([CUSTOM] if config.allow_hub_ids or config.allow_server_paths else [])
+
+
+def describe(name: str) -> str:
+    if name in PRESETS:
+        note = "" if status[name] != "missing" else "  (not installed)"
+        return f"{name}: {PRESETS[name].description}{note}"
+    return name
+
+
 with st.form("model_form"):
     left, right = st.columns([2, 1])
-    preset_index = options.index(current.name) if current.name in PRESETS else len(options) - 1
-    picked = left.selectbox(
-        "Model", options, index=preset_index, format_func=lambda n: f"{n}: {PRESETS[n].description}" if n in PRESETS else n
-    )
-    custom = left.text_input(
-        "Hugging Face id or local folder",
-        value="" if current.name in PRESETS else current.name,
-        placeholder="e.g. HuggingFaceTB/SmolLM2-360M or /models/my-llama",
-    )
+    index = options.index(current.name) if current.name in options else (len(options) - 1 if CUSTOM in options else 0)
+    picked = left.selectbox("Model", options, index=index, format_func=describe)
+    custom = ""
+    if CUSTOM in options:
+        what = " or ".join(
+            w for w, ok in (("a Hugging Face id", config.allow_hub_ids), ("a local folder", config.allow_server_paths)) if ok
+        )
+        custom = left.text_input(
+            f"Or type {what}",
+            value="" if current.name in offered else current.name,
+            placeholder="e.g. HuggingFaceTB/SmolLM2-360M or /models/my-llama",
+        )
     dtype = right.selectbox("dtype", ["auto", "float32", "bfloat16", "float16"], index=0)
     device = right.selectbox("device", ["auto", "cpu", "cuda", "mps"], index=0)
-    trust = right.checkbox(
-        "trust remote code",
-        value=current.trust_remote_code,
-        help="Runs code from the model's repository. Only for models you trust.",
-    )
     submitted = st.form_submit_button("Load model", type="primary")
 
+if config.allow_remote_code:
+    st.caption("This server runs code from model repositories that ship their own (set by the operator).")
 if submitted:
-    name = custom.strip() if picked not in PRESETS else picked
+    name = custom.strip() if picked == CUSTOM else picked
     if not name:
         st.error("Type a Hugging Face id (owner/name) or the path of a local model folder.")
+    elif name in PRESETS and status.get(name) == "missing":
+        st.error(f"**{name}** is not installed on this server. Install it with `{PRESETS[name].install}`, then reload.")
+    elif name not in offered and not config.allow_server_paths and (name.startswith((".", "/", "~")) or Path(name).exists()):
+        st.error("This server does not load models from its own folders; pick one of the offered models.")
+    elif name not in offered and not config.allow_hub_ids and not config.allow_server_paths:
+        st.error(f"This server offers only {', '.join(offered)}.")
     else:
-        st.session_state["model_choice"] = ModelChoice(name, dtype, device, trust)
-        st.session_state.pop("experts_spec", None)
+        set_model_choice(ModelChoice(name, dtype, device))
         st.rerun()  # the sidebar shows the new choice
 
-share_in_url(model=current.name)
 try:
     with st.spinner(f"Loading {current.name}… the first load of a preset converts it once (about 30 s)"):
         loaded = get_model(current)
@@ -51,8 +70,8 @@ except AuraError as err:
     st.error(f"Could not load **{current.name}**: {err}")
     st.stop()
 
-config = loaded.model.config
-layers = getattr(config, "num_hidden_layers", None) or getattr(config, "n_layer", None)
+config_of_model = loaded.model.config
+layers = getattr(config_of_model, "num_hidden_layers", None) or getattr(config_of_model, "n_layer", None)
 cols = st.columns(6)
 cols[0].metric("Architecture", type(loaded.model).__name__.replace("ForCausalLM", "").replace("LMHeadModel", ""))
 cols[1].metric("Layers", layers)

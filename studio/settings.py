@@ -1,0 +1,159 @@
+"""Settings that outlive a page: kept per session outside widget keys, mirrored into the address bar.
+
+Streamlit forgets a widget's value when its page is not drawn, so every setting a person
+chooses lives in one store here; a widget is bound to it (``bind``) and writes its value
+back (``keep``). At the end of every run the address bar is made to match the store, so a
+copied link opens the same view, and a reload restores it. URL values are untrusted: each
+one is parsed and checked, and a bad one is dropped with a note.
+
+>>> parse_unit("model.layers.5.mlp.gate_proj:1343")
+('model.layers.5.mlp.gate_proj', 1343)
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import streamlit as st
+
+from aura_core import METHODS
+from aura_core.experts import is_experts_key
+
+__all__ = ["SETTINGS", "Setting", "bind", "get", "keep", "load_from_url", "parse_unit", "put", "sync_url"]
+
+_STORE = "_settings"
+
+
+def parse_unit(text: str) -> tuple[str, int]:
+    """``module:index`` → ``(module, index)``; a ValueError for anything else."""
+    module, sep, index = text.rpartition(":")
+    if not sep or not re.fullmatch(r"[A-Za-z0-9_.]{1,200}", module) or not index.isdigit():
+        raise ValueError(f"{text!r} is not module:index")
+    return module, int(index)
+
+
+def _choice(options: tuple[str, ...]) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        if text not in options:
+            raise ValueError(f"{text!r} is not one of {', '.join(options)}")
+        return text
+
+    return parse
+
+
+def _number(kind: type, low: float, high: float) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        value = kind(text)
+        if not low <= value <= high:
+            raise ValueError(f"{text} is outside [{low}, {high}]")
+        return value
+
+    return parse
+
+
+def _text(limit: int) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        if len(text) > limit:
+            raise ValueError(f"longer than {limit} characters")
+        return text
+
+    return parse
+
+
+def _key(text: str) -> str:
+    if not is_experts_key(text):
+        raise ValueError(f"{text[:40]!r} is not an experts key")
+    return text
+
+
+@dataclass(frozen=True)
+class Setting:
+    """A setting kept across pages and reloads; ``url`` names it in the address bar."""
+
+    name: str
+    url: str
+    default: Any
+    parse: Callable[[str], Any]
+
+
+SETTINGS: dict[str, Setting] = {
+    s.name: s
+    for s in (
+        Setting("model", "model", None, _text(300)),  # checked against the server's offer by the caller
+        Setting("experts", "experts", None, _key),
+        Setting("unit", "unit", None, lambda t: ":".join(map(str, parse_unit(t)))),
+        Setting("n_per_class", "n", 50, _number(int, 1, 1_000_000)),
+        Setting("max_tokens", "tokens", 64, _number(int, 4, 512)),
+        Setting("pooling", "pooling", "max", _choice(("max", "mean"))),
+        Setting("data_seed", "data_seed", 0, _number(int, 0, 10_000)),
+        Setting("prompt", "prompt", None, _text(2000)),
+        Setting("pre", "pre", "none", _text(200)),
+        Setting("pre_text", "pre_text", "", _text(500)),
+        Setting("method", "method", "aura", _choice(tuple(METHODS))),
+        Setting("strength", "strength", 1.0, _number(float, 0.0, 1.0)),
+        Setting("k", "k", 200, _number(int, 1, 10_000_000)),
+        Setting("damp_alpha", "damp_alpha", 0.5, _number(float, 0.0, 1.0)),
+        Setting("seed", "seed", 0, _number(int, 0, 2**31 - 1)),
+        Setting("samples", "samples", 8, _number(int, 1, 1000)),
+    )
+}
+
+
+def _store() -> dict[str, Any]:
+    store: dict[str, Any] = st.session_state.setdefault(_STORE, {})
+    return store
+
+
+def get(name: str) -> Any:
+    """The session's value of a setting (its default until set)."""
+    return _store().get(name, SETTINGS[name].default)
+
+
+def put(name: str, value: Any) -> None:
+    _store()[name] = value
+    st.session_state.pop(f"w:{name}", None)  # the bound widget picks the new value up on its next draw
+
+
+def bind(name: str) -> str:
+    """The widget key for setting ``name``, seeded with the kept value when the widget was not drawn."""
+    key = f"w:{name}"
+    if key not in st.session_state:
+        st.session_state[key] = get(name)
+    return key
+
+
+def keep(name: str, value: Any) -> Any:
+    """Remember a bound widget's value (call after drawing it); returns the value."""
+    _store()[name] = value
+    return value
+
+
+def load_from_url() -> list[str]:
+    """Seed the store from the address bar once per session; returns a note for each value refused."""
+    refused = []
+    for setting in SETTINGS.values():
+        text = st.query_params.get(setting.url)
+        if text is None:
+            continue
+        try:
+            _store()[setting.name] = setting.parse(text)
+        except (ValueError, TypeError) as err:
+            refused.append(f"`{setting.url}` in the link was ignored: {err}")
+    return refused
+
+
+def sync_url() -> None:
+    """Make the address bar show every setting that differs from its default, and nothing else."""
+    wanted = {}
+    for setting in SETTINGS.values():
+        value = get(setting.name)
+        if value is not None and value != setting.default:
+            wanted[setting.url] = str(value)
+    for key in [k for k in st.query_params if k not in wanted]:
+        del st.query_params[key]
+    for key, text in wanted.items():
+        if st.query_params.get(key) != text:
+            st.query_params[key] = text

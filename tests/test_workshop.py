@@ -1,0 +1,138 @@
+"""Ready for a room: prepared experts, links that restore the view, settings that survive, a safe workshop mode."""
+
+import json
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from aura_core.cli import main
+from studio.resources import get_server_config
+from studio.server import server_config
+
+APP = str(Path(__file__).resolve().parents[1] / "app.py")
+
+
+@pytest.fixture
+def cache(monkeypatch, tmp_path):
+    monkeypatch.setenv("AURA_STUDIO_MODEL", "tiny-gpt2")
+    monkeypatch.setenv("AURA_CACHE_DIR", str(tmp_path))
+    monkeypatch.delenv("AURA_WORKSHOP", raising=False)
+    get_server_config.clear()  # the server reads its settings once per process; each test is a new server
+    yield tmp_path
+    get_server_config.clear()
+
+
+def _session(params: dict[str, str] | None = None) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.query_params.update(params or {})
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def _prepare(capsys, *extra: str) -> dict:
+    assert main(["prepare", "--model", "tiny-gpt2", "--n-per-class", "20", "--max-tokens", "32", "--json", *extra]) == 0
+    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+
+def test_prepare_gives_a_key_that_any_session_restores_without_computing(cache, capsys):
+    prepared = _prepare(capsys)
+    assert prepared["query"] == f"model=tiny-gpt2&experts={prepared['experts']}"
+    at = _session()  # a fresh session opens on the server's default experts
+    assert "best AUROC" in "\n".join(m.value for m in at.sidebar.markdown)
+    at.switch_page("views/find_experts.py").run()
+    assert not at.exception, at.exception
+    assert any(m.label == "Units analysed" for m in at.metric)
+    assert at.number_input(key="w:n_per_class").value == 20  # the page shows the settings the experts came from
+    assert at.query_params["experts"] == prepared["experts"]
+
+
+def test_a_named_preset_opens_from_its_link(cache, capsys):
+    named = _prepare(capsys, "--name", "class-demo", "--pooling", "mean")
+    default = _prepare(capsys)
+    assert named["experts"] != default["experts"]
+    at = _session({"experts": named["experts"]})
+    at.switch_page("views/find_experts.py").run()
+    assert at.selectbox(key="w:pooling").value == "mean"
+
+
+def test_settings_survive_page_switches_and_reloads(cache, capsys):
+    _prepare(capsys)
+    at = _session()
+    at.switch_page("views/generate.py").run()
+    at.text_area(key="w:prompt").set_value("My neighbour is").run()
+    at.slider(key="w:strength").set_value(0.4).run()
+    at.switch_page("views/model.py").run()
+    at.switch_page("views/find_experts.py").run()
+    at.switch_page("views/generate.py").run()
+    assert at.text_area(key="w:prompt").value == "My neighbour is"
+    assert at.slider(key="w:strength").value == pytest.approx(0.4)
+    link = dict(at.query_params)
+    assert link["prompt"] == "My neighbour is" and link["strength"] == "0.4"
+    reloaded = _session(link)  # a reload, or a student opening the teacher's link
+    reloaded.switch_page("views/generate.py").run()
+    assert reloaded.text_area(key="w:prompt").value == "My neighbour is"
+    assert reloaded.slider(key="w:strength").value == pytest.approx(0.4)
+
+
+def test_a_shared_generation_is_shown_without_generating_again(cache, capsys):
+    _prepare(capsys)
+    teacher = _session()
+    teacher.switch_page("views/generate.py").run()
+    teacher.slider(key="w:samples").set_value(2).run()
+    next(b for b in teacher.button if b.label == "Generate").click().run()
+    assert not teacher.exception, teacher.exception
+    shown = teacher.session_state["last_generation"]["samples"]
+    link = dict(teacher.query_params)
+    student = _session(link)
+    student.switch_page("views/generate.py").run()
+    assert not student.exception, student.exception
+    assert student.session_state["last_generation"]["samples"].equals(shown)
+
+
+def test_the_demo_compares_the_means_of_several_samples(cache):
+    at = _session()
+    next(b for b in at.button if b.label == "Run the demo").click().run()
+    assert not at.exception, at.exception
+    frame = at.session_state["last_generation"]["samples"]
+    assert (frame.groupby("side").size() >= 8).all()
+    assert any(m.label.startswith("Baseline: mean toxicity") for m in at.metric)
+    assert any("Scored by profanity-check" in c.value for c in at.caption)
+
+
+def test_workshop_mode_hides_what_reaches_the_server(cache, monkeypatch, capsys):
+    _prepare(capsys)
+    monkeypatch.setenv("AURA_WORKSHOP", "1")
+    get_server_config.clear()
+    at = _session({"model": "/etc"})
+    assert any("does not offer the model `/etc`" in w.value for w in at.warning)
+    at.switch_page("views/model.py").run()
+    assert [s.options for s in at.selectbox if s.label == "Model"] == [["tiny-gpt2"]]
+    assert not [t for t in at.text_input if t.label.startswith("Or type")]
+    assert not at.checkbox  # no "trust remote code" for a browser, ever
+    at.switch_page("views/find_experts.py").run()
+    assert at.radio(key="data_source").options == ["Starter set", "Upload CSV / JSONL"]
+    assert at.number_input(key="w:n_per_class").max == 200
+    at.switch_page("views/evaluate.py").run()
+    assert not [t for t in at.text_input if t.label.startswith("Prompt file")]
+    at.switch_page("views/generate.py").run()
+    assert at.slider(key="w:samples").max == 10
+
+
+def test_a_bad_link_value_is_refused_with_a_note(cache):
+    at = _session({"strength": "7", "experts": "../../etc/passwd", "unit": "x;rm:1"})
+    notes = "\n".join(w.value for w in at.warning)
+    assert "`strength` in the link was ignored" in notes and "`experts` in the link was ignored" in notes
+    assert "strength" not in at.query_params and "experts" not in at.query_params
+
+
+def test_server_config_from_a_file_and_the_environment(tmp_path):
+    path = tmp_path / "studio.toml"
+    path.write_text('[studio]\nworkshop = true\nmodels = ["smollm2-135m", "gemma-3-270m"]\nmax_samples = 6\n')
+    config = server_config({"AURA_STUDIO_CONFIG": str(path), "AURA_MAX_UPLOAD_MB": "2"})
+    assert config.workshop and config.max_samples == 6 and config.max_upload_mb == 2 and not config.allow_hub_ids
+    assert config.offered_models() == ("smollm2-135m", "gemma-3-270m")
+    path.write_text("[studio]\nmax_sample = 6\n")
+    with pytest.raises(Exception, match="unknown setting 'max_sample'"):
+        server_config({"AURA_STUDIO_CONFIG": str(path)})

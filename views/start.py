@@ -1,0 +1,64 @@
+"""Start: what the app does, in two sentences, and one button that shows it."""
+
+import streamlit as st
+
+from aura_core import AuraError, balanced_sample, load_concept_data, load_prompts
+from aura_core.experts import ExpertsRecipe
+from studio import settings
+from studio.resources import experts_by_key, find_experts, get_server_config
+from studio.state import STARTER_LABEL, model_choice, require_model, session_experts, set_session_experts
+from studio.view import ProgressWithETA, follow_flight
+
+# What the demo finds when the operator has not prepared experts: small enough for ~30 s on 2 cores.
+DEMO_RECIPE = {"n_per_class": 50, "max_tokens": 64}
+
+st.title("AurA Studio")
+st.markdown(
+    "**See, and switch off, the neurons that make a language model toxic.** "
+    "AurA scores every MLP neuron by how well it tells toxic from non-toxic text (its AUROC) and turns each down "
+    "in proportion; here you find those neurons, look inside them, and compare the model's text with and without them."
+)
+config = get_server_config()
+loaded = require_model()
+experts = session_experts()
+samples = min(8, config.max_samples)
+prompt = next(p.text for p in load_prompts() if p.kind == "provocative")
+
+left, right = st.columns([2, 3])
+with left:
+    st.markdown(
+        f"The demo asks **{loaded.name}** to continue a provocative prompt, {samples} times without and {samples} times "
+        "with AurA, from the same random streams, and scores every completion."
+    )
+    demo = st.button("Run the demo", type="primary", icon=":material/play_arrow:")
+    if experts is not None:
+        st.caption(f"Experts ready: {experts.spec.data}, {experts.spec.n_per_class} texts per class.")
+    else:
+        st.caption(
+            f"No experts prepared on this server yet: the demo first finds them ({DEMO_RECIPE['n_per_class']} texts per class)."
+        )
+with right:
+    st.page_link("views/learn.py", label="How AurA works, with this model's own numbers", icon=":material/school:")
+    st.page_link("views/find_experts.py", label="Find the experts yourself, on your own data", icon=":material/search:")
+    st.page_link("views/expert_neurons.py", label="Look inside one expert neuron", icon=":material/neurology:")
+    st.page_link("views/evaluate.py", label="Measure it the paper's way, with intervals", icon=":material/analytics:")
+
+if demo:
+    if experts is None:
+        recipe = ExpertsRecipe(model=model_choice().name, data=STARTER_LABEL, **DEMO_RECIPE)  # type: ignore[arg-type]
+        sample = balanced_sample(load_concept_data("starter"), recipe.n_per_class, seed=recipe.seed)
+        with st.status("Finding the experts of this model first…", expanded=True) as status:
+            try:
+                found = experts_by_key(follow_flight(find_experts(model_choice(), sample, recipe), ProgressWithETA("texts")).key)
+            except AuraError as err:
+                status.update(label="Could not find experts", state="error")
+                st.error(str(err))
+                st.stop()
+        if found is None:
+            st.error("The experts could not be stored on this server; see Find experts.")
+            st.stop()
+        set_session_experts(found)
+    for name, value in (("prompt", prompt), ("pre", "none"), ("method", "aura"), ("strength", 1.0), ("samples", samples)):
+        settings.put(name, value)
+    st.session_state["_autorun"] = True
+    st.switch_page("views/generate.py")
