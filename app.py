@@ -6,6 +6,7 @@ pages would then run without this frame (no navigation, no shared sidebar, no se
 
 import streamlit as st
 
+from aura_core.models import loaded_model, precision_of
 from studio import settings
 from studio.resources import engine_load
 from studio.state import concept_data, init_session, model_choice, session_experts, show_notes
@@ -20,6 +21,7 @@ navigation = st.navigation(
         st.Page("views/model.py", title="Model", icon=":material/memory:"),
         st.Page("views/find_experts.py", title="Find experts", icon=":material/search:"),
         st.Page("views/expert_neurons.py", title="Expert neurons", icon=":material/neurology:"),
+        st.Page("views/firing.py", title="Which experts fire", icon=":material/bolt:"),
         st.Page("views/generate.py", title="Generate side by side", icon=":material/compare:"),
         st.Page("views/evaluate.py", title="Evaluate", icon=":material/analytics:"),
     ]
@@ -32,7 +34,11 @@ def draw_sidebar() -> None:
         st.markdown("### AurA Studio")
         choice = model_choice()
         st.caption("Model")
-        st.markdown(f"`{choice.name}` · {choice.dtype} · {choice.device}")
+        loaded = loaded_model(choice.name, choice.dtype, choice.device)  # never loads one
+        if loaded is None:
+            st.markdown(f"`{choice.name}` · {choice.device} · {choice.dtype} (not loaded yet)")
+        else:
+            st.markdown(f"`{choice.name}` · {loaded.device.type} · {precision_of(loaded.model).name}")
         data, label = concept_data()
         counts = data.counts()
         st.caption("Concept data")

@@ -138,7 +138,12 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
         "--model", default=DEFAULT_MODEL, help=f"preset, Hugging Face id or local folder (default {DEFAULT_MODEL})"
     )
     group.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto)")
-    group.add_argument("--dtype", default="auto", help="auto, float32, bfloat16 or float16 (default auto)")
+    group.add_argument(
+        "--dtype",
+        default="auto",
+        help="auto (bfloat16 where the CPU or GPU computes it natively, else float32), float32, bfloat16 "
+        "(with float32 residual stream, norms and massive-activation blocks) or float16 (default auto)",
+    )
     group.add_argument("--device-map", default=None, help="'auto' spreads a large model over all devices")
     group.add_argument("--trust-remote-code", action="store_true", help="run the model repository's own code (off by default)")
 
@@ -196,7 +201,7 @@ def _collect(args: argparse.Namespace, loaded: LoadedModel | None = None) -> tup
 
 def cmd_models(args: argparse.Namespace) -> int:
     from aura_core.architecture import discover_units, module_kind, unit_width
-    from aura_core.models import PRESETS, preset_status
+    from aura_core.models import PRESETS, precision_of, preset_status
 
     if args.show:
         loaded = _load(args)
@@ -206,6 +211,7 @@ def cmd_models(args: argparse.Namespace) -> int:
         for name in units:
             per_kind[module_kind(name)] = per_kind.get(module_kind(name), 0) + unit_width(modules[name])
         config: Any = loaded.model.config
+        precision = precision_of(loaded.model)
         _emit(
             {
                 "model": args.model,
@@ -215,7 +221,9 @@ def cmd_models(args: argparse.Namespace) -> int:
                 "parameters": loaded.n_parameters,
                 "memory_mb": round(loaded.memory_bytes / 2**20, 1),
                 "device": str(loaded.device),
-                "dtype": str(loaded.model.dtype),
+                "dtype": precision.name,
+                "float32_parts": precision.float32_parts,
+                "float32_blocks": list(precision.float32_blocks),
                 "unit_modules": len(units),
                 "units_per_kind": per_kind,
                 "load_seconds": round(loaded.load_seconds, 2),
@@ -454,14 +462,21 @@ def _numbers(option: str, text: str, kind: type[int] | type[float]) -> tuple[int
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from aura_core.data import load_neutral_texts
-    from aura_core.evaluation import EvalConfig, run_evaluation, run_sweep
+    from aura_core.evaluation import EvalConfig, operating_point, run_evaluation, run_sweep
     from aura_core.interventions import Intervention
-    from aura_core.reports import paper_table, write_reports
+    from aura_core.methods import METHODS
+    from aura_core.reports import describe_operating_point, paper_table, wide_intervals, write_reports
 
     _check_counts(args, "n_prompts", "n_neutral", "samples", "max_new_tokens", "batch_size")
     _check_outputs({"--out": args.out}, folder=True)
     strengths = _numbers("--sweep-strengths", args.sweep_strengths, float) if args.sweep else ()
     ks = tuple(int(k) for k in _numbers("--sweep-ks", args.sweep_ks, int)) if args.sweep and args.sweep_ks else None
+    sweep_methods = _csv_list(args.sweep_methods)
+    unknown = [m for m in sweep_methods if m not in METHODS]
+    if unknown or not sweep_methods:
+        raise AuraError(f"--sweep-methods: {', '.join(unknown) or 'none given'}; use {', '.join(METHODS)}")
+    if args.ppl_budget is not None and (args.ppl_budget <= 0 or not args.sweep):
+        raise AuraError("--ppl-budget needs --sweep and a positive budget, e.g. 0.05 for +5 %")
     _note_fewer_prompts(args)
     neutral = len(load_neutral_texts(args.neutral))
     if args.n_neutral is not None and args.n_neutral > neutral:
@@ -477,6 +492,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         samples=args.samples,
         max_new_tokens=args.max_new_tokens,
         seed=args.seed,
+        prompt_seed=args.prompt_seed,
         scorer=args.scorer,
         neutral=args.neutral,
         n_neutral=args.n_neutral,
@@ -503,18 +519,34 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                 loaded.tokenizer,
                 intervention,
                 config,
-                method=args.sweep_method,
+                method=sweep_methods,
                 strengths=strengths,
                 ks=ks,
                 out_dir=args.out,
                 progress=update,
             )
+            if args.ppl_budget is not None:
+                result.operating_point = operating_point(result.sweep, args.ppl_budget)
     finally:
         close()
     result.provenance["model"] = args.model
     paths = write_reports(result, args.out)
     print(paper_table(result.metrics).to_string(index=False), file=sys.stderr)
-    _emit({"reports": {k: str(v) for k, v in paths.items()}, "metrics": result.metrics.to_dict(orient="records")}, "json", None)
+    for condition in wide_intervals(result.metrics):
+        print(f"warning: the toxic-share interval of {condition} includes 1: more prompts or samples needed", file=sys.stderr)
+    point = result.operating_point
+    if args.ppl_budget is not None:
+        if point is None:
+            print(
+                f"no strength keeps perplexity within +{args.ppl_budget:.0%}; widen --ppl-budget or add small λ", file=sys.stderr
+            )
+        else:
+            print(f"operating point: {describe_operating_point(point)}", file=sys.stderr)
+    summary = {"reports": {k: str(v) for k, v in paths.items()}, "operating_point": point}
+    if args.json:
+        print(json.dumps(summary, default=str))
+    else:
+        _emit({**summary, "metrics": result.metrics.to_dict(orient="records")}, "json", None)
     return 0
 
 
@@ -525,6 +557,155 @@ def cmd_bench(args: argparse.Namespace) -> int:
     except ImportError as err:
         raise AuraError(f"the benchmarks are not importable ({err}): run this from the repository root") from err
     return int(benchmarks_main(args.bench_args, prog="python -m aura_core bench"))
+
+
+def _neurons_unit(text: str) -> tuple[str, int]:
+    from aura_core.neurons import parse_unit
+
+    return parse_unit(text)
+
+
+def _neurons_evidence(
+    args: argparse.Namespace, loaded: LoadedModel, modules: list[str], *, need_texts: bool
+) -> tuple[Responses, list[str] | None, str]:
+    """Pooled responses of ``modules`` (and the concept texts behind them) for τ, p and the top texts.
+
+    ``--responses`` reads a file from `collect` (its texts are rebuilt from ``--data``, ``--n-per-class``
+    and ``--seed``, by default those it records, and checked against its hash); otherwise the
+    modules are collected on ``--data`` (cached on disk like `collect`).
+    """
+    from aura_core.data import balanced_sample, load_concept_data
+    from aura_core.responses import Responses, collect_responses
+
+    if args.responses:
+        responses = Responses.load(args.responses)
+        missing = [m for m in modules if m not in responses.per_module]
+        if missing:
+            raise DataError(f"{args.responses}: holds no responses of {missing[0]!r}")
+        if not need_texts:
+            return responses, None, str(responses.meta.get("data_source") or args.responses)
+        source = args.data or str(responses.meta.get("data_source") or "starter")
+        n_texts = int(responses.labels.numel())
+        data = balanced_sample(load_concept_data(source), args.n_per_class or n_texts // 2, seed=args.seed)
+        if len(data) != n_texts or data.content_hash() != responses.meta.get("data_hash", data.content_hash()):
+            raise DataError(
+                f"{args.responses}: the texts behind it cannot be rebuilt from {source}; "
+                "give --data, --n-per-class and --seed as used to collect it"
+            )
+        return responses, data.texts, source
+    source = args.data or "starter"
+    data = balanced_sample(load_concept_data(source), args.n_per_class or 50, seed=args.seed)
+    responses = collect_responses(
+        loaded.model, loaded.tokenizer, data, modules, max_tokens=args.max_tokens, model_name=args.model
+    )
+    return responses, data.texts, source
+
+
+def _neurons_intervention(args: argparse.Namespace) -> Any:
+    """The intervention file, with --max-tokens defaulting to the token budget it was fitted with."""
+    from aura_core.interventions import Intervention
+
+    _check_counts(args, "n_per_class", "max_tokens")
+    intervention = Intervention.load(args.intervention)
+    if args.max_tokens is None:
+        budget = intervention.meta.get("max_tokens")
+        args.max_tokens = budget if isinstance(budget, int) and budget > 0 else 64
+    return intervention
+
+
+def cmd_neurons_show(args: argparse.Namespace) -> int:
+    """One unit in full: AUROC, α, gated partner, top texts of both classes, density on neutral text, vocabulary."""
+    from aura_core.data import load_neutral_texts
+    from aura_core.firing import unit_baselines
+    from aura_core.neurons import activation_profile, check_unit, gated_partner, unit_detail
+    from aura_core.responses import Responses
+
+    _check_counts(args, "top_texts", "vocab")
+    module, unit = _neurons_unit(args.unit)
+    intervention = _neurons_intervention(args)
+    widths = {name: t.numel() for name, t in intervention.auroc.items()}
+    check_unit(widths, module, unit)
+    neutral = load_neutral_texts(args.neutral)
+    loaded = _load(args)
+    intervention.check_fits(loaded.model)
+    partner = gated_partner(loaded.model, module)
+    modules = [module] + ([partner] if partner and partner in widths else [])
+    responses, texts, source = _neurons_evidence(args, loaded, modules, need_texts=True)
+    thresholds = unit_baselines(Responses({m: responses.per_module[m] for m in modules}, responses.labels)).thresholds
+    profile = activation_profile(
+        loaded.model,
+        loaded.tokenizer,
+        neutral,
+        thresholds,
+        corpus="data/neutral.txt" if args.neutral == "starter" else str(args.neutral),
+        max_tokens=args.max_tokens,
+    )
+    detail = unit_detail(
+        loaded.model,
+        loaded.tokenizer,
+        intervention,
+        module,
+        unit,
+        responses=responses,
+        texts=texts,
+        profile=profile,
+        per_class=args.top_texts,
+        max_tokens=args.max_tokens,
+        vocabulary_k=args.vocab,
+    )
+    result = {**detail.as_dict(), "concept_data": source}
+    if args.json:
+        _emit(result, "json", None)
+        return 0
+    print(_neurons_show_text(detail))
+    return 0
+
+
+def _neurons_show_text(detail: Any) -> str:
+    """A few readable lines for a terminal (``--json`` gives everything)."""
+    from aura_core.neurons import visible_whitespace
+
+    lines = [
+        f"{detail.unit.ref}  layer {detail.unit.layer} · {detail.unit.kind} · AUROC {detail.unit.auroc:.4f} · α {detail.unit.alpha:.3f}"
+    ]
+    if detail.partner:
+        lines.append(f"  gated with {detail.partner.ref}: AUROC {detail.partner.auroc:.4f} · α {detail.partner.alpha:.3f}")
+    if detail.density:
+        d = detail.density
+        lines.append(f"  fires above τ = {d.threshold:.3f} on {d.density:.2%} of {d.n_tokens:,} tokens of {d.corpus}")
+        lines.append("  quantiles: " + ", ".join(f"{q}: {v:.3f}" for q, v in d.quantiles.items()))
+    for label, name in ((1, "toxic"), (0, "non-toxic")):
+        for top in detail.texts_of(label):
+            acts = top.activations
+            peak = visible_whitespace(acts.tokens[acts.peak]) if acts.tokens else ""
+            lines.append(f"  {name:>9} {top.response:8.3f} at {peak!r}: {acts.text[:90]!r}")
+    if detail.vocabulary:
+        lines.append("  promotes: " + " ".join(t.token for t in detail.vocabulary.promoted))
+        lines.append("  suppresses: " + " ".join(t.token for t in detail.vocabulary.suppressed))
+    return "\n".join(lines)
+
+
+def cmd_neurons_fire(args: argparse.Namespace) -> int:
+    """Per token of ``--text``: its score and the experts that fire most there."""
+    from aura_core.firing import experts_firing, unit_baselines
+
+    _check_counts(args, "top")
+    if not args.text.strip():
+        raise DataError("--text is empty: give the text for the experts to read")
+    intervention = _neurons_intervention(args)
+    loaded = _load(args)
+    intervention.check_fits(loaded.model)
+    responses, _, source = _neurons_evidence(args, loaded, list(intervention.auroc), need_texts=False)
+    firing = experts_firing(
+        loaded.model, loaded.tokenizer, intervention, args.text, baselines=unit_baselines(responses), top_k=args.top
+    )
+    if args.json:
+        _emit({**firing.as_dict(), "concept_data": source}, "json", None)
+        return 0
+    for token in firing.tokens:
+        experts = ", ".join(f"{e.ref} ({e.score:.2f})" for e in token.experts[:3])
+        print(f"{token.as_dict()['shown']!s:>16}  {token.score:8.2f}  {experts}")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -635,7 +816,19 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--bootstrap", type=int, default=defaults.bootstrap, help="bootstrap resamples for the intervals")
     evaluate.add_argument("--batch-size", type=int, default=defaults.batch_size, help="completions decoding at once")
     evaluate.add_argument("--sweep", action="store_true", help="also sweep the strength λ")
-    evaluate.add_argument("--sweep-method", choices=METHODS, default="aura")
+    evaluate.add_argument(
+        "--sweep-methods", default="aura", help=f"comma list of methods to sweep ({', '.join(METHODS)}); default aura"
+    )
+    evaluate.add_argument(
+        "--ppl-budget",
+        type=float,
+        default=None,
+        help="with --sweep: the largest relative perplexity increase allowed (0.05 = 5 %%); finds the operating point",
+    )
+    evaluate.add_argument(
+        "--prompt-seed", type=int, default=defaults.prompt_seed, help="seed of the prompt subsample (default 0)"
+    )
+    evaluate.add_argument("--json", action="store_true", help="print one line of JSON: reports and the operating point")
     evaluate.add_argument("--sweep-strengths", default="0,0.25,0.5,0.75,1", help="comma list of λ")
     evaluate.add_argument("--sweep-ks", default=None, help="comma list of k (det0/damp)")
     evaluate.add_argument("--out", default="runs/evaluation", help="run folder: reports, and finished pieces for resuming")
@@ -660,6 +853,30 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--strength", type=float, default=None, help="override λ")
     export.add_argument("--out", required=True, help="new folder to write")
     export.set_defaults(func=cmd_export)
+
+    neurons = sub.add_parser("neurons", help="one unit in detail (show), or which experts fire on a text (fire)")
+    neurons_sub = neurons.add_subparsers(dest="neurons_command", required=True)
+    show = neurons_sub.add_parser("show", help="a unit's AUROC, α, top texts of both classes, density and vocabulary")
+    fire = neurons_sub.add_parser("fire", help="per token of a text, the experts that fire there")
+    for part in (show, fire):
+        _add_model_args(part)
+        part.add_argument("--intervention", required=True, help="a file from `fit` (its AUROC says how expert each unit is)")
+        part.add_argument("--responses", default=None, help="a file from `collect` (otherwise the units are collected on --data)")
+        part.add_argument("--data", default=None, help="concept data for τ, p and top texts: 'starter' (default) or a CSV/JSONL")
+        part.add_argument("--n-per-class", type=int, default=None, help="texts per label (default 50, or the responses' own)")
+        part.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+        part.add_argument("--max-tokens", type=int, default=None, help="token budget per text (default: the intervention's)")
+        part.add_argument("--json", action="store_true", help="print JSON (default: a few readable lines)")
+    show.add_argument("--unit", required=True, help="MODULE:INDEX, e.g. model.layers.5.mlp.gate_proj:1343")
+    show.add_argument("--top-texts", type=int, default=5, help="top texts per class (default 5)")
+    show.add_argument(
+        "--neutral", default="starter", help="corpus for the density: 'starter' (data/neutral.txt), .txt, CSV or JSONL"
+    )
+    show.add_argument("--vocab", type=int, default=12, help="promoted and suppressed tokens to list (default 12)")
+    show.set_defaults(func=cmd_neurons_show)
+    fire.add_argument("--text", required=True, help="the text to read")
+    fire.add_argument("--top", type=int, default=5, help="experts per token (default 5)")
+    fire.set_defaults(func=cmd_neurons_fire)
     return parser
 
 

@@ -31,9 +31,18 @@ from aura_core.methods import METHODS, PLAIN, method_names
 from aura_core.models import model_fingerprint
 from aura_core.runner import Inline, Runner
 from aura_core.scoring import DEFAULT_SCORER, ToxicityScorer, load_scorer, text_nll
-from aura_core.stats import bootstrap_ppl_change, bootstrap_ratio, perplexity_of, toxicity_metrics
+from aura_core.stats import MEASURES, bootstrap_ppl_change, paired_reduction, perplexity_of, toxicity_metrics
 
-__all__ = ["PREPROMPT_GROUPS", "EvalConfig", "EvalResult", "Evaluation", "run_evaluation", "run_sweep", "summarise"]
+__all__ = [
+    "PREPROMPT_GROUPS",
+    "EvalConfig",
+    "EvalResult",
+    "Evaluation",
+    "operating_point",
+    "run_evaluation",
+    "run_sweep",
+    "summarise",
+]
 
 PREPROMPT_GROUPS = ("none", "favourable", "adversarial")
 Progress = Callable[[str, int, int], None]
@@ -47,10 +56,11 @@ class EvalConfig:
     prompts: str = "starter"
     n_prompts: int | None = 50
     prompt_kind: str | None = None
-    sampling: str = "quick"
+    sampling: str = "paper"
     samples: int | None = None
     max_new_tokens: int | None = None
     seed: int = 0
+    prompt_seed: int = 0
     scorer: str = DEFAULT_SCORER
     neutral: str = "starter"
     n_neutral: int | None = 60
@@ -105,6 +115,7 @@ class EvalResult:
     perplexity_terms: dict[str, tuple[np.ndarray, np.ndarray]]
     provenance: dict[str, object] = field(default_factory=dict)
     sweep: pd.DataFrame | None = None
+    operating_point: dict[str, object] | None = None
 
 
 def _score_matrix(frame: pd.DataFrame) -> np.ndarray:
@@ -119,31 +130,42 @@ def summarise(
     n_boot: int = 1000,
     seed: int = 0,
 ) -> pd.DataFrame:
-    """One row per condition: toxicity figures, perplexity, and the change against the baselines.
+    """One row per condition: toxicity measures, perplexity, and the change against the baselines.
 
-    ``reduction`` compares with the plain model without pre-prompt (the paper's reference);
-    ``reduction_same_preprompt`` with the plain model under the same pre-prompt.
+    For each measure of :data:`aura_core.stats.MEASURES` (toxic share first, as the paper),
+    ``<measure>_reduction`` compares with the plain model without pre-prompt (the paper's
+    reference) and ``<measure>_reduction_same_preprompt`` with the plain model under the same
+    pre-prompt, each with a paired bootstrap interval (``_low``, ``_high``).
     """
     conditions = generations[["method", "preprompt"]].drop_duplicates().itertuples(index=False)
     per_prompt = {
         (m, p): _score_matrix(generations[(generations.method == m) & (generations.preprompt == p)]) for m, p in conditions
     }
-    plain_key = (PLAIN, "none") if (PLAIN, "none") in per_prompt else None
+    plain_key = (PLAIN, "none")
     rows = []
     for (method, preprompt), scores in per_prompt.items():
-        row = {"method": method, "preprompt": preprompt, "prompts": scores.shape[0], "samples": scores.shape[1]}
+        row: dict[str, object] = {
+            "method": method,
+            "preprompt": preprompt,
+            "prompts": scores.shape[0],
+            "samples": scores.shape[1],
+        }
         row.update(toxicity_metrics(scores))
-        for name, reference in (("reduction", plain_key), ("reduction_same_preprompt", ("none", preprompt))):
-            if reference in per_prompt:
-                point, low, high = bootstrap_ratio(
-                    per_prompt[reference].mean(axis=1), scores.mean(axis=1), n_boot=n_boot, seed=seed
-                )
+        for suffix, reference in (("", plain_key), ("_same_preprompt", (PLAIN, preprompt))):
+            if reference not in per_prompt or per_prompt[reference].shape != scores.shape:
+                continue
+            for measure in MEASURES:
+                point, low, high = paired_reduction(per_prompt[reference], scores, measure, n_boot=n_boot, seed=seed)
+                name = f"{measure}_reduction{suffix}"
                 row.update({name: point, f"{name}_low": low, f"{name}_high": high})
         if method in ppl_terms:
             row["perplexity"] = perplexity_of(*ppl_terms[method])
-            if "none" in ppl_terms:
-                change, low, high = bootstrap_ppl_change(ppl_terms["none"], ppl_terms[method], n_boot=n_boot, seed=seed)
-                row.update({"ppl_change": change, "ppl_change_low": low, "ppl_change_high": high})
+            if PLAIN in ppl_terms:
+                for name, relative in (("ppl_change", False), ("ppl_change_rel", True)):
+                    change, low, high = bootstrap_ppl_change(
+                        ppl_terms[PLAIN], ppl_terms[method], relative=relative, n_boot=n_boot, seed=seed
+                    )
+                    row.update({name: change, f"{name}_low": low, f"{name}_high": high})
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -213,7 +235,8 @@ class Evaluation:
         if intervention is not None:
             intervention.check_fits(model)  # before any work: a mismatch is an error, not a late crash
         self.model, self.tokenizer, self.intervention, self.config = model, tokenizer, intervention, config
-        self.prompts = load_prompts(config.prompts, n=config.n_prompts, seed=config.seed, kind=config.prompt_kind)
+        # The prompt subsample has its own seed, so sampling seeds can be compared on the same prompts.
+        self.prompts = load_prompts(config.prompts, n=config.n_prompts, seed=config.prompt_seed, kind=config.prompt_kind)
         neutral = load_neutral_texts(config.neutral)
         self.neutral = neutral if config.n_neutral is None else neutral[: config.n_neutral]
         self.scorer = scorer or load_scorer(config.scorer)
@@ -364,32 +387,80 @@ class Evaluation:
         return EvalResult(config, generations, metrics, ppl, self.provenance())
 
     def sweep(
-        self, method: str = "aura", strengths: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0), ks: tuple[int, ...] | None = None
+        self,
+        methods: tuple[str, ...] | str = "aura",
+        strengths: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0),
+        ks: tuple[int, ...] | None = None,
     ) -> pd.DataFrame:
-        """Toxicity and perplexity over a grid of λ (and of k for Det0/Damp), without pre-prompt."""
+        """Toxicity and perplexity over a grid of methods × λ (× k for Det0/Damp), without pre-prompt.
+
+        Every point has its reductions against the plain model, and its absolute and relative
+        perplexity change, each with a paired bootstrap interval.
+        """
         if self.intervention is None:
             raise AuraError("a sweep needs an intervention (fit one first)")
-        base_ppl = self.perplexity_terms(None, "none · perplexity")
-        uses_k = METHODS[method].uses_k
-        grid = [(k, strength) for k in (ks if (uses_k and ks) else (self.config.k,)) for strength in strengths]
+        methods = (methods,) if isinstance(methods, str) else tuple(methods)
+        base_ppl = self.perplexity_terms(None, f"{PLAIN} · perplexity")
+        grid = [
+            (method, k, strength)
+            for method in methods
+            for k in (ks if (METHODS[method].uses_k and ks) else (self.config.k,))
+            for strength in strengths
+            if strength > 0
+        ]
 
-        def label_of(k: int, strength: float) -> str:
-            return f"{method} λ={strength:g}" + (f" k={k}" if uses_k else "")
+        def label_of(method: str, k: int, strength: float) -> str:
+            return f"{method} λ={strength:g}" + (f" k={k}" if METHODS[method].uses_k else "")
 
-        def intervention_of(k: int, strength: float) -> Intervention | None:
-            return None if strength == 0 else self.intervention_for(method, strength=strength, k=k)
-
-        scored = self.completions([_Condition(label_of(k, s), "", intervention_of(k, s)) for k, s in grid])
+        conditions = [_Condition("plain", "", None)]
+        conditions += [_Condition(label_of(m, k, s), "", self.intervention_for(m, strength=s, k=k)) for m, k, s in grid]
+        scored = self.completions(conditions)
+        plain = _score_matrix(pd.DataFrame(scored["plain"]))
+        n_boot, seed = self.config.bootstrap, self.config.seed
         rows = []
-        for k, strength in grid:
-            label = label_of(k, strength)
-            terms = self.perplexity_terms(intervention_of(k, strength), f"{label} · perplexity")
-            row: dict[str, object] = {"method": method, "strength": strength, "k": k if uses_k else None}
-            row.update(toxicity_metrics(_score_matrix(pd.DataFrame(scored[label]))))
+        for method, k, strength in [(m, self.config.k, 0.0) for m in methods] + grid:
+            label = label_of(method, k, strength) if strength > 0 else "plain"
+            intervention = conditions[[c.label for c in conditions].index(label)].intervention
+            terms = base_ppl if strength == 0 else self.perplexity_terms(intervention, f"{label} · perplexity")
+            scores = _score_matrix(pd.DataFrame(scored[label]))
+            row: dict[str, object] = {"method": method, "strength": strength, "k": k if METHODS[method].uses_k else None}
+            row.update(toxicity_metrics(scores))
+            for measure in MEASURES:
+                point, low, high = paired_reduction(plain, scores, measure, n_boot=n_boot, seed=seed)
+                row.update({f"{measure}_reduction": point, f"{measure}_reduction_low": low, f"{measure}_reduction_high": high})
             row["perplexity"] = perplexity_of(*terms)
-            row["ppl_change"] = perplexity_of(*terms) - perplexity_of(*base_ppl)
+            for name, relative in (("ppl_change", False), ("ppl_change_rel", True)):
+                change, low, high = bootstrap_ppl_change(base_ppl, terms, relative=relative, n_boot=n_boot, seed=seed)
+                row.update({name: change, f"{name}_low": low, f"{name}_high": high})
             rows.append(row)
         return pd.DataFrame(rows)
+
+
+def _plain(value: object) -> object:
+    """A table cell as a plain Python value (NaN becomes None), for JSON and for people."""
+    if value is None or (isinstance(value, float | np.floating) and np.isnan(value)):
+        return None
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def operating_point(sweep: pd.DataFrame, ppl_budget: float, measure: str = "toxic_share") -> dict[str, object] | None:
+    """The sweep point with the largest ``measure`` reduction whose relative perplexity change stays within budget.
+
+    Ties go to the smaller λ (the lighter touch). None when no point with an intervention fits.
+
+    >>> sweep = pd.DataFrame({"method": ["aura"] * 3, "strength": [0.0, 0.5, 1.0], "k": [None] * 3,
+    ...     "toxic_share_reduction": [1.0, 1.8, 2.4], "ppl_change_rel": [0.0, 0.04, 0.2]})
+    >>> operating_point(sweep, 0.05)["strength"]
+    0.5
+    """
+    fits = sweep[(sweep.strength > 0) & (sweep.ppl_change_rel <= ppl_budget)]
+    if fits.empty:
+        return None
+    best = fits.sort_values([f"{measure}_reduction", "strength"], ascending=[False, True]).iloc[0]
+    point = {str(key): _plain(value) for key, value in best.items()}
+    point["ppl_budget"] = ppl_budget
+    point["measure"] = measure
+    return point
 
 
 def run_evaluation(
@@ -428,7 +499,7 @@ def run_sweep(
     intervention: Intervention,
     config: EvalConfig,
     *,
-    method: str = "aura",
+    method: str | tuple[str, ...] = "aura",
     strengths: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0),
     ks: tuple[int, ...] | None = None,
     out_dir: str | Path | None = None,
@@ -436,7 +507,7 @@ def run_sweep(
     progress: Progress | None = None,
     runner: Runner | None = None,
 ) -> pd.DataFrame:
-    """Toxicity and perplexity over a grid of λ (and of k for Det0/Damp), without pre-prompt."""
+    """Toxicity and perplexity over a grid of methods × λ (and of k for Det0/Damp), without pre-prompt."""
     evaluation = Evaluation(
         model, tokenizer, intervention, config, out_dir=out_dir, scorer=scorer, progress=progress, runner=runner
     )

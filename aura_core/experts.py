@@ -37,8 +37,10 @@ __all__ = [
     "experts_key",
     "is_experts_key",
     "load_experts",
+    "load_operating_point",
     "prepared_experts",
     "register_prepared",
+    "save_operating_point",
 ]
 
 _KEY = re.compile(r"[0-9a-f]{20}")
@@ -171,6 +173,25 @@ def load_experts(key: str) -> Experts:
     except (OSError, ValueError, TypeError, KeyError) as err:
         raise AuraError(f"experts {key}: the stored record is unreadable ({err}); find these experts again") from err
     return Experts(key, recipe, data, Intervention.load(folder / "intervention.safetensors"))
+
+
+def save_operating_point(key: str, point: dict[str, object]) -> None:
+    """Keep the best sweep point within a perplexity budget beside the experts it was measured for."""
+    if not is_experts_key(key) or not (_root() / key).is_dir():
+        raise AuraError(f"no experts {key} to attach an operating point to")
+    atomic_write(_root() / key / "operating_point.json", json.dumps(point, default=str))
+
+
+def load_operating_point(key: str) -> dict[str, Any] | None:
+    """The operating point measured for these experts, if any."""
+    path = _root() / key / "operating_point.json" if is_experts_key(key) else None
+    if path is None or not path.is_file():
+        return None
+    try:
+        point: dict[str, Any] = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return point
 
 
 def _prepared_path() -> Path:

@@ -34,7 +34,7 @@ from aura_core.batching import Tokenizer
 from aura_core.errors import InterventionError
 from aura_core.files import CONTENT_KEY, atomic_folder, atomic_write, content_hash
 from aura_core.hooks import CallPlan, call_plan
-from aura_core.methods import METHODS, method_label
+from aura_core.methods import METHODS, AlphaInputs, method_label
 from aura_core.models import model_fingerprint
 from aura_core.responses import Responses
 
@@ -116,7 +116,9 @@ class Intervention:
 
     def alphas(self) -> dict[str, torch.Tensor]:
         """α per unit at full strength, by the method's rule."""
-        return METHODS[self.method].alphas(self.auroc, self.k, float(self.damp_alpha))
+        counts = self.meta.get("n_per_label")
+        n_per_label = (int(counts[0]), int(counts[1])) if isinstance(counts, list | tuple) and len(counts) == 2 else None
+        return METHODS[self.method].alphas(AlphaInputs(self.auroc, self.k, float(self.damp_alpha), n_per_label))
 
     def factors(self) -> dict[str, torch.Tensor]:
         """What each unit's output is multiplied by: 1 − λ + λ·α (computed once per object)."""
@@ -247,10 +249,11 @@ def fit_intervention(
     """
     target = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     scores = {name: auroc(values.to(target), responses.labels).cpu() for name, values in responses.per_module.items()}
-    meta = {
+    meta: dict[str, object] = {
         key: responses.meta.get(key)
         for key in ("model", "fingerprint", "data_source", "data_hash", "n_texts", "pooling", "max_tokens")
     }
+    meta["n_per_label"] = [int((responses.labels == 0).sum()), int((responses.labels == 1).sum())]
     return Intervention(scores, method=method, meta=meta, **settings)  # type: ignore[arg-type]
 
 

@@ -18,6 +18,7 @@ from aura_core.methods import method_label
 __all__ = [
     "COLORS",
     "THRESHOLDS",
+    "activation_histogram",
     "alpha_histogram",
     "auroc_by_layer",
     "condition_figure",
@@ -26,6 +27,7 @@ __all__ = [
     "response_distributions",
     "roc_figure",
     "tradeoff_figure",
+    "unit_classifier_figure",
 ]
 
 THRESHOLDS = (0.5, 0.6, 0.7, 0.8)
@@ -162,60 +164,134 @@ def roc_figure(values: np.ndarray, labels: np.ndarray, auroc_value: float) -> go
 
 
 def condition_figure(metrics: pd.DataFrame) -> go.Figure:
-    """Mean toxicity per pre-prompt, one bar per method, with the reduction factor on each bar."""
+    """Toxic share of completions per pre-prompt, one bar per method, labelled with its reduction ×."""
     fig = go.Figure()
     for method, part in metrics.groupby("method", sort=False):
-        labels = [f"{r:.2f}×" if np.isfinite(r) else "" for r in part.get("reduction", pd.Series([np.nan] * len(part)))]
+        reduction = part.get("toxic_share_reduction", pd.Series([np.nan] * len(part)))
+        labels = [f"{r:.2f}×" if np.isfinite(r) else "" for r in reduction]
         fig.add_trace(
-            go.Bar(
-                x=part.preprompt,
-                y=part.mean_toxicity,
-                name=method_label(method),
-                text=labels,
-                marker_color=COLORS.get(method, None),
-            )
+            go.Bar(x=part.preprompt, y=part.toxic_share, name=method_label(method), text=labels, marker_color=COLORS.get(method))
         )
     fig.update_layout(
         barmode="group",
-        title="Mean toxicity of completions (label: reduction vs the plain model without pre-prompt)",
+        title="Toxic share of completions (score > 0.5); label: × less than the plain model without pre-prompt",
         xaxis_title="pre-prompt",
-        yaxis_title="mean toxicity score",
+        yaxis_title="toxic share of completions",
         **_LAYOUT,
     )
     return fig
 
 
-def tradeoff_figure(sweep: pd.DataFrame) -> go.Figure:
-    """Toxicity against perplexity over the strength grid; λ = 1 is marked."""
+def tradeoff_figure(sweep: pd.DataFrame, operating: dict[str, object] | None = None) -> go.Figure:
+    """The Pareto view: toxic-share reduction × against the relative perplexity change, with 95% intervals.
+
+    Each method's points run along λ; ``operating`` (the best point within a perplexity budget)
+    is marked.
+    """
     fig = go.Figure()
     for (method, k), part in sweep.groupby(["method", sweep.k.fillna(-1)], sort=False):
         part = part.sort_values("strength")
         name = method_label(method) + (f" k={int(k)}" if k >= 0 else "")
         fig.add_trace(
             go.Scatter(
-                x=part.perplexity,
-                y=part.mean_toxicity,
+                x=part.ppl_change_rel * 100,
+                y=part.toxic_share_reduction,
+                error_x={
+                    "type": "data",
+                    "symmetric": False,
+                    "array": (part.ppl_change_rel_high - part.ppl_change_rel) * 100,
+                    "arrayminus": (part.ppl_change_rel - part.ppl_change_rel_low) * 100,
+                    "thickness": 1,
+                },
+                error_y={
+                    "type": "data",
+                    "symmetric": False,
+                    "array": part.toxic_share_reduction_high - part.toxic_share_reduction,
+                    "arrayminus": part.toxic_share_reduction - part.toxic_share_reduction_low,
+                    "thickness": 1,
+                },
                 mode="lines+markers+text",
                 text=[f"λ={s:g}" for s in part.strength],
                 textposition="top center",
                 name=name,
             )
         )
-        full = part[part.strength == 1.0]
+    if operating is not None:
         fig.add_trace(
             go.Scatter(
-                x=full.perplexity,
-                y=full.mean_toxicity,
+                x=[float(operating["ppl_change_rel"]) * 100],  # type: ignore[arg-type]
+                y=[operating["toxic_share_reduction"]],
                 mode="markers",
-                marker={"size": 14, "symbol": "star", "color": "#d62728"},
-                name=f"{name} λ = 1",
-                showlegend=True,
+                marker={"size": 18, "symbol": "star", "color": "#d62728"},
+                name=f"operating point (perplexity +{float(operating['ppl_budget']):.0%} at most)",  # type: ignore[arg-type]
             )
         )
+    fig.add_hline(y=1.0, line_dash="dot", line_color="grey")
     fig.update_layout(
-        title="Toxicity vs perplexity as the strength grows",
-        xaxis_title="perplexity on neutral text",
-        yaxis_title="mean toxicity score",
+        title="Less toxicity against more perplexity, as the strength grows (95% intervals)",
+        xaxis_title="perplexity change on neutral text (%)",
+        yaxis_title="× less toxic share of completions",
         **_LAYOUT,
     )
+    return fig
+
+
+def unit_classifier_figure(values: np.ndarray, labels: np.ndarray, auroc_value: float, threshold: float | None) -> go.Figure:
+    """One unit as a toxicity classifier: its max-over-tokens response per class (with τ), and its ROC curve."""
+    from sklearn.metrics import roc_curve
+
+    fig = make_subplots(
+        rows=1,
+        cols=2,
+        column_widths=[0.58, 0.42],
+        subplot_titles=("Its response to toxic and non-toxic texts", f"ROC (AUROC {auroc_value:.3f})"),
+    )
+    for label, name in ((1, "toxic"), (0, "non-toxic")):
+        fig.add_trace(
+            go.Histogram(x=values[labels == label], name=name, opacity=0.6, marker_color=COLORS[name], nbinsx=40), row=1, col=1
+        )
+    if threshold is not None:
+        fig.add_vline(x=threshold, line_dash="dash", line_color="#333", annotation_text="τ", row=1, col=1)
+    fpr, tpr, _ = roc_curve(labels, values)
+    fig.add_trace(go.Scatter(x=fpr, y=tpr, mode="lines", name="unit", line_color=COLORS["toxic"]), row=1, col=2)
+    fig.add_trace(
+        go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="chance", line={"dash": "dot", "color": "grey"}), row=1, col=2
+    )
+    fig.update_xaxes(title_text="max activation over a text's tokens", row=1, col=1)
+    fig.update_yaxes(title_text="texts", row=1, col=1)
+    fig.update_xaxes(title_text="false positive rate", row=1, col=2)
+    fig.update_yaxes(title_text="true positive rate", row=1, col=2)
+    fig.update_layout(barmode="overlay", height=360, **_LAYOUT)
+    return fig
+
+
+def activation_histogram(
+    edges: list[float], counts: list[int], threshold: float, title: str, partner: tuple[str, list[float], list[int]] | None = None
+) -> go.Figure:
+    """Counts of a unit's outputs over a corpus's tokens (log scale), with its firing threshold τ marked.
+
+    ``partner`` (name, edges, counts) overlays the other half of a gated neuron.
+    """
+    fig = go.Figure()
+    series = [("this unit", edges, counts, COLORS["toxic"])]
+    if partner is not None:
+        series.append((partner[0], partner[1], partner[2], COLORS["non-toxic"]))
+    for name, unit_edges, unit_counts, colour in series:
+        bounds = np.asarray(unit_edges, dtype=float)
+        fig.add_trace(
+            go.Bar(
+                x=(bounds[:-1] + bounds[1:]) / 2,
+                y=unit_counts,
+                width=np.diff(bounds),
+                name=name,
+                marker_color=colour,
+                opacity=0.65,
+                hovertemplate="%{x:.3f}: %{y} tokens<extra></extra>",
+            )
+        )
+    fig.add_vline(x=threshold, line_dash="dash", line_color="#333", annotation_text="τ (fires above)")
+    fig.update_layout(
+        title=title, xaxis_title="activation at a token", yaxis_title="tokens", barmode="overlay", height=340, **_LAYOUT
+    )
+    fig.update_yaxes(type="log")
     return fig

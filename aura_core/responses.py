@@ -141,7 +141,12 @@ def responses_cache_key(fingerprint: str, data_hash: str, units: list[str], pool
 
 
 class _Pooler:
-    """Recorders that pool each module's output straight into its preallocated buffer."""
+    """Recorders that pool each module's output straight into its preallocated buffer.
+
+    Pooled values are float32 whatever the model computes in. A maximum of bfloat16 outputs
+    is the maximum of their float32 values, so it is taken first and cast once; a mean adds
+    up in float32, since bfloat16 sums would round at every token.
+    """
 
     def __init__(self, names: list[str], buffers: dict[str, torch.Tensor], pooling: str) -> None:
         self.buffers = buffers
@@ -163,9 +168,9 @@ class _Pooler:
                 if tail.shape[1]:
                     pooled = torch.maximum(pooled, tail.masked_fill(~self.tail_mask, float("-inf")).amax(dim=1))
             else:
-                pooled = head.sum(dim=1)
+                pooled = head.sum(dim=1, dtype=torch.float32)
                 if tail.shape[1]:
-                    pooled = pooled + (tail * self.tail_mask).sum(dim=1)
+                    pooled = pooled + (tail * self.tail_mask).sum(dim=1, dtype=torch.float32)
                 pooled = pooled / self.counts
             self.buffers[name].index_copy_(0, self.rows, pooled.to(self.buffers[name].device, torch.float32))
 

@@ -29,6 +29,7 @@ __all__ = [
     "HFClassifierScorer",
     "ProfanityCheckScorer",
     "ToxicityScorer",
+    "float32_logits",
     "load_scorer",
     "perplexity",
     "text_nll",
@@ -113,6 +114,50 @@ def load_scorer(name: str = DEFAULT_SCORER, **kwargs: Any) -> ToxicityScorer:
     return HFClassifierScorer(name, **kwargs)
 
 
+# Config fields with which some families rescale logits after the output embedding, each its own way.
+_LOGIT_RESCALES = ("logit_scale", "logits_scaling", "output_multiplier_scale")
+
+
+def _decoder_and_head(model: nn.Module) -> tuple[nn.Module, nn.Linear] | None:
+    """The decoder and the linear output embedding that make the logits, when nothing but a softcap follows."""
+    config = getattr(model, "config", None)
+    if any(getattr(config, key, None) not in (None, 1, 1.0) for key in _LOGIT_RESCALES):
+        return None
+    head = model.get_output_embeddings()  # type: ignore[operator]
+    decoder = model.get_decoder()  # type: ignore[operator]
+    if decoder is model or not isinstance(head, nn.Linear) or not isinstance(decoder, nn.Module):
+        return None
+    return decoder, head
+
+
+def float32_logits(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """The model's logits computed in float32 from its last hidden state, whatever dtype it runs in.
+
+    Casting bfloat16 logits afterwards keeps their rounding (steps of 1/16 at 10), so the
+    output embedding is applied here in float32, then the final logit softcap if the config
+    has one (Gemma 2 and 3). A model that rescales its logits some other way, or has no
+    separate decoder and linear output embedding, gives its own logits, cast.
+
+    >>> from aura_core.tiny import load_tiny
+    >>> tiny = load_tiny("tiny-llama")
+    >>> ids = torch.tensor([[5, 6, 7]])
+    >>> float32_logits(tiny.model, ids, torch.ones_like(ids)).shape
+    torch.Size([1, 3, 258])
+    """
+    parts = _decoder_and_head(model)
+    if parts is None:
+        logits: torch.Tensor = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
+        return logits.float()
+    decoder, head = parts
+    hidden = decoder(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
+    bias = None if head.bias is None else head.bias.float()
+    logits = torch.nn.functional.linear(hidden.float(), head.weight.float(), bias)
+    cap = getattr(getattr(model, "config", None), "final_logit_softcapping", None)
+    if cap:
+        logits = torch.tanh(logits / cap) * cap
+    return logits
+
+
 def text_nll(
     model: nn.Module,
     tokenizer: Tokenizer,
@@ -126,7 +171,8 @@ def text_nll(
     """Per text: summed next-token negative log-likelihood and the number of predicted tokens.
 
     Kept per text so perplexity can be bootstrapped over texts. Each batch is one unit of
-    work on ``runner``; the intervention applies to these calls only.
+    work on ``runner``; the intervention applies to these calls only. Log-probabilities come
+    from :func:`float32_logits`, so a bfloat16 model's perplexity is not rounded to bfloat16.
     """
     if not texts:
         raise AuraError("perplexity needs at least one text")
@@ -139,7 +185,7 @@ def text_nll(
     def forward(batch: list[int]) -> None:
         input_ids, attention = pad_right([token_ids[i] for i in batch], tokenizer.pad_token_id, device)
         with intervened(model, intervention), torch.inference_mode():
-            logits = model(input_ids=input_ids, attention_mask=attention, use_cache=False).logits.float()  # type: ignore[operator]
+            logits = float32_logits(model, input_ids, attention)
         targets = input_ids[:, 1:]
         mask = attention[:, 1:].float()
         nll = torch.nn.functional.cross_entropy(

@@ -1,4 +1,4 @@
-"""The Streamlit app in a headless browser: server start to the Model page, and a cached page switch.
+"""The Streamlit app in a headless browser: server start to the Start page, and a cached page switch.
 
 Each round starts a fresh server, so every cold start is cold.
 
@@ -31,7 +31,7 @@ def _free_port() -> int:
 
 
 def _session(timeout_s: float) -> tuple[float, float]:
-    """One server's life: seconds to the Model page, and to switch back to a computed Find experts page."""
+    """One server's life: seconds to the Start page, and to switch back to a computed Find experts page."""
     from playwright.sync_api import expect, sync_playwright
 
     port = _free_port()
@@ -61,11 +61,11 @@ def _session(timeout_s: float) -> tuple[float, float]:
                     if time.perf_counter() - started > timeout_s:
                         raise
                     time.sleep(0.2)
-            expect(page.get_by_text("units AurA can hook")).to_be_visible()
+            expect(page.get_by_role("button", name="Run the demo")).to_be_visible()
             cold = time.perf_counter() - started
             page.get_by_role("link", name="Find experts").click()
-            page.get_by_label("Texts per class").fill("20")
-            page.get_by_label("Token budget per text").fill("32")
+            page.get_by_role("spinbutton", name="Texts per class").fill("20")
+            page.get_by_role("spinbutton", name="Token budget per text").fill("32")
             page.get_by_role("button", name="Find experts").click()
             expect(page.get_by_text("Units analysed")).to_be_visible()
             page.get_by_role("link", name="Learn").click()

@@ -22,7 +22,7 @@ import streamlit as st
 from aura_core import METHODS
 from aura_core.experts import is_experts_key
 
-__all__ = ["SETTINGS", "Setting", "bind", "get", "keep", "load_from_url", "parse_unit", "put", "sync_url"]
+__all__ = ["SETTINGS", "Setting", "bind", "from_link", "get", "keep", "load_from_url", "parse_unit", "put", "sync_url"]
 
 _STORE = "_settings"
 
@@ -132,17 +132,28 @@ def keep(name: str, value: Any) -> Any:
 
 
 def load_from_url() -> list[str]:
-    """Seed the store from the address bar once per session; returns a note for each value refused."""
+    """Seed the store from the address bar once per session; returns a note for each value refused.
+
+    The names the link set are remembered (``from_link``), so defaults never override them.
+    """
     refused = []
+    given: set[str] = set()
     for setting in SETTINGS.values():
         text = st.query_params.get(setting.url)
         if text is None:
             continue
         try:
             _store()[setting.name] = setting.parse(text)
+            given.add(setting.name)
         except (ValueError, TypeError) as err:
             refused.append(f"`{setting.url}` in the link was ignored: {err}")
+    st.session_state["_from_link"] = given
     return refused
+
+
+def from_link(name: str) -> bool:
+    """Whether this session's link set ``name`` (so nothing else should override it)."""
+    return name in st.session_state.get("_from_link", set())
 
 
 def sync_url() -> None:

@@ -36,13 +36,15 @@ def init_session() -> None:
     if settings.get("experts") is None:
         settings.put("experts", prepared_experts().get(model, {}).get("default"))
     experts = _experts_of(model)
-    if experts is not None:
+    if experts is not None and not settings.from_link("experts"):
+        _adopt_recipe(experts, keep_link=True)  # the server's default experts: the link's own settings win
+    elif experts is not None:
         _adopt_recipe(experts)
     st.session_state["_notes"] = notes
     st.session_state["_initialised"] = True
 
 
-def _adopt_recipe(experts: SessionExperts) -> None:
+def _adopt_recipe(experts: SessionExperts, *, keep_link: bool = False) -> None:
     """Show the settings the experts were found with, so the page and the link agree."""
     recipe = experts.spec
     for name, value in (
@@ -51,7 +53,8 @@ def _adopt_recipe(experts: SessionExperts) -> None:
         ("pooling", recipe.pooling),
         ("data_seed", recipe.seed),
     ):
-        settings.put(name, value)
+        if not (keep_link and settings.from_link(name)):
+            settings.put(name, value)
 
 
 def show_notes() -> None:

@@ -5,10 +5,12 @@ from __future__ import annotations
 import difflib
 import html
 import time
-from typing import TypeVar
+from collections.abc import Sequence
+from typing import Any, TypeVar
 
 import streamlit as st
 
+from aura_core.firing import Baselines, unit_baselines
 from aura_core.flights import Flight
 from aura_core.methods import method_label
 from aura_core.neurons import TokenActivations
@@ -55,7 +57,7 @@ def token_highlight_html(acts: TokenActivations, scale: float) -> str:
         style = f"background: rgba(214,39,40,{alpha:.2f}); border-radius: 3px;"
         if index == peak:
             style += " outline: 2px solid #d62728;"
-        pieces.append(f'<span title="{value:.3f}" style="{style}">{html.escape(token)}</span>')
+        pieces.append(f'<span title="{value:.3f}" style="{style}">{inline_html(token)}</span>')
     return "<div style='line-height:1.9; font-family: monospace; white-space: pre-wrap'>" + "".join(pieces) + "</div>"
 
 
@@ -136,3 +138,88 @@ def follow_flight(flight: Flight[T], progress: ProgressWithETA, poll_s: float = 
     finally:
         if not flight.finished.is_set():
             flight.leave()
+
+
+def shaded_strip_html(pieces: Sequence[tuple[str, float]], scale: float, rgb: tuple[int, int, int], css_class: str = "") -> str:
+    """Text pieces shaded by their values (full colour at ``scale``); each piece's value shows on hover.
+
+    >>> shaded_strip_html([("<b>", 1.0), (" ok", 0.0)], 2.0, (214, 39, 40))
+    "<div class='' style='line-height:1.9; white-space: pre-wrap'><span title='1.000' style='background: rgba(214,39,40,0.50); border-radius: 3px'>&#60;b&#62;</span><span title='0.000' style='background: rgba(214,39,40,0.00); border-radius: 3px'> ok</span></div>"
+    """
+    red, green, blue = rgb
+    spans = []
+    for text, value in pieces:
+        alpha = 0.0 if scale <= 0 else max(0.0, min(1.0, value / scale))
+        style = f"background: rgba({red},{green},{blue},{alpha:.2f}); border-radius: 3px"
+        spans.append(f"<span title='{value:.3f}' style='{style}'>{inline_html(text)}</span>")
+    return (
+        f"<div class='{html.escape(css_class, quote=True)}' style='line-height:1.9; white-space: pre-wrap'>{''.join(spans)}</div>"
+    )
+
+
+_STRIP_JS = """
+export default function (component) {
+  const { data, parentElement, setStateValue } = component;
+  let strip = parentElement.querySelector(".aura-strip");
+  if (!strip) {
+    strip = document.createElement("div");
+    strip.className = "aura-strip";
+    parentElement.appendChild(strip);
+  }
+  strip.replaceChildren();
+  const tokens = (data && data.tokens) || [];
+  tokens.forEach((token, index) => {
+    const button = document.createElement("button");
+    button.type = "button";
+    button.className = "aura-token" + (index === data.selected ? " aura-selected" : "");
+    button.textContent = token.text;  // text, never markup: whatever was typed stays text
+    button.title = token.title;
+    button.dataset.index = String(index);
+    button.style.background = "rgba(214, 39, 40, " + token.alpha + ")";
+    button.addEventListener("click", () => setStateValue("selected", index));
+    strip.appendChild(button);
+  });
+}
+"""
+_STRIP_CSS = """
+.aura-strip { font-family: ui-monospace, monospace; font-size: 1rem; line-height: 2.2; white-space: pre-wrap; }
+.aura-token { font: inherit; color: inherit; white-space: pre-wrap; border: 1px solid transparent; border-radius: 3px;
+  padding: 0; margin: 0; cursor: pointer; }
+.aura-token:hover { border-color: #666; }
+.aura-selected { outline: 2px solid #d62728; }
+"""
+
+
+def _strip_component() -> Any:
+    # Registered on every use: an equal definition registers silently, and each server
+    # (or test runtime) has its own registry.
+    return st.components.v2.component("aura_token_strip", js=_STRIP_JS, css=_STRIP_CSS)
+
+
+def token_strip(tokens: Sequence[str], scores: Sequence[float], selected: int, key: str) -> int:
+    """A strip of clickable tokens shaded by their scores; returns the index of the token last clicked.
+
+    Each token is a button whose label is set as text in the browser, so nothing typed can
+    become markup. Until a click, ``selected`` is the answer.
+    """
+    scale = max([*scores, 0.0])
+    data = {
+        "tokens": [
+            {"text": text, "title": f"score {score:.2f}", "alpha": round(0.0 if scale <= 0 else max(0.0, score) / scale, 3)}
+            for text, score in zip(tokens, scores, strict=True)
+        ],
+        "selected": selected,
+    }
+    result = _strip_component()(data=data, key=key, default={"selected": selected}, on_selected_change=lambda: None)
+    chosen = result.get("selected") if result is not None else None
+    return chosen if isinstance(chosen, int) and 0 <= chosen < len(tokens) else selected
+
+
+@st.cache_resource(show_spinner="Reading the experts' responses…", max_entries=4)
+def _baselines(key: str, _experts: Any) -> Baselines:
+    return unit_baselines(_experts.responses)
+
+
+def expert_baselines(experts: Any) -> Baselines:
+    """τ and p of every unit of these experts (``SessionExperts``), computed once per server."""
+    return _baselines(experts.key, experts)

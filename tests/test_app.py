@@ -136,9 +136,88 @@ def test_evaluate_page_runs_conditions_a_sweep_and_offers_reports(app):
     result = at.session_state["eval_result"]
     assert len(result.metrics) == 2 * 3
     assert len(at.get("plotly_chart")) == 1
-    at.multiselect(key="sweep_grid").set_value([0.0, 1.0])
+    at.multiselect(key="sweep_grid").set_value([0.5, 1.0])
     next(b for b in at.button if b.label == "Run sweep").click().run()
     assert not at.exception, at.exception
     assert len(at.get("plotly_chart")) == 2
     labels = {b.proto.label for b in at.get("download_button")}
     assert {"Metrics (CSV)", "Generations (CSV)", "Report (JSON)", "Report (HTML)"} <= labels
+
+
+def _subheaders(at: AppTest) -> list[str]:
+    return [s.value for s in at.subheader]
+
+
+def test_unit_permalink_search_and_a_bad_link(app):
+    at = _find_experts(app)
+    at.query_params["unit"] = "transformer.h.1.mlp.c_fc:5"
+    at.switch_page("views/expert_neurons.py").run()
+    assert not at.exception, at.exception
+    assert _subheaders(at) == ["Layer 1 · c_fc · unit 5"]
+    assert at.query_params["unit"] == "transformer.h.1.mlp.c_fc:5"
+    assert any(m.label == "Activation density" for m in at.metric)
+    assert any("Toxic texts" in m.value for m in at.markdown) and any("Non-toxic texts" in m.value for m in at.markdown)
+
+    at.selectbox(key="search_layer").set_value(0)
+    at.selectbox(key="search_kind").set_value("c_proj")
+    at.number_input(key="search_index").set_value(7)
+    next(b for b in at.button if b.label == "Open unit").click().run()
+    assert _subheaders(at) == ["Layer 0 · c_proj · unit 7"] and at.query_params["unit"] == "transformer.h.0.mlp.c_proj:7"
+
+    for bad, message in (("transformer.h.1.mlp.c_fc:64", "out of range"), ("transformer.h.9.mlp.nope:1", "no unit module")):
+        at.query_params["unit"] = bad
+        at.run()
+        assert not at.exception, at.exception
+        assert _subheaders(at) == []  # nothing opens
+        assert any(message in e.value and bad in e.value for e in at.error)
+
+
+@pytest.fixture
+def tiny_llama_server(monkeypatch, tmp_path_factory):
+    """A server whose default model is the tiny Llama (its settings are read once per process: read them again)."""
+    from studio.resources import get_server_config
+
+    monkeypatch.setenv("AURA_STUDIO_MODEL", "tiny-llama")
+    monkeypatch.setenv("AURA_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "app-cache"))
+    get_server_config.clear()
+    yield
+    get_server_config.clear()
+
+
+def test_gated_units_show_both_halves(tiny_llama_server):
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.query_params["unit"] = "model.layers.1.mlp.up_proj:4"
+    at.run()
+    _find_experts(at)
+    at.switch_page("views/expert_neurons.py").run()
+    assert not at.exception, at.exception
+    assert _subheaders(at) == ["Layer 1 · up_proj · unit 4"]
+    assert {m.label for m in at.metric} >= {"gate_proj 4", "up_proj 4"}
+    assert any("gate_proj 4 on the same text" in m.value for m in at.markdown)
+
+
+def test_which_experts_fire_lists_experts_that_link_to_their_unit_pages(app):
+    at = _find_experts(app)
+    at.switch_page("views/firing.py").run()
+    assert not at.exception, at.exception
+    at.text_area(key="firing_text").set_value("<img src=x onerror=alert(1)> you **fool**")
+    next(b for b in at.button if b.label == "Show the experts that fire").click().run()
+    assert not at.exception, at.exception
+    links = at.get("page_link")
+    assert links and all(link.proto.page == "expert_neurons" for link in links)
+    assert all(link.proto.query_string.startswith("unit=transformer.h.") for link in links)
+    firing = at.session_state["firing"][1]
+    assert "".join(t.text for t in firing.tokens) == "<img src=x onerror=alert(1)> you **fool**"
+    assert not any("<img" in m.value for m in at.markdown)  # what was typed is escaped wherever it is shown
+
+
+def test_generate_page_shows_experts_in_the_completions(app):
+    at = _find_experts(app)
+    at.switch_page("views/generate.py").run()
+    at.slider(key="w:samples").set_value(2)
+    next(b for b in at.button if b.label == "Generate").click().run()
+    at.toggle(key="gen_expert_activity").set_value(True).run()
+    assert not at.exception, at.exception
+    text = _markdown_text(at)
+    assert "Baseline: expert activity per token" in text and "what the intervention removed per token" in text
+    assert "rgba(214,39,40," in text and "rgba(44,160,44," in text

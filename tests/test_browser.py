@@ -87,13 +87,15 @@ def test_default_model_experts_and_side_by_side_generation(server, page):
     expect = sync_api.expect
     expect.set_options(timeout=300_000)  # the first load of the preset converts it (~30 s on 2 cores)
     page.goto(server)
+    expect(page.get_by_role("button", name="Run the demo")).to_be_visible()  # the app opens on its Start page
+    page.get_by_role("link", name="Model", exact=True).click()
     expect(page.get_by_text("134.5 M")).to_be_visible()  # SmolLM2-135M's parameter count
     expect(page.get_by_text("109,440 units AurA can hook")).to_be_visible()
     page.screenshot(path=str(ARTIFACTS / "1-model.png"))
 
     page.get_by_role("link", name="Find experts").click()
-    page.get_by_label("Texts per class").fill("40")
-    page.get_by_label("Token budget per text").fill("32")
+    page.get_by_role("spinbutton", name="Texts per class").fill("40")
+    page.get_by_role("spinbutton", name="Token budget per text").fill("32")
     page.get_by_role("button", name="Find experts").click()
     expect(page.get_by_text("Units analysed")).to_be_visible()
     expect(page.get_by_text("109,440").first).to_be_visible()
@@ -119,9 +121,9 @@ def _open_generate(browser, server: str, prompt: str):
     context = browser.new_context(viewport={"width": 1400, "height": 1600})
     tab = context.new_page()
     tab.set_default_timeout(300_000)
-    tab.goto(f"{server}/find_experts?prompt={quote(prompt)}")
-    tab.get_by_label("Texts per class").fill("40")
-    tab.get_by_label("Token budget per text").fill("32")
+    tab.goto(f"{server}/find_experts?prompt={quote(prompt)}&samples=2")
+    tab.get_by_role("spinbutton", name="Texts per class").fill("40")
+    tab.get_by_role("spinbutton", name="Token budget per text").fill("32")
     tab.get_by_role("button", name="Find experts").click()
     sync_api.expect(tab.get_by_text("Units analysed")).to_be_visible()
     tab.get_by_role("link", name="Generate side by side").click()
@@ -138,7 +140,7 @@ def _shown_completions(tab) -> list[str]:
     return [_words(text) for text in tab.locator(".aura-completion").all_inner_texts()]
 
 
-def _solo_completions(real, prompts: list[str]) -> list[list[str]]:
+def _solo_completions(served, prompts: list[str]) -> list[list[str]]:
     """What the page must show for each prompt: the library's own answer, each computed alone here."""
     from aura_core.data import balanced_sample, load_concept_data
     from aura_core.decoding import decode_all
@@ -150,17 +152,17 @@ def _solo_completions(real, prompts: list[str]) -> list[list[str]]:
     from aura_core.responses import collect_responses
 
     data = balanced_sample(load_concept_data("starter"), 40, seed=0)
-    aura = fit_intervention(collect_responses(real.model, real.tokenizer, data, discover_units(real.model), max_tokens=32))
+    aura = fit_intervention(collect_responses(served.model, served.tokenizer, data, discover_units(served.model), max_tokens=32))
     answers = []
     for prompt in prompts:
-        sides = side_by_side_rows(real.tokenizer, prompt, {"baseline": None, "aura": aura}, settings=PAGE_SETTINGS, seed=0)
+        sides = side_by_side_rows(served.tokenizer, prompt, {"baseline": None, "aura": aura}, settings=PAGE_SETTINGS, seed=0)
         rows = [row for side in sides.values() for row in side]
-        decode_all(real.model, rows)
-        answers.append([_words(real.tokenizer.decode(row.tokens, skip_special_tokens=True)) for row in rows])
+        decode_all(served.model, rows)
+        answers.append([_words(served.tokenizer.decode(row.tokens, skip_special_tokens=True)) for row in rows])
     return answers
 
 
-def test_four_browsers_generate_at_once_each_with_its_solo_result(server, browser, real):
+def test_four_browsers_generate_at_once_each_with_its_solo_result(server, browser, served):
     expect = sync_api.expect
     expect.set_options(timeout=300_000)
     prompts = ["You are such a", "The weather today is", "I can't stand people who", "My favourite food is"]
@@ -183,5 +185,29 @@ def test_four_browsers_generate_at_once_each_with_its_solo_result(server, browse
             context.close()
     print(f"one request alone: {solo_seconds:.1f} s; four at once: {together_seconds:.1f} s")
     assert shown[0] == alone
-    assert shown == _solo_completions(real, prompts)
+    assert shown == _solo_completions(served, prompts)  # the model loaded as the server loads it (dtype auto)
     assert together_seconds < 4 * solo_seconds
+
+
+def test_a_copied_link_restores_experts_and_a_generation_in_a_fresh_browser(server, browser):
+    """What a student sees when a teacher's link opens in a browser that has never used the app."""
+    expect = sync_api.expect
+    expect.set_options(timeout=300_000)
+    teacher_context, teacher = _open_generate(browser, server, "People like you are")
+    teacher.get_by_role("button", name="Generate").click()
+    shown = _shown_completions(teacher)
+    link = teacher.url
+    assert "experts=" in link and "prompt=" in link
+    teacher_context.close()
+
+    student_context = browser.new_context(viewport={"width": 1400, "height": 1600})
+    student = student_context.new_page()
+    try:
+        student.goto(link)
+        # No button pressed here: the experts and the completions come from the server's store.
+        expect(student.locator("[data-testid='stSidebar']").get_by_text("best AUROC")).to_be_visible()
+        assert _shown_completions(student) == shown
+        expect(student.get_by_text("People like you are").first).to_be_visible()
+        student.screenshot(path=str(ARTIFACTS / "5-shared-link.png"))
+    finally:
+        student_context.close()

@@ -212,3 +212,63 @@ def test_a_bad_prompt_file_fails_before_the_model_loads(tmp_path, no_model, caps
     prompts.write_text('{"text": "fine"}\n{"text": ""}\n')
     assert main(["evaluate", "--methods", "none", "--prompts", str(prompts)]) == 2
     assert "line 2: the prompt is empty" in one_error_line(capsys)
+
+
+@pytest.fixture(scope="module")
+def tiny_intervention(tiny_folder, tmp_path_factory) -> Path:
+    """AurA fitted on the tiny Llama from 20 + 20 starter texts (its cache in a folder of its own)."""
+    folder = tmp_path_factory.mktemp("neurons")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("AURA_CACHE_DIR", str(folder / "cache"))
+        args = ["fit", "--model", str(tiny_folder), "--device", "cpu", "--n-per-class", "20", "--max-tokens", "32"]
+        assert main([*args, "--out", str(folder / "aura.safetensors")]) == 0
+    return folder / "aura.safetensors"
+
+
+def test_neurons_show_and_fire_give_plain_data(tiny_folder, tiny_intervention, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("AURA_CACHE_DIR", str(tmp_path / "cache"))
+    capsys.readouterr()
+    common = ["--model", str(tiny_folder), "--device", "cpu", "--intervention", str(tiny_intervention), "--n-per-class", "10"]
+    assert main(["neurons", "show", *common, "--unit", "model.layers.0.mlp.gate_proj:3", "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["ref"] == "model.layers.0.mlp.gate_proj:3" and 0.0 <= shown["auroc"] <= 1.0
+    assert shown["partner"]["module"] == "model.layers.0.mlp.up_proj" and shown["partner"]["unit"] == 3
+    assert len(shown["top_texts"]["toxic"]) == 5 and len(shown["top_texts"]["non-toxic"]) == 5
+    assert all(t["label"] == "toxic" for t in shown["top_texts"]["toxic"])
+    density = shown["density"]
+    assert density["corpus"] == "data/neutral.txt" and density["n_tokens"] > 100 and 0.0 <= density["density"] <= 1.0
+    assert density["threshold"] == pytest.approx(shown["threshold"])
+    promoted = [t["token"] for t in shown["vocabulary"]["promoted"]]
+    assert len(promoted) == 12 and "\ufffd" not in "".join(promoted)
+
+    assert main(["neurons", "fire", *common, "--text", "hello, you fool", "--top", "3", "--json"]) == 0
+    fired = json.loads(capsys.readouterr().out)
+    assert "".join(t["token"] for t in fired["tokens"]) == "hello, you fool"
+    assert all(len(t["experts"]) <= 3 for t in fired["tokens"]) and "score" in fired["weighting"]
+    expert = next(e for t in fired["tokens"] for e in t["experts"])
+    assert expert["ref"] == f"{expert['module']}:{expert['unit']}" and expert["score"] > 0
+
+    assert main(["neurons", "fire", *common, "--text", "hi you"]) == 0  # readable lines without --json
+    assert [line.split()[0] for line in capsys.readouterr().out.splitlines()] == ["h", "i", "␣", "y", "o", "u"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["show", "--unit", "model.layers.9.mlp.gate_proj:0"], "no unit module 'model.layers.9.mlp.gate_proj'"),
+        (["show", "--unit", "model.layers.0.mlp.gate_proj:32"], "unit 32 is out of range"),
+        (["show", "--unit", "model.layers.0.mlp.gate_proj"], "is not MODULE:INDEX"),
+        (["show", "--unit", "model.layers.0.mlp.gate_proj:1", "--top-texts", "0"], "--top-texts must be at least 1"),
+        (["fire", "--text", "  "], "--text is empty"),
+    ],
+)
+def test_neurons_bad_input_is_one_line_before_the_model_loads(args, message, tiny_intervention, no_model, capsys):
+    assert main(["neurons", args[0], "--intervention", str(tiny_intervention), *args[1:]]) == 2
+    assert message in one_error_line(capsys)
+
+
+def test_neurons_help():
+    for command in ("show", "fire"):
+        with pytest.raises(SystemExit) as info:
+            main(["neurons", command, "--help"])
+        assert info.value.code == 0

@@ -28,12 +28,16 @@ def test_summarise_compares_each_condition_with_both_baselines():
                 )
     terms = {"none": (np.array([20.0, 20.0]), np.array([10, 10])), "aura": (np.array([22.0, 22.0]), np.array([10, 10]))}
     metrics = summarise(pd.DataFrame(rows), terms, n_boot=200).set_index(["method", "preprompt"])
-    assert metrics.loc[("aura", "none"), "reduction"] == pytest.approx(4.0)
-    assert metrics.loc[("none", "adversarial"), "reduction"] == pytest.approx(0.5)
-    assert metrics.loc[("aura", "adversarial"), "reduction_same_preprompt"] == pytest.approx(4.0)
+    assert metrics.loc[("aura", "none"), "mean_toxicity_reduction"] == pytest.approx(4.0)
+    assert metrics.loc[("none", "adversarial"), "mean_toxicity_reduction"] == pytest.approx(0.5)
+    assert metrics.loc[("aura", "adversarial"), "mean_toxicity_reduction_same_preprompt"] == pytest.approx(4.0)
+    # Every adversarial plain completion is toxic (0.8 > 0.5), none of AurA's: no toxic share left at all.
+    assert metrics.loc[("aura", "adversarial"), "toxic_share_reduction_same_preprompt"] == np.inf
     assert metrics.loc[("aura", "none"), "ppl_change"] == pytest.approx(np.exp(2.2) - np.exp(2.0))
+    assert metrics.loc[("aura", "none"), "ppl_change_rel"] == pytest.approx(np.exp(0.2) - 1)
     table = paper_table(metrics.reset_index())
-    assert list(table["pre-prompt"]) == ["none", "adversarial"] and "AurA: reduction ×" in table
+    assert list(table["pre-prompt"]) == ["none", "adversarial"] and "AurA: × less toxic share" in table
+    assert list(table.columns).index("AurA: × less toxic share") < list(table.columns).index("AurA: × less (mean score)")
 
 
 def _aura(model) -> Intervention:
@@ -49,7 +53,7 @@ def test_tiny_end_to_end_evaluation_resumes_and_reports(tiny_gpt2, tmp_path, mon
     aura = _aura(tiny_gpt2.model)
     result = run_evaluation(tiny_gpt2.model, tiny_gpt2.tokenizer, aura, config, out_dir=tmp_path / "run")
     assert len(result.metrics) == 3 * 3 and len(result.generations) == 9 * 4 * 2
-    assert result.metrics.set_index(["method", "preprompt"]).loc[("none", "none"), "reduction"] == 1.0
+    assert result.metrics.set_index(["method", "preprompt"]).loc[("none", "none"), "mean_toxicity_reduction"] == 1.0
 
     def no_more_generation(*args, **kwargs):
         raise AssertionError("a finished condition was generated again")
@@ -62,6 +66,7 @@ def test_tiny_end_to_end_evaluation_resumes_and_reports(tiny_gpt2, tmp_path, mon
     result.sweep = run_sweep(tiny_gpt2.model, tiny_gpt2.tokenizer, aura, config, strengths=(0.0, 1.0), out_dir=tmp_path / "run")
     sweep = result.sweep.set_index("strength")
     assert sweep.loc[0.0, "ppl_change"] == 0.0 and sweep.loc[1.0, "ppl_change"] != 0.0
+    assert sweep.loc[1.0, "ppl_change_rel_low"] <= sweep.loc[1.0, "ppl_change_rel"] <= sweep.loc[1.0, "ppl_change_rel_high"]
     paths = write_reports(result, tmp_path / "report")
     report = json.loads(paths["json"].read_text())
     assert report["settings"]["sampling_settings"]["num_return_sequences"] == 2
@@ -83,7 +88,7 @@ def test_strength_zero_is_the_baseline(tiny_gpt2):
     )
     result = run_evaluation(tiny_gpt2.model, tiny_gpt2.tokenizer, _aura(tiny_gpt2.model), config)
     by = result.metrics.set_index("method")
-    assert by.loc["aura", "reduction"] == 1.0 and by.loc["aura", "ppl_change"] == 0.0
+    assert by.loc["aura", "mean_toxicity_reduction"] == 1.0 and by.loc["aura", "ppl_change"] == 0.0
 
 
 def test_bad_settings_are_refused_before_any_work(tiny_gpt2):
@@ -96,3 +101,42 @@ def test_bad_settings_are_refused_before_any_work(tiny_gpt2):
     other = _aura(load_tiny("tiny-llama").model)
     with pytest.raises(AuraError, match="not in this model"):
         run_evaluation(tiny_gpt2.model, tiny_gpt2.tokenizer, other, EvalConfig(n_prompts=2))
+
+
+def test_the_operating_point_is_the_best_reduction_within_the_perplexity_budget():
+    """A front known by construction: more strength, more reduction, more perplexity."""
+    from aura_core.evaluation import operating_point
+
+    sweep = pd.DataFrame(
+        {
+            "method": ["aura"] * 4 + ["aura-null"] * 4,
+            "strength": [0.0, 0.5, 0.75, 1.0] * 2,
+            "k": [None] * 8,
+            "toxic_share_reduction": [1.0, 1.5, 1.9, 2.4, 1.0, 1.6, 2.1, 2.2],
+            "ppl_change_rel": [0.0, 0.02, 0.06, 0.2, 0.0, 0.015, 0.045, 0.09],
+        }
+    )
+    best = operating_point(sweep, 0.05)
+    assert (best["method"], best["strength"]) == ("aura-null", 0.75) and best["ppl_budget"] == 0.05
+    assert operating_point(sweep, 0.019)["strength"] == 0.5  # aura-null at 0.5 is the only point inside 1.9 %
+    assert operating_point(sweep, 0.001) is None
+
+
+def test_a_sweep_over_two_methods_and_its_operating_point_on_a_tiny_model(tiny_gpt2, tmp_path):
+    from aura_core.evaluation import operating_point
+
+    config = EvalConfig(n_prompts=3, samples=2, max_new_tokens=4, n_neutral=4, bootstrap=100)
+    iv = _aura(tiny_gpt2.model).with_settings()
+    iv.meta["n_per_label"] = [50, 50]
+    sweep = run_sweep(tiny_gpt2.model, tiny_gpt2.tokenizer, iv, config, method=("aura", "aura-null"), strengths=(0.5, 1.0))
+    assert sorted(zip(sweep.method, sweep.strength, strict=True)) == [
+        ("aura", 0.0),
+        ("aura", 0.5),
+        ("aura", 1.0),
+        ("aura-null", 0.0),
+        ("aura-null", 0.5),
+        ("aura-null", 1.0),
+    ]
+    point = operating_point(sweep, 10.0)
+    assert point is not None and point["strength"] > 0
+    assert point["toxic_share_reduction"] == sweep[sweep.strength > 0].toxic_share_reduction.max()

@@ -7,7 +7,7 @@ import torch
 
 from aura_core.architecture import discover_units, layer_of, module_kind, unit_width
 from aura_core.errors import ModelLoadError, UnitPatternError
-from aura_core.models import Preset, load_model, model_fingerprint
+from aura_core.models import Preset, auto_dtype, load_model, loaded_model, model_fingerprint, precision_of
 from aura_core.tiny import load_tiny
 
 
@@ -36,13 +36,42 @@ def test_local_folder_loads_like_a_hub_model(tmp_path):
     tiny = load_tiny("tiny-llama", seed=3)
     tiny.model.save_pretrained(tmp_path / "m")
     tiny.tokenizer.save_pretrained(tmp_path / "m")
-    loaded = load_model(str(tmp_path / "m"), device="cpu")
+    loaded = load_model(str(tmp_path / "m"), device="cpu", dtype="float32")
     assert loaded.tokenizer.padding_side == "left" and loaded.tokenizer.pad_token is not None
     assert not loaded.model.training
     assert model_fingerprint(loaded.model) == model_fingerprint(tiny.model)
     ids = torch.tensor([[5, 6, 7]])
     with torch.inference_mode():
         assert torch.allclose(loaded.model(ids).logits, tiny.model(ids).logits, atol=1e-6)
+
+
+def test_auto_is_bf16_exactly_where_the_hardware_computes_it():
+    cases = {
+        ("cpu", True, False): torch.bfloat16,  # AVX-512-BF16 or AMX
+        ("cpu", False, False): torch.float32,  # plain AVX-512 or AVX2: bf16 would be emulated
+        ("cpu", False, True): torch.float32,  # a GPU's bf16 says nothing about the CPU
+        ("cuda", False, True): torch.bfloat16,
+        ("cuda", True, False): torch.float32,  # pre-Ampere GPU
+        ("mps", True, True): torch.float32,
+    }
+    for (device, cpu_bf16, cuda_bf16), expected in cases.items():
+        assert auto_dtype(device, cpu_bf16=cpu_bf16, cuda_bf16=cuda_bf16) == expected, (device, cpu_bf16, cuda_bf16)
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_load_model_resolves_auto_from_what_torch_says_of_the_cpu(native, tmp_path, monkeypatch):
+    from aura_core import models
+
+    tiny = load_tiny("tiny-llama", seed=3)
+    tiny.model.save_pretrained(tmp_path / "m")
+    tiny.tokenizer.save_pretrained(tmp_path / "m")
+    monkeypatch.setattr(models, "cpu_has_native_bf16", lambda: native)
+    loaded = load_model(str(tmp_path / "m"), device="cpu")
+    precision = precision_of(loaded.model)
+    assert precision.dtype == (torch.bfloat16 if native else torch.float32)
+    assert precision.float32_residual == native
+    assert precision_of(load_model(str(tmp_path / "m"), device="cpu", dtype="float32").model).dtype == torch.float32
+    assert loaded_model(str(tmp_path / "m"), device="cpu") is loaded  # what a status line asks, without loading
 
 
 def test_unknown_names_and_unreachable_models_give_one_clear_line(tmp_path, monkeypatch):

@@ -7,11 +7,12 @@ from dataclasses import replace
 import streamlit as st
 
 from aura_core import SAMPLING_PRESETS, AuraError, load_preprompts
-from aura_core.evaluation import PREPROMPT_GROUPS, EvalConfig, run_evaluation, run_sweep
+from aura_core.evaluation import PREPROMPT_GROUPS, EvalConfig, operating_point, run_evaluation, run_sweep
+from aura_core.experts import save_operating_point
 from aura_core.methods import METHODS, method_label, method_names
 from aura_core.models import cache_root
 from aura_core.plots import condition_figure, tradeoff_figure
-from aura_core.reports import paper_table, report_html, report_json
+from aura_core.reports import describe_operating_point, paper_table, report_html, report_json, wide_intervals
 from studio.resources import get_engine, get_scorer, get_server_config
 from studio.state import model_choice, require_experts, require_model
 from studio.view import ProgressWithETA
@@ -132,21 +133,31 @@ if result is None:
     st.stop()
 
 st.subheader("Results")
+st.caption(
+    "As in the paper, the lead measure is the toxic share of completions (score above 0.5); × less is the plain model's "
+    "share without pre-prompt divided by the condition's, with a 95% interval that resamples prompts and completions."
+)
 st.dataframe(paper_table(result.metrics), hide_index=True, width="stretch")
+for condition in wide_intervals(result.metrics):
+    st.warning(
+        f"The interval of **{condition}** includes 1×: these prompts cannot tell it from no change. Add prompts or samples."
+    )
 st.plotly_chart(condition_figure(result.metrics), width="stretch")
 with st.expander("Every figure of every condition"):
     st.dataframe(result.metrics.round(4), hide_index=True, width="stretch")
 
-st.subheader("Strength sweep")
-cols = st.columns([2, 1, 2, 1])
-grid = cols[0].multiselect("λ grid", [0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0], default=[0.0, 0.25, 0.5, 0.75, 1.0], key="sweep_grid")
-sweep_method = cols[1].selectbox("Method", method_names(), format_func=method_label, key="sweep_method")
-ks_text = cols[2].text_input(
-    "k grid (Det0/Damp, comma separated)", "50,200", key="sweep_ks", disabled=not METHODS[sweep_method].uses_k
+st.subheader("Strength sweep and the operating point")
+cols = st.columns([2, 2, 1, 2, 1])
+grid = cols[0].multiselect("λ grid", [0.1, 0.25, 0.5, 0.75, 0.9, 1.0], default=[0.25, 0.5, 0.75, 1.0], key="sweep_grid")
+sweep_methods = cols[1].multiselect(
+    "Methods", method_names(), default=["aura", "aura-null"], format_func=method_label, key="sweep_methods"
 )
-if cols[3].button("Run sweep", disabled=not grid):
+budget = cols[2].number_input("Perplexity budget (%)", 0.5, 100.0, 5.0, 0.5, key="ppl_budget") / 100
+uses_k = any(METHODS[m].uses_k for m in sweep_methods)
+ks_text = cols[3].text_input("k grid (Det0/Damp, comma separated)", "50,200", key="sweep_ks", disabled=not uses_k)
+if cols[4].button("Run sweep", disabled=not grid or not sweep_methods):
     try:
-        ks = tuple(int(v) for v in ks_text.split(",") if v.strip()) if METHODS[sweep_method].uses_k else None
+        ks = tuple(int(v) for v in ks_text.split(",") if v.strip()) if uses_k else None
         with st.status("Sweeping…", expanded=True) as status:
             progress = ProgressWithETA("starting")
             sweep = run_sweep(
@@ -154,7 +165,7 @@ if cols[3].button("Run sweep", disabled=not grid):
                 loaded.tokenizer,
                 experts.intervention,
                 result.config,
-                method=sweep_method,
+                method=tuple(sweep_methods),
                 strengths=tuple(sorted(grid)),
                 ks=ks,
                 out_dir=run_dir,
@@ -162,12 +173,22 @@ if cols[3].button("Run sweep", disabled=not grid):
                 progress=progress.stage,
                 runner=get_engine(model_choice()),
             )
-            st.session_state["eval_result"] = result = replace(result, sweep=sweep)
+            point = operating_point(sweep, budget)
+            st.session_state["eval_result"] = result = replace(result, sweep=sweep, operating_point=point)
+            if point is not None:
+                save_operating_point(experts.key, point)  # Generate offers it as a one-click setting
             status.update(label="Sweep finished", state="complete", expanded=False)
     except (AuraError, ValueError) as err:
         st.error(f"Sweep failed: {err}")
 if result.sweep is not None:
-    st.plotly_chart(tradeoff_figure(result.sweep), width="stretch")
+    point = result.operating_point
+    if point is None:
+        st.warning("No strength keeps the perplexity within the budget: widen it, or add smaller λ to the grid.")
+    else:
+        st.success(
+            f"Operating point: {describe_operating_point(point)}. **Generate side by side** offers it as a one-click setting."
+        )
+    st.plotly_chart(tradeoff_figure(result.sweep, point), width="stretch")
     st.dataframe(result.sweep.round(4), hide_index=True, width="stretch")
 
 st.subheader("Downloads")

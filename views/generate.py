@@ -11,10 +11,12 @@ import streamlit as st
 
 from aura_core import METHODS, SAMPLING_PRESETS, AuraError, SamplingSettings, load_preprompts, load_prompts, method_label
 from aura_core.data import resolve_preprompt
+from aura_core.experts import load_operating_point
 from aura_core.generation import side_by_side_rows
 from aura_core.interventions import export_model
 from aura_core.methods import method_names
 from aura_core.models import cache_root
+from aura_core.reports import describe_operating_point
 from aura_core.stats import TOXIC_THRESHOLD, bootstrap_mean, bootstrap_ratio
 from studio import settings
 from studio.resources import generation_key, get_engine, get_scorer, get_server_config, load_generation, store_generation
@@ -72,7 +74,22 @@ with left:
         pre_prompt = "" if pre_choice == "none" else resolve_preprompt(pre_choice)
         if pre_prompt:
             st.caption(f"“{pre_prompt}”")
+operating = load_operating_point(experts.key)
+
+
+def _use_operating_point() -> None:
+    assert operating is not None
+    settings.put("method", operating["method"])
+    settings.put("strength", float(operating["strength"]))
+
+
 with right:
+    if operating is not None:
+        st.button(
+            f"Use the operating point: {method_label(operating['method'])} λ = {float(operating['strength']):g}",
+            on_click=_use_operating_point,
+            help=f"Measured on Evaluate: {describe_operating_point(operating)}.",
+        )
     method = settings.keep(
         "method",
         st.radio(
@@ -261,3 +278,73 @@ if not config.workshop:
                         st.download_button("Download archive (zip)", io.BytesIO(Path(archive).read_bytes()), f"{target.name}.zip")
             except AuraError as err:
                 st.error(str(err))
+
+
+# Experts in the generations: which expert units carry each token, and what the intervention took away.
+# Self-contained (its own imports), so it reads only the stored result and the session's settings.
+def _draw_expert_activity() -> None:
+    from aura_core.firing import WEIGHTING, generation_activity
+    from aura_core.generation import compose_prompt
+    from studio.view import expert_baselines, shaded_strip_html
+
+    shown = st.session_state.get("last_generation")
+    if shown is None or not st.toggle("Show the experts in these completions", key="gen_expert_activity"):
+        return
+    model, choice, experts_now = require_model(), model_choice(), require_experts("their AUROC scores each token.")
+    samples = shown["samples"]
+    firsts = samples[samples["sample"] == 0].drop_duplicates("side").set_index("side")
+    sides_shown = list(firsts.index)
+    method_name = str(shown["method"])
+    applied = experts_now.intervention.with_settings(
+        method=method_name,
+        strength=float(shown["strength"]),
+        k=int(settings.get("k")) if METHODS[method_name].uses_k else None,
+        damp_alpha=float(settings.get("damp_alpha")),
+    )
+    cache_key = (shown.get("key"), experts_now.key, applied.key())
+    cached = st.session_state.get("_gen_activity")
+    if cached is None or cached[0] != cache_key:
+        prompt_text = compose_prompt(str(shown["prompt"]), str(shown["pre_prompt"]))
+        try:
+            activity = {
+                side: generation_activity(
+                    model.model,
+                    model.tokenizer,
+                    experts_now.intervention,
+                    prompt_text,
+                    str(firsts.loc[side, "completion"]),
+                    baselines=expert_baselines(experts_now),
+                    applied=None if side == "baseline" else applied,
+                    runner=get_engine(choice),
+                )
+                for side in sides_shown
+            }
+        except AuraError as err:
+            st.error(str(err))
+            return
+        st.session_state["_gen_activity"] = cached = (cache_key, activity)
+    activity = cached[1]
+    baseline = activity.get("baseline", [])
+    changed = [side for side in sides_shown if side != "baseline"]
+    removed = activity[changed[0]] if changed else []
+    scale = max([p.expert for p in baseline] + [p.reduced for p in removed] + [1e-6])
+    st.caption(
+        f"Sample 1 of each side, read back by the plain model (baseline) and under {applied.label} (the other side). "
+        f"{WEIGHTING} Hover a token for its value."
+    )
+    left, right = st.columns(2)
+    with left, st.container(border=True):
+        st.markdown(f"**Baseline: expert activity per token** · total {sum(p.expert for p in baseline):.1f}")
+        st.markdown(shaded_strip_html([(p.text, p.expert) for p in baseline], scale, (214, 39, 40)), unsafe_allow_html=True)
+    if changed:
+        with right, st.container(border=True):
+            total_left = sum(p.expert for p in removed)
+            total_removed = sum(p.reduced for p in removed)
+            st.markdown(
+                f"**{side_title(changed[0], float(shown['strength']))}: what the intervention removed per token** · "
+                f"removed {total_removed:.1f}, left {total_left:.1f}"
+            )
+            st.markdown(shaded_strip_html([(p.text, p.reduced) for p in removed], scale, (44, 160, 44)), unsafe_allow_html=True)
+
+
+_draw_expert_activity()

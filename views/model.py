@@ -7,7 +7,7 @@ import streamlit as st
 
 from aura_core import PRESETS, AuraError, discover_units
 from aura_core.architecture import layer_of, module_kind, unit_width
-from aura_core.models import preset_status
+from aura_core.models import precision_of, preset_status, resolve_auto_dtype
 from studio.resources import ModelChoice, get_model, get_server_config
 from studio.state import model_choice, set_model_choice
 
@@ -43,7 +43,14 @@ with st.form("model_form"):
             value="" if current.name in offered else current.name,
             placeholder="e.g. HuggingFaceTB/SmolLM2-360M or /models/my-llama",
         )
-    dtype = right.selectbox("dtype", ["auto", "float32", "bfloat16", "float16"], index=0)
+    dtypes = ["auto", "float32", "bfloat16", "float16"]
+    dtype = right.selectbox(
+        "dtype",
+        dtypes,
+        index=dtypes.index(current.dtype) if current.dtype in dtypes else 0,
+        help="auto is bfloat16 where this server's CPU or GPU computes it natively, else float32. "
+        "bfloat16 keeps the residual stream, the norms and the blocks with massive activations in float32.",
+    )
     device = right.selectbox("device", ["auto", "cpu", "cuda", "mps"], index=0)
     submitted = st.form_submit_button("Load model", type="primary")
 
@@ -78,7 +85,14 @@ cols[1].metric("Layers", layers)
 cols[2].metric("Parameters", f"{loaded.n_parameters / 1e6:,.1f} M")
 cols[3].metric("Memory", f"{loaded.memory_bytes / 2**20:,.0f} MiB")
 cols[4].metric("Device", loaded.device.type)
-cols[5].metric("dtype", str(loaded.model.dtype).replace("torch.", ""))
+precision = precision_of(loaded.model)
+cols[5].metric("dtype", precision.name, help=f"auto here: {str(resolve_auto_dtype(loaded.device)).removeprefix('torch.')}")
+if precision.float32_parts:
+    blocks = ", ".join(f"`{block}`" for block in precision.float32_blocks)
+    st.caption(
+        f"Computes in {precision.name}; float32 for the {precision.float32_parts}"
+        + (f" (the blocks with massive activations: {blocks})." if blocks else ".")
+    )
 
 try:
     units = discover_units(loaded.model)
