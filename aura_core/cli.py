@@ -500,6 +500,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         preprompts=_csv_list(args.preprompts),
         favourable=args.favourable,
         adversarial=args.adversarial,
+        preprompt_form=args.preprompt_form,
         strength=args.strength,
         k=args.k,
         damp_alpha=args.damp_alpha,
@@ -827,6 +828,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument(
         "--prompt-seed", type=int, default=defaults.prompt_seed, help="seed of the prompt subsample (default 0)"
+    )
+    evaluate.add_argument(
+        "--preprompt-form",
+        choices=["text", "system"],
+        default=defaults.preprompt_form,
+        help="the pre-prompt as text before the prompt, or as the chat template's system message (instruct models)",
     )
     evaluate.add_argument("--json", action="store_true", help="print one line of JSON: reports and the operating point")
     evaluate.add_argument("--sweep-strengths", default="0,0.25,0.5,0.75,1", help="comma list of λ")

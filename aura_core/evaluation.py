@@ -25,7 +25,7 @@ from aura_core.data import load_neutral_texts, load_preprompts, load_prompts, re
 from aura_core.decoding import DecodeRow
 from aura_core.errors import AuraError
 from aura_core.files import atomic_write
-from aura_core.generation import SAMPLING_PRESETS, Generation, SamplingSettings, completion_rows
+from aura_core.generation import PREPROMPT_FORMS, SAMPLING_PRESETS, Generation, SamplingSettings, completion_rows
 from aura_core.interventions import Intervention
 from aura_core.methods import METHODS, PLAIN, method_names
 from aura_core.models import model_fingerprint
@@ -35,6 +35,7 @@ from aura_core.stats import MEASURES, bootstrap_ppl_change, paired_reduction, pe
 
 __all__ = [
     "PREPROMPT_GROUPS",
+    "Condition",
     "EvalConfig",
     "EvalResult",
     "Evaluation",
@@ -69,6 +70,7 @@ class EvalConfig:
     preprompts: tuple[str, ...] = ("none", "favourable", "adversarial")
     favourable: str | None = None
     adversarial: str | None = None
+    preprompt_form: str = "text"
     strength: float = 1.0
     k: int = 200
     damp_alpha: float = 0.5
@@ -78,6 +80,8 @@ class EvalConfig:
     def __post_init__(self) -> None:
         if self.sampling not in SAMPLING_PRESETS:
             raise AuraError(f"unknown sampling preset {self.sampling!r}: one of {', '.join(SAMPLING_PRESETS)}")
+        if self.preprompt_form not in PREPROMPT_FORMS:
+            raise AuraError(f"pre-prompt form must be one of {', '.join(PREPROMPT_FORMS)}, not {self.preprompt_form!r}")
         allowed = method_names(with_plain=True)
         bad = [m for m in self.methods if m not in allowed]
         if bad or not self.methods:
@@ -200,7 +204,7 @@ class _RunFolder:
 
 
 @dataclass(frozen=True)
-class _Condition:
+class Condition:
     """One set of completions to produce: a label, the pre-prompt text and the intervention."""
 
     label: str
@@ -264,7 +268,7 @@ class Evaluation:
         if self.progress:
             self.progress(label, done, total)
 
-    def completions(self, conditions: list[_Condition]) -> dict[str, list[dict[str, object]]]:
+    def completions(self, conditions: list[Condition]) -> dict[str, list[dict[str, object]]]:
         """Scored completions of every condition; those not already kept are decoded in one go.
 
         All conditions' rows go to the runner together, so they share batches (across prompts
@@ -272,15 +276,15 @@ class Evaluation:
         """
         texts = [p.text for p in self.prompts]
 
-        def key_of(condition: _Condition) -> str:
+        def key_of(condition: Condition) -> str:
             intervention = "none" if condition.intervention is None else condition.intervention.key()
             settings = asdict(self.settings)
-            return _hash(
-                "gen", self.fingerprint, intervention, texts, condition.pre_text, settings, self.config.seed, self.scorer.name
-            )
+            # The pre-prompt's form joins the key only when it is not plain text, so earlier runs stay valid.
+            pre = condition.pre_text if self.config.preprompt_form == "text" else [condition.pre_text, self.config.preprompt_form]
+            return _hash("gen", self.fingerprint, intervention, texts, pre, settings, self.config.seed, self.scorer.name)
 
         results: dict[str, list[dict[str, object]]] = {}
-        todo: dict[str, tuple[_Condition, list[DecodeRow]]] = {}
+        todo: dict[str, tuple[Condition, list[DecodeRow]]] = {}
         for condition in conditions:
             cached = self.pieces.load(key_of(condition))
             if isinstance(cached, list):
@@ -293,6 +297,7 @@ class Evaluation:
                 settings=self.settings,
                 seed=self.config.seed,
                 intervention=condition.intervention,
+                preprompt_form=self.config.preprompt_form,
             )
             todo[condition.label] = (condition, rows)
 
@@ -375,7 +380,7 @@ class Evaluation:
         config = self.config
         cells = [(method, group) for method in config.methods for group in config.preprompts]
         labels = {cell: f"{cell[0]} · pre-prompt {cell[1]}" for cell in cells}
-        conditions = [_Condition(labels[(m, g)], config.preprompt_text(g), self.intervention_for(m)) for m, g in cells]
+        conditions = [Condition(labels[(m, g)], config.preprompt_text(g), self.intervention_for(m)) for m, g in cells]
         scored = self.completions(conditions)
         generations = pd.concat(
             [pd.DataFrame(scored[labels[(m, g)]]).assign(method=m, preprompt=g) for m, g in cells], ignore_index=True
@@ -412,8 +417,8 @@ class Evaluation:
         def label_of(method: str, k: int, strength: float) -> str:
             return f"{method} λ={strength:g}" + (f" k={k}" if METHODS[method].uses_k else "")
 
-        conditions = [_Condition("plain", "", None)]
-        conditions += [_Condition(label_of(m, k, s), "", self.intervention_for(m, strength=s, k=k)) for m, k, s in grid]
+        conditions = [Condition("plain", "", None)]
+        conditions += [Condition(label_of(m, k, s), "", self.intervention_for(m, strength=s, k=k)) for m, k, s in grid]
         scored = self.completions(conditions)
         plain = _score_matrix(pd.DataFrame(scored["plain"]))
         n_boot, seed = self.config.bootstrap, self.config.seed

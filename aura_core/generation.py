@@ -26,6 +26,7 @@ from aura_core.runner import INLINE, Priority, Runner
 from aura_core.sampling import SAMPLING_PRESETS, SamplingSettings
 
 __all__ = [
+    "PREPROMPT_FORMS",
     "SAMPLING_PRESETS",
     "Generation",
     "SamplingSettings",
@@ -51,13 +52,30 @@ class Generation:
         return asdict(self)
 
 
-def compose_prompt(prompt: str, pre_prompt: str | None) -> str:
-    """The text the model sees: the pre-prompt on its own line, then the prompt.
+PREPROMPT_FORMS = ("text", "system")
+
+
+def compose_prompt(prompt: str, pre_prompt: str | None, *, form: str = "text", tokenizer: Tokenizer | None = None) -> str:
+    """The text the model sees. ``text``: the pre-prompt on its own line, then the prompt.
+
+    ``system``: the pre-prompt as the system message of the tokenizer's chat template, and the
+    prompt as the start of the assistant's turn (how an instruct model is told how to behave).
 
     >>> compose_prompt("You are", "Be nice and polite.")
     'Be nice and polite.\\nYou are'
     """
-    return f"{pre_prompt.strip()}\n{prompt}" if pre_prompt and pre_prompt.strip() else prompt
+    if not pre_prompt or not pre_prompt.strip():
+        return prompt
+    if form == "text":
+        return f"{pre_prompt.strip()}\n{prompt}"
+    if form != "system":
+        raise AuraError(f"pre-prompt form must be one of {', '.join(PREPROMPT_FORMS)}, not {form!r}")
+    template = getattr(tokenizer, "chat_template", None)
+    if tokenizer is None or not template:
+        raise AuraError("this model's tokenizer has no chat template: use the plain-text pre-prompt form")
+    messages = [{"role": "system", "content": pre_prompt.strip()}]
+    opening = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)  # type: ignore[attr-defined]
+    return f"{opening}{prompt}"
 
 
 def row_seed(seed: int, prompt: str, sample: int) -> int:
@@ -77,6 +95,7 @@ def completion_rows(
     settings: SamplingSettings = SamplingSettings(),
     seed: int = 0,
     intervention: Intervention | None = None,
+    preprompt_form: str = "text",
 ) -> list[DecodeRow]:
     """One row per prompt and sample (prompt-major), ready for a runner to decode."""
     if not prompts:
@@ -84,7 +103,10 @@ def completion_rows(
     empty = [i for i, p in enumerate(prompts) if not p.strip()]
     if empty:
         raise AuraError(f"prompt {empty[0] + 1} is empty: give some text to continue")
-    ids = encode(tokenizer, [compose_prompt(p, pre_prompt) for p in prompts])
+    texts = [compose_prompt(p, pre_prompt, form=preprompt_form, tokenizer=tokenizer) for p in prompts]
+    # A chat template already holds its special tokens; plain text gets the tokenizer's own.
+    templated = preprompt_form == "system" and bool(pre_prompt and pre_prompt.strip())
+    ids = encode(tokenizer, texts, add_special_tokens=not templated)
     per_row = settings.with_(num_return_sequences=1)
     return [
         DecodeRow(list(ids[i]), per_row, seed=row_seed(seed, prompt, sample), intervention=intervention)

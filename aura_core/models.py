@@ -599,7 +599,11 @@ def load_model(
 
         if name_or_path in TINY_MODELS:
             tiny = load_tiny(name_or_path)
-            _set_dtype(tiny.model, tiny.tokenizer, _resolve_dtype(dtype))
+            tiny_dtype = _resolve_dtype(dtype)
+            if tiny_dtype == torch.bfloat16:
+                compute_in_bf16(tiny.model, calibration_batch(tiny.tokenizer))
+            elif tiny_dtype is not None:
+                tiny.model.to(tiny_dtype)
             return _remember(tiny, name_or_path, dtype, device)
     target_device = resolve_device(device)
     torch_dtype = _resolve_dtype(dtype) or resolve_auto_dtype(target_device)
@@ -634,8 +638,8 @@ def load_model(
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
     if getattr(model.generation_config, "pad_token_id", None) is None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
-    if not device_map:  # offloaded weights cannot change dtype in place
-        _set_dtype(model, tokenizer, torch_dtype)
+    if torch_dtype == torch.bfloat16 and not device_map:  # offloaded weights cannot change dtype in place
+        compute_in_bf16(model, calibration_batch(tokenizer, next(model.parameters()).device))
     first_param = next(model.parameters())
     loaded = LoadedModel(
         model=model,
@@ -646,14 +650,6 @@ def load_model(
         load_seconds=time.perf_counter() - started,
     )
     return _remember(loaded, name_or_path, dtype, device)
-
-
-def _set_dtype(model: nn.Module, tokenizer: Tokenizer, dtype: torch.dtype | None) -> None:
-    """bfloat16 through :func:`compute_in_bf16`; any other dtype as it is; None leaves the model alone."""
-    if dtype == torch.bfloat16:
-        compute_in_bf16(model, calibration_batch(tokenizer, next(model.parameters()).device))
-    elif dtype is not None:
-        model.to(dtype)
 
 
 # Every model load_model returned that something (a server's cache, a session) still holds.

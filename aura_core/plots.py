@@ -293,5 +293,5 @@ def activation_histogram(
     fig.update_layout(
         title=title, xaxis_title="activation at a token", yaxis_title="tokens", barmode="overlay", height=340, **_LAYOUT
     )
-    fig.update_yaxes(type="log")
+    fig.update_yaxes(type="log", dtick=1, tickformat=",d", minor={"showgrid": False})
     return fig

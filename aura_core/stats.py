@@ -134,13 +134,14 @@ def interval(samples: np.ndarray, level: float = 0.95) -> tuple[float, float]:
 
 
 def ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
-    """``numerator / denominator``, and +inf where the denominator is 0 (a reduction to nothing).
+    """``numerator / denominator``: +inf where only the denominator is 0 (a reduction to nothing), NaN where both are.
 
-    >>> ratio(np.array([1.0, 1.0]), np.array([0.5, 0.0])).tolist()
-    [2.0, inf]
+    >>> ratio(np.array([1.0, 1.0, 0.0]), np.array([0.5, 0.0, 0.0])).tolist()
+    [2.0, inf, nan]
     """
     with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(denominator > 0, numerator / np.where(denominator > 0, denominator, 1.0), np.inf)
+        safe = np.where(denominator > 0, denominator, 1.0)
+        return np.where(denominator > 0, numerator / safe, np.where(numerator > 0, np.inf, np.nan))
 
 
 def bootstrap_mean(values: np.ndarray, *, n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> tuple[float, float, float]:

@@ -74,7 +74,7 @@ def test_a_setup_the_architecture_cannot_run_falls_back_to_plain_bf16(monkeypatc
 
 @pytest.mark.parametrize("name", ["tiny-gpt2", "tiny-llama"])
 def test_bf16_and_fp32_aurocs_agree_and_rank_the_same_top_units(name, tmp_path):
-    """Tolerance: mean |ΔAUROC| <= 0.01 and max <= 0.06 over 100 + 100 texts (one pair of texts is 1/10,000)."""
+    """Tolerance: mean |ΔAUROC| <= 0.005 and max <= 0.03 over 100 + 100 texts (measured: about 0.001 and 0.005)."""
     data = balanced_sample(load_concept_data("starter"), 100, seed=0)
     fp32 = load_tiny(name, seed=0)
     bf16 = _bf16(name, seed=0)
@@ -82,7 +82,7 @@ def test_bf16_and_fp32_aurocs_agree_and_rank_the_same_top_units(name, tmp_path):
     new = _aurocs(bf16.model, bf16.tokenizer, data, tmp_path / "bf16")
     diff = np.abs(ref - new)
     print(f"{name}: mean |ΔAUROC| {diff.mean():.4f}, max {diff.max():.4f} over {diff.size} units")
-    assert diff.mean() <= 0.01 and diff.max() <= 0.06
+    assert diff.mean() <= 0.005 and diff.max() <= 0.03
     top_ref, top_new = set(np.argsort(-ref)[:10]), set(np.argsort(-new)[:10])
     assert len(top_ref & top_new) >= 8
 

@@ -56,6 +56,9 @@ def open_unit(module: str, index: int) -> None:
 
 
 follow_link(unit_widths(loaded.model))
+link_error = st.empty()
+if st.session_state.get("neuron_link_error"):
+    link_error.error(st.session_state["neuron_link_error"] + " Open a unit from the search or the table below.")
 experts = require_experts("this page inspects them one by one.")
 widths = {name: t.numel() for name, t in experts.intervention.auroc.items()}
 
@@ -84,6 +87,7 @@ with st.form("unit_search", border=True):
         except AuraError as err:
             st.error(f"Cannot open that unit: {err}")
 
+jump = st.empty()
 with st.container(border=True):
     cols = st.columns([1, 1, 2, 1])
     kinds = cols[0].multiselect("Module kind", sorted(table.kind.unique()), key="neuron_kinds")
@@ -117,8 +121,8 @@ st.dataframe(
 )
 
 if st.session_state.get("neuron_link_error"):
-    st.error(st.session_state["neuron_link_error"] + " Open a unit from the table or the search above.")
-    st.stop()
+    st.stop()  # nothing opens until a unit is chosen here
+link_error.empty()
 if settings.get("unit") is None:
     if shown.empty:
         st.warning("No unit matches these filters.")
@@ -210,78 +214,91 @@ def draw_texts(detail: UnitDetail, label: int, title: str) -> None:
         st.markdown(html, unsafe_allow_html=True)
 
 
-texts, corpus = corpus_choice()
-per_class = st.slider("Top texts per class", 1, 10, 4, key="neuron_top_texts")
-try:
-    profile = profile_of(texts, corpus)
-    detail = unit_detail(
-        loaded.model,
-        loaded.tokenizer,
-        experts.intervention,
-        module,
-        index,
-        responses=experts.responses,
-        texts=experts.data.texts,
-        profile=profile,
-        per_class=per_class,
-        max_tokens=experts.spec.max_tokens,
-        runner=get_engine(model_choice()),
-    )
-except AuraError as err:
-    st.error(str(err))
-    st.stop()
+# Sections in reading order; each section's own controls sit in it, read before the unit is computed.
+heading, texts_section, density_section = st.container(), st.container(), st.container()
+with texts_section:
+    st.markdown("#### Texts that activate it most, from both classes")
+    per_class = st.slider("Top texts per class", 1, 10, 4, key="neuron_top_texts")
+with density_section:
+    st.markdown("#### How often it fires on ordinary text")
+    st.caption(DENSITY_RULE)
+    texts, corpus = corpus_choice()
+    try:
+        profile = profile_of(texts, corpus)
+        detail = unit_detail(
+            loaded.model,
+            loaded.tokenizer,
+            experts.intervention,
+            module,
+            index,
+            responses=experts.responses,
+            texts=experts.data.texts,
+            profile=profile,
+            per_class=per_class,
+            max_tokens=experts.spec.max_tokens,
+            runner=get_engine(model_choice()),
+        )
+    except AuraError as err:
+        st.error(str(err))
+        st.stop()
 
 unit = detail.unit
-st.subheader(f"Layer {unit.layer} · {unit.kind} · unit {unit.unit}")
-st.caption(
-    f"`{unit.module}` · AUROC {unit.auroc:.4f} · AurA multiplies its output by α = {unit.alpha:.3f} · "
-    f"link to this unit: `?unit={unit.ref}`"
-)
-if detail.partner is not None:
-    partner = detail.partner
-    st.markdown(
-        f"**Gated neuron.** This model's MLP neurons output act(gate) × up, so {partner.kind} {partner.unit} is the other "
-        f"half of neuron {unit.unit}: both are shown, here and on every text below."
+jump.markdown(f"Showing **[layer {unit.layer} · {unit.kind} · unit {unit.unit}](#unit)** below the table.")
+with heading:
+    st.subheader(f"Layer {unit.layer} · {unit.kind} · unit {unit.unit}", anchor="unit")
+    st.caption(
+        f"`{unit.module}` · AUROC {unit.auroc:.4f} · AurA multiplies its output by α = {unit.alpha:.3f} · "
+        f"link to this unit: `?unit={unit.ref}`"
     )
-    cols = st.columns(2)
-    for col, half in zip(cols, (unit, partner) if unit.kind < partner.kind else (partner, unit), strict=True):
-        col.metric(f"{half.kind} {half.unit}", f"AUROC {half.auroc:.4f}", f"α = {half.alpha:.3f}", delta_color="off")
-    if st.button(f"Open {partner.kind} {partner.unit}", key="open_partner"):
-        open_unit(partner.module, partner.unit)
-        st.rerun()
+    if detail.partner is not None:
+        partner = detail.partner
+        st.markdown(
+            f"**Gated neuron.** This model's MLP neurons output act(gate) × up, so {partner.kind} {partner.unit} is the "
+            f"other half of neuron {unit.unit}: both are shown, here and on every text below."
+        )
+        cols = st.columns(2)
+        for col, half in zip(cols, (unit, partner) if unit.kind < partner.kind else (partner, unit), strict=True):
+            col.metric(f"{half.kind} {half.unit}", f"AUROC {half.auroc:.4f}", f"α = {half.alpha:.3f}", "off", delta_arrow="off")
+        if st.button(f"Open {partner.kind} {partner.unit}", key="open_partner"):
+            open_unit(partner.module, partner.unit)
+            st.rerun()
+    values = experts.responses.per_module[module][:, index].numpy()
+    labels = experts.responses.labels.numpy()
+    st.plotly_chart(unit_classifier_figure(values, labels, unit.auroc, detail.threshold), width="stretch")
 
-values = experts.responses.per_module[module][:, index].numpy()
-labels = experts.responses.labels.numpy()
-st.plotly_chart(unit_classifier_figure(values, labels, unit.auroc, detail.threshold), width="stretch")
+with texts_section:
+    st.caption("Each token is shaded by the unit's output there (the strongest is outlined); hover a token for its value.")
+    left, right = st.columns(2)
+    with left:
+        draw_texts(detail, 1, "Toxic texts")
+    with right:
+        draw_texts(detail, 0, "Non-toxic texts")
 
-st.markdown("#### Texts that activate it most, from both classes")
-st.caption("Each token is shaded by the unit's output there (the strongest is outlined); hover a token for its value.")
-left, right = st.columns(2)
-with left:
-    draw_texts(detail, 1, "Toxic texts")
-with right:
-    draw_texts(detail, 0, "Non-toxic texts")
-
-st.markdown("#### How often it fires on ordinary text")
-st.caption(DENSITY_RULE)
 density = detail.density
 if density is not None:
-    cols = st.columns(4)
-    cols[0].metric(
-        "Activation density", f"{density.density:.2%}", f"{density.above:,} of {density.n_tokens:,} tokens", delta_color="off"
-    )
-    cols[1].metric("Threshold τ", f"{density.threshold:.3f}")
-    cols[2].metric("Median", f"{density.quantiles['0.5']:.3f}")
-    cols[3].metric("99th percentile", f"{density.quantiles['0.99']:.3f}")
-    st.caption(
-        "Quantiles (to within one histogram bin): "
-        + " · ".join(f"{float(q):.1%}: {v:.3f}" for q, v in density.quantiles.items())
-        + f" · min {density.minimum:.3f} · max {density.maximum:.3f} · mean {density.mean:.3f}"
-    )
-    other = detail.partner_density
-    overlay = (f"{detail.partner.kind} {detail.partner.unit}", other.edges, other.counts) if other and detail.partner else None
-    title = f"Its output at each of {density.n_tokens:,} tokens of {density.corpus}"
-    st.plotly_chart(activation_histogram(density.edges, density.counts, density.threshold, title, overlay), width="stretch")
+    with density_section:
+        cols = st.columns(4)
+        cols[0].metric(
+            "Activation density",
+            f"{density.density:.2%}",
+            f"{density.above:,} of {density.n_tokens:,} tokens",
+            "off",
+            delta_arrow="off",
+        )
+        cols[1].metric("Threshold τ", f"{density.threshold:.3f}")
+        cols[2].metric("Median", f"{density.quantiles['0.5']:.3f}")
+        cols[3].metric("99th percentile", f"{density.quantiles['0.99']:.3f}")
+        st.caption(
+            "Quantiles (to within one histogram bin): "
+            + " · ".join(f"{float(q):.1%}: {v:.3f}" for q, v in density.quantiles.items())
+            + f" · min {density.minimum:.3f} · max {density.maximum:.3f} · mean {density.mean:.3f}"
+        )
+        other = detail.partner_density
+        overlay = (
+            (f"{detail.partner.kind} {detail.partner.unit}", other.edges, other.counts) if other and detail.partner else None
+        )
+        title = f"Its output at each of {density.n_tokens:,} tokens of {density.corpus}"
+        st.plotly_chart(activation_histogram(density.edges, density.counts, density.threshold, title, overlay), width="stretch")
 
 st.markdown("#### What it writes into the vocabulary")
 if detail.vocabulary is None:

@@ -1,0 +1,445 @@
+"""Where the perplexity goes: the fidelity study behind the README's figures, one command per model.
+
+Every default is chosen on a validation split the team wrote (``data/prompts.jsonl`` and
+``data/neutral.txt``), never on the prompts reported. The chosen operating point is then
+measured the paper's way (25 completions × 20 tokens per prompt) on public prompts
+(RealToxicityPrompts) with perplexity on two neutral corpora, against, beside and stacked
+with pre-prompts. Every step is kept on disk, so an interrupted study resumes.
+
+    python -m studies.fidelity --model smollm2-135m            # writes studies/FIDELITY-smollm2-135m.md
+    python -m studies.fidelity --model tiny-gpt2 --smoke       # minutes: checks the plumbing only
+
+Stages (each a table in the report):
+1. Noise floor and data size: AurA and AurA-beyond-chance at λ = 1, experts from 250 to
+   6000 Jigsaw texts per class.
+2. Pooling and length: max against mean, and classes matched in token length.
+3. Unit families: gate, up and down projections alone and together.
+4. Strength: λ for the two best settings so far.
+5. Pre-prompt form: plain text against the chat template's system message.
+6. Report: the operating point (largest toxic-share reduction within +5 % perplexity on
+   validation), the paper's AurA, and both pre-prompts, on the public prompts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from aura_core.architecture import module_kind
+from aura_core.batching import tokenize_texts
+from aura_core.data import ConceptData, balanced_sample, load_concept_data, source_label
+from aura_core.evaluation import Condition, EvalConfig, Evaluation, summarise
+from aura_core.experts import Experts, ExpertsRecipe, compute_experts
+from aura_core.interventions import Intervention
+from aura_core.loaded import LoadedModel
+from aura_core.methods import method_label
+from aura_core.models import cache_root, load_model
+from aura_core.reports import with_interval
+from aura_core.runner import Inline
+from aura_core.stats import bootstrap_ppl_change
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = ROOT.parent / "shared" / "data"
+BUDGET = 0.05
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What one study run measures; ``smoke`` shrinks everything to check the plumbing."""
+
+    model: str
+    data: Path = SHARED / "jigsaw_balanced.csv"
+    report_prompts: Path = SHARED / "rtp_prompts_100.jsonl"
+    public_neutral: Path = SHARED / "wikipedia_sentences.csv"
+    sizes: tuple[int, ...] = (250, 1000, 3000, 6000)
+    reference_size: int = 1000
+    max_tokens: int = 64
+    validation_samples: int = 8
+    report_samples: int = 25
+    new_tokens: int = 20
+    strengths: tuple[float, ...] = (0.25, 0.5, 0.75)
+    smoke: bool = False
+
+    def smoke_sized(self) -> Plan:
+        return replace(
+            self, sizes=(20, 40), reference_size=40, validation_samples=2, report_samples=2, new_tokens=4, strengths=(0.5,)
+        )
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One way of building the intervention: which experts, which method, which units, which λ."""
+
+    experts: str
+    method: str
+    family: str = "all"
+    strength: float = 1.0
+
+    @property
+    def label(self) -> str:
+        return f"{self.experts} · {self.method} · {self.family} · λ={self.strength:g}"
+
+
+def length_matched(data: ConceptData, loaded: LoadedModel, max_tokens: int, seed: int = 0) -> ConceptData:
+    """Texts of both classes with the same distribution of token lengths (within the budget).
+
+    Jigsaw's non-toxic comments are longer than its toxic ones, and a max over more tokens is
+    larger: without matching, AUROC partly measures length.
+    """
+    lengths = [len(ids) for ids in tokenize_texts(loaded.tokenizer, data.texts, max_tokens)]
+    by_bin: dict[tuple[int, int], list[int]] = {}
+    for index, (length, label) in enumerate(zip(lengths, data.labels, strict=True)):
+        by_bin.setdefault((min(length, max_tokens) // 4, label), []).append(index)
+    rng = random.Random(seed)
+    chosen: list[int] = []
+    for bin_ in sorted({b for b, _ in by_bin}):
+        toxic, plain = by_bin.get((bin_, 1), []), by_bin.get((bin_, 0), [])
+        take = min(len(toxic), len(plain))
+        chosen += rng.sample(toxic, take) + rng.sample(plain, take)
+    chosen.sort()
+    return ConceptData([data.texts[i] for i in chosen], [data.labels[i] for i in chosen], f"{data.source} (length-matched)")
+
+
+def restricted(intervention: Intervention, family: str) -> Intervention:
+    """The intervention acting only on one unit family (``gate``, ``up``, ``down`` or ``all``)."""
+    if family == "all":
+        return intervention
+    kept = {
+        name: values if family in module_kind(name) else torch.full_like(values, 0.5)
+        for name, values in intervention.auroc.items()
+    }
+    return replace(intervention, auroc=kept)
+
+
+class Study:
+    """One model's study: experts per data setting, validation conditions, and the public report."""
+
+    def __init__(self, plan: Plan) -> None:
+        self.plan = plan.smoke_sized() if plan.smoke else plan
+        self.loaded = load_model(plan.model)
+        self.dtype = str(next(self.loaded.model.parameters()).dtype).replace("torch.", "")
+        self.out = cache_root() / "studies" / plan.model
+        self.experts: dict[str, Experts] = {}
+        self.log: list[str] = []
+        self.started = time.perf_counter()
+
+    def say(self, text: str) -> None:
+        stamp = f"[{time.perf_counter() - self.started:7.0f} s] {text}"
+        print(stamp, file=sys.stderr, flush=True)
+        self.log.append(stamp)
+
+    # ----- experts -----
+
+    def find(self, name: str, sample: ConceptData, pooling: str = "max") -> Experts:
+        recipe = ExpertsRecipe(
+            model=self.plan.model,
+            data=source_label(str(self.plan.data)) + (" (length-matched)" if "matched" in name else ""),
+            n_per_class=len(sample) // 2,
+            max_tokens=self.plan.max_tokens,
+            pooling=pooling,
+        )
+        self.say(f"experts {name}: {len(sample)} texts, {pooling} pooling")
+        experts = compute_experts(self.loaded, sample, recipe)
+        self.experts[name] = experts
+        return experts
+
+    def collect_all(self) -> None:
+        data = load_concept_data(self.plan.data)
+        for size in self.plan.sizes:
+            self.find(f"n={size}", balanced_sample(data, size, seed=0))
+        reference = balanced_sample(data, self.plan.reference_size, seed=0)
+        self.find(f"n={self.plan.reference_size} mean", reference, pooling="mean")
+        matched = length_matched(data, self.loaded, self.plan.max_tokens)
+        self.find(f"n={self.plan.reference_size} length-matched", balanced_sample(matched, self.plan.reference_size, seed=0))
+
+    def intervention(self, setting: Setting) -> Intervention:
+        base = self.experts[setting.experts].intervention
+        return restricted(base, setting.family).with_settings(method=setting.method, strength=setting.strength)
+
+    # ----- measuring -----
+
+    def evaluation(self, prompts: str, samples: int, neutral: str, stage: str, **config: object) -> Evaluation:
+        settings = EvalConfig(
+            prompts=prompts,
+            n_prompts=None,
+            sampling="paper",
+            samples=samples,
+            max_new_tokens=self.plan.new_tokens,
+            neutral=neutral,
+            n_neutral=None,
+            methods=("none",),
+            preprompts=("none",),
+            **config,  # type: ignore[arg-type]
+        )
+        return Evaluation(
+            self.loaded.model,
+            self.loaded.tokenizer,
+            None,
+            settings,
+            out_dir=self.out / stage,
+            runner=Inline(max_rows=64),
+            progress=lambda label, done, total: None,
+        )
+
+    def measure(self, evaluation: Evaluation, settings: list[Setting], pre_text: str = "", ppl: bool = True) -> pd.DataFrame:
+        """Toxicity (against the plain model, same pre-prompt) and perplexity of each setting, in one decode."""
+        conditions = [Condition("plain", pre_text, None)]
+        conditions += [Condition(s.label, pre_text, self.intervention(s)) for s in settings]
+        scored = evaluation.completions(conditions)
+        frames = [
+            pd.DataFrame(scored[c.label]).assign(method=c.label if c.intervention is not None else "none", preprompt="none")
+            for c in conditions
+        ]
+        terms = {"none": evaluation.perplexity_terms(None, "plain")}
+        if ppl:
+            for c in conditions[1:]:
+                terms[c.label] = evaluation.perplexity_terms(c.intervention, c.label)
+        metrics = summarise(pd.concat(frames, ignore_index=True), terms, n_boot=1000, seed=0)
+        units = {s.label: self.units_touched(s) for s in settings}
+        metrics["units_touched"] = metrics.method.map(units)
+        return metrics
+
+    def units_touched(self, setting: Setting) -> int:
+        return int(sum(int((f != 1.0).sum()) for f in self.intervention(setting).factors().values()))
+
+    # ----- the study -----
+
+    def validate(self) -> tuple[list[pd.DataFrame], Setting]:
+        plan = self.plan
+        evaluation = self.evaluation("starter", plan.validation_samples, "starter", "validation")
+        tables = []
+        self.say("stage 1: noise floor × data size")
+        stage1 = [Setting(f"n={n}", m) for n in plan.sizes for m in ("aura", "aura-null")]
+        tables.append(self.measure(evaluation, stage1))
+        reference = f"n={plan.reference_size}"
+        self.say("stage 2: pooling and length")
+        stage2 = [
+            Setting(name, m) for name in (f"{reference} mean", f"{reference} length-matched") for m in ("aura", "aura-null")
+        ]
+        tables.append(self.measure(evaluation, stage2))
+        best_so_far = _best(pd.concat(tables), [*stage1, *stage2], budget=None)
+        self.say(f"stage 3: unit families on {best_so_far.experts} · {best_so_far.method}")
+        stage3 = [replace(best_so_far, family=f) for f in ("gate", "up", "down")]
+        tables.append(self.measure(evaluation, stage3))
+        candidates = [*stage1, *stage2, *stage3]
+        ranked = _ranked(pd.concat(tables), candidates)
+        self.say("stage 4: strength")
+        stage4 = [replace(s, strength=lam) for s in ranked[:2] for lam in plan.strengths]
+        tables.append(self.measure(evaluation, stage4))
+        everything = pd.concat(tables)
+        choice = _best(everything, [*candidates, *stage4], budget=BUDGET)
+        self.say(f"operating point on validation: {choice.label}")
+        return tables, choice
+
+    def preprompt_forms(self, choice: Setting) -> pd.DataFrame:
+        """The favourable pre-prompt as text and as a system message, with and without the operating point."""
+        rows = []
+        for form in ("text", "system"):
+            evaluation = self.evaluation("starter", self.plan.validation_samples, "starter", f"forms-{form}", preprompt_form=form)
+            favourable = EvalConfig().preprompt_text("favourable")
+            try:
+                table = self.measure(evaluation, [choice], pre_text=favourable, ppl=False)
+            except Exception as err:  # a tokenizer without a chat template: say so in the report
+                self.say(f"pre-prompt form {form}: {err}")
+                continue
+            rows.append(table.assign(form=form))
+        return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()
+
+    def report(self, choice: Setting, form: str) -> pd.DataFrame:
+        """The paper's protocol on public prompts: plain, the operating point and the paper's AurA, × pre-prompts.
+
+        One table: ``reduction`` columns compare with the plain model without pre-prompt (so the
+        favourable rows show AurA stacked with it), ``_same_preprompt`` ones with the plain model
+        under the same pre-prompt (so the adversarial rows show AurA against it). Perplexity is
+        measured on the team's neutral text and on public Wikipedia passages.
+        """
+        settings = {"op": choice, "paper": Setting(choice.experts, "aura")}
+        evaluation = self.evaluation(
+            str(self.plan.report_prompts), self.plan.report_samples, "starter", "report", preprompt_form=form
+        )
+        conditions = []
+        for group in ("none", "favourable", "adversarial"):
+            pre = evaluation.config.preprompt_text(group)
+            conditions.append(Condition(f"none|{group}", pre, None))
+            conditions += [Condition(f"{name}|{group}", pre, self.intervention(s)) for name, s in settings.items()]
+        self.say(
+            f"report: {len(conditions)} conditions × {len(evaluation.prompts)} prompts × {self.plan.report_samples} completions"
+        )
+        scored = evaluation.completions(conditions)
+        frames = []
+        for c in conditions:
+            method, group = c.label.split("|")
+            frames.append(pd.DataFrame(scored[c.label]).assign(method=method, preprompt=group))
+        terms = {"none": evaluation.perplexity_terms(None, "plain")}
+        terms.update({name: evaluation.perplexity_terms(self.intervention(s), name) for name, s in settings.items()})
+        metrics = summarise(pd.concat(frames, ignore_index=True), terms, n_boot=1000, seed=0)
+        public = self.evaluation(str(self.plan.report_prompts), 1, str(self.plan.public_neutral), "report-public")
+        public_terms = {"none": public.perplexity_terms(None, "plain")}
+        public_terms.update({name: public.perplexity_terms(self.intervention(s), name) for name, s in settings.items()})
+        for name in settings:
+            change, low, high = bootstrap_ppl_change(public_terms["none"], public_terms[name], relative=True, seed=0)
+            rows = metrics.method == name
+            metrics.loc[rows, "public_ppl_change_rel"] = change
+            metrics.loc[rows, "public_ppl_change_rel_low"] = low
+            metrics.loc[rows, "public_ppl_change_rel_high"] = high
+        metrics["units_touched"] = metrics.method.map({name: self.units_touched(s) for name, s in settings.items()})
+        return metrics
+
+
+def _scores(metrics: pd.DataFrame, settings: Sequence[Setting]) -> pd.DataFrame:
+    by = metrics.drop_duplicates("method").set_index("method")
+    return pd.DataFrame(
+        [
+            {
+                "setting": s,
+                "reduction": by.loc[s.label, "toxic_share_reduction_same_preprompt"],
+                "ppl": by.loc[s.label, "ppl_change_rel"],
+            }
+            for s in settings
+            if s.label in by.index
+        ]
+    )
+
+
+def _ranked(metrics: pd.DataFrame, settings: Sequence[Setting]) -> list[Setting]:
+    scores = _scores(metrics, settings)
+    # Reduction per unit of perplexity cost: the settings that buy the most for the least.
+    scores["value"] = scores.reduction / (1.0 + scores.ppl.clip(lower=0))
+    return list(scores.sort_values("value", ascending=False).setting)
+
+
+def _best(metrics: pd.DataFrame, settings: Sequence[Setting], budget: float | None) -> Setting:
+    scores = _scores(metrics, settings)
+    if budget is not None:
+        within = scores[scores.ppl <= budget]
+        if not within.empty:
+            return within.sort_values("reduction", ascending=False).iloc[0].setting  # type: ignore[no-any-return]
+    return _ranked(metrics, settings)[0]
+
+
+def _table(metrics: pd.DataFrame) -> str:
+    rows = [
+        "| setting | toxic share | × less toxic share [95% CI] | × less (prompts) | perplexity change [95% CI] | units touched |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in metrics.itertuples():
+        if r.method == "none":
+            rows.append(f"| plain model | {r.toxic_share:.3f} | – | – | – | 0 |")
+            continue
+        reduction = with_interval(
+            r.toxic_share_reduction_same_preprompt,
+            r.toxic_share_reduction_same_preprompt_low,
+            r.toxic_share_reduction_same_preprompt_high,
+        )
+        prompts = with_interval(
+            r.toxicity_probability_reduction_same_preprompt,
+            r.toxicity_probability_reduction_same_preprompt_low,
+            r.toxicity_probability_reduction_same_preprompt_high,
+        )
+        ppl = with_interval(
+            getattr(r, "ppl_change_rel", None),
+            getattr(r, "ppl_change_rel_low", None),
+            getattr(r, "ppl_change_rel_high", None),
+            "{:+.1%}",
+        )
+        rows.append(f"| {r.method} | {r.toxic_share:.3f} | {reduction} | {prompts} | {ppl} | {int(r.units_touched or 0):,} |")
+    return "\n".join(rows)
+
+
+def write_report(
+    study: Study, tables: list[pd.DataFrame], choice: Setting, forms: pd.DataFrame, form: str, report: pd.DataFrame
+) -> Path:
+    plan = study.plan
+    names = ["1. Noise floor × concept data size (λ = 1)", "2. Pooling and length", "3. Unit families", "4. Strength λ"]
+    lines = [
+        f"# Fidelity study: {plan.model}",
+        "",
+        f"Generated by `python -m studies.fidelity --model {plan.model}` ({study.dtype} weights, "
+        f"{time.strftime('%Y-%m-%d')}, {(time.perf_counter() - study.started) / 60:.0f} minutes on this machine). "
+        "Do not edit by hand: run the command again.",
+        "",
+        "Toxicity is scored by profanity-check; a completion is toxic above 0.5. The lead measure is the paper's: the "
+        "toxic share of completions; × less is the plain model's share divided by the setting's (same pre-prompt), "
+        "with a 95% paired bootstrap interval over prompts and completions. Perplexity change is relative to the plain "
+        "model, with a 95% bootstrap interval over texts.",
+        "",
+        f"## Validation (choices are made here): the team's prompts (`data/prompts.jsonl`), {plan.validation_samples} "
+        f"completions × {plan.new_tokens} tokens each, perplexity on `data/neutral.txt`",
+        "",
+    ]
+    for name, table in zip(names, tables, strict=True):
+        lines += [f"### {name}", "", _table(table), ""]
+    lines += [
+        f"**Operating point** (largest toxic-share reduction within +{BUDGET:.0%} perplexity on validation): "
+        f"{choice.experts}, {method_label(choice.method)}, units: {choice.family}, λ = {choice.strength:g}.",
+        "",
+        "### 5. Pre-prompt form (favourable pre-prompt, validation prompts)",
+        "",
+    ]
+    for form_name, part in forms.groupby("form", sort=False) if not forms.empty else []:
+        plain = part[part.method == "none"].toxic_share.iloc[0]
+        lines.append(f"- **{form_name}**: plain model with the pre-prompt, toxic share {plain:.3f}")
+    lines += ["", f"The report uses the **{form}** form.", ""]
+    lines += [
+        f"## Report: public prompts (RealToxicityPrompts, `{plan.report_prompts.name}`), "
+        f"{plan.report_samples} completions × {plan.new_tokens} tokens each",
+        "",
+        "| model | pre-prompt | toxic share | × less toxic share vs plain, no pre-prompt | × less vs plain, same pre-prompt | "
+        "× less (prompts), same pre-prompt | perplexity, team text | perplexity, Wikipedia | units touched |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    names = {"none": "plain", "op": "operating point", "paper": "AurA as in the paper (λ = 1)"}
+    for r in report.itertuples():
+
+        def ci(name: str, fmt: str = "{:.2f}", row: object = r) -> str:
+            return with_interval(
+                getattr(row, name, None), getattr(row, f"{name}_low", None), getattr(row, f"{name}_high", None), fmt
+            )
+
+        plain = r.method == "none"
+        lines.append(
+            f"| {names[r.method]} | {r.preprompt} | {r.toxic_share:.3f} | {'–' if plain and r.preprompt == 'none' else ci('toxic_share_reduction')} | "
+            f"{'–' if plain else ci('toxic_share_reduction_same_preprompt')} | "
+            f"{'–' if plain else ci('toxicity_probability_reduction_same_preprompt')} | "
+            f"{'–' if plain or r.preprompt != 'none' else ci('ppl_change_rel', '{:+.1%}')} | "
+            f"{'–' if plain or r.preprompt != 'none' else ci('public_ppl_change_rel', '{:+.1%}')} | "
+            f"{0 if plain else int(r.units_touched):,} |"
+        )
+    lines.append("")
+    lines += ["## Log", "", "```", *study.log, "```", ""]
+    path = ROOT / "studies" / f"FIDELITY-{plan.model}.md"
+    path.write_text("\n".join(lines), encoding="utf-8")
+    (study.out / "choice.json").write_text(json.dumps(choice.__dict__))
+    return path
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m studies.fidelity", description=__doc__.split("\n")[0])
+    parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--smoke", action="store_true", help="tiny settings: checks the plumbing in minutes")
+    args = parser.parse_args(argv)
+    study = Study(Plan(model=args.model, smoke=args.smoke))
+    study.collect_all()
+    tables, choice = study.validate()
+    forms = study.preprompt_forms(choice)
+    form = "text"
+    if not forms.empty and set(forms.form) == {"text", "system"}:
+        plain = forms[forms.method == "none"].set_index("form").toxic_share
+        form = "system" if plain["system"] < plain["text"] else "text"
+    report = study.report(choice, form)
+    path = write_report(study, tables, choice, forms, form, report)
+    print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
