@@ -458,10 +458,11 @@ def operating_point(sweep: pd.DataFrame, ppl_budget: float, measure: str = "toxi
     >>> operating_point(sweep, 0.05)["strength"]
     0.5
     """
-    fits = sweep[(sweep.strength > 0) & (sweep.ppl_change_rel <= ppl_budget)]
+    column = f"{measure}_reduction"
+    fits = sweep[(sweep.strength > 0) & (sweep.ppl_change_rel <= ppl_budget) & sweep[column].notna()]
     if fits.empty:
         return None
-    best = fits.sort_values([f"{measure}_reduction", "strength"], ascending=[False, True]).iloc[0]
+    best = fits.sort_values([column, "strength"], ascending=[False, True]).iloc[0]
     point = {str(key): _plain(value) for key, value in best.items()}
     point["ppl_budget"] = ppl_budget
     point["measure"] = measure

@@ -137,6 +137,8 @@ def test_a_sweep_over_two_methods_and_its_operating_point_on_a_tiny_model(tiny_g
         ("aura-null", 0.5),
         ("aura-null", 1.0),
     ]
-    point = operating_point(sweep, 10.0)
+    # A random tiny model writes nothing toxic, so its toxic share cannot shrink: the mean score can.
+    assert operating_point(sweep, 10.0) is None
+    point = operating_point(sweep, 10.0, measure="mean_toxicity")
     assert point is not None and point["strength"] > 0
-    assert point["toxic_share_reduction"] == sweep[sweep.strength > 0].toxic_share_reduction.max()
+    assert point["mean_toxicity_reduction"] == sweep[sweep.strength > 0].mean_toxicity_reduction.max()
