@@ -6,7 +6,8 @@ pages would then run without this frame (no navigation, no shared sidebar, no se
 
 import streamlit as st
 
-from aura_core.models import loaded_model, precision_of
+from aura_core.models import loaded_model
+from aura_core.precision import describe_precision
 from studio import settings
 from studio.resources import engine_load
 from studio.state import concept_data, init_session, model_choice, session_experts, show_notes
@@ -38,7 +39,7 @@ def draw_sidebar() -> None:
         if loaded is None:
             st.markdown(f"`{choice.name}` · {choice.device} · {choice.dtype} (not loaded yet)")
         else:
-            st.markdown(f"`{choice.name}` · {loaded.device.type} · {precision_of(loaded.model).name}")
+            st.markdown(f"`{choice.name}` · {loaded.device.type} · {describe_precision(loaded)}")
         data, label = concept_data()
         counts = data.counts()
         st.caption("Concept data")

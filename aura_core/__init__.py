@@ -24,6 +24,7 @@ from aura_core.data import (
 )
 from aura_core.engine import Engine, engine_for
 from aura_core.errors import AuraError, DataError, InterventionError, ModelLoadError, UnitPatternError
+from aura_core.firing import experts_firing, unit_baselines
 from aura_core.generation import SAMPLING_PRESETS, Generation, SamplingSettings, generate
 from aura_core.interventions import (
     Intervention,
@@ -37,8 +38,10 @@ from aura_core.interventions import (
 from aura_core.loaded import LoadedModel
 from aura_core.methods import METHODS, method_label
 from aura_core.models import DEFAULT_MODEL, PRESETS, load_model
+from aura_core.neurons import unit_detail
 from aura_core.responses import CollectionCancelled, Responses, collect_responses
 from aura_core.scoring import DEFAULT_SCORER, load_scorer, perplexity
+from aura_core.unit_profile import activation_profile
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -60,11 +63,13 @@ __all__ = [
     "Responses",
     "SamplingSettings",
     "UnitPatternError",
+    "activation_profile",
     "auroc",
     "balanced_sample",
     "collect_responses",
     "discover_units",
     "engine_for",
+    "experts_firing",
     "export_model",
     "fit_intervention",
     "fold_into_weights",
@@ -80,5 +85,7 @@ __all__ = [
     "parse_concept_bytes",
     "perplexity",
     "rows_intervened",
+    "unit_baselines",
+    "unit_detail",
     "unit_table",
 ]

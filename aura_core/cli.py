@@ -179,11 +179,11 @@ def _collect(args: argparse.Namespace, loaded: LoadedModel | None = None) -> tup
 
     data = balanced_sample(load_concept_data(args.data), args.n_per_class, seed=args.seed)
     loaded = loaded or _load(args)
-    units = discover_units(loaded.model, args.units)
+    units = discover_units(loaded.collector, args.units)
     update, close = _progress_bar("collect", "text")
     try:
         responses = collect_responses(
-            loaded.model,
+            loaded.collector,
             loaded.tokenizer,
             data,
             units,
@@ -201,7 +201,8 @@ def _collect(args: argparse.Namespace, loaded: LoadedModel | None = None) -> tup
 
 def cmd_models(args: argparse.Namespace) -> int:
     from aura_core.architecture import discover_units, module_kind, unit_width
-    from aura_core.models import PRESETS, precision_of, preset_status
+    from aura_core.models import PRESETS, preset_status
+    from aura_core.precision import precision_of
 
     if args.show:
         loaded = _load(args)
@@ -211,7 +212,7 @@ def cmd_models(args: argparse.Namespace) -> int:
         for name in units:
             per_kind[module_kind(name)] = per_kind.get(module_kind(name), 0) + unit_width(modules[name])
         config: Any = loaded.model.config
-        precision = precision_of(loaded.model)
+        precision = precision_of(loaded.collector)
         _emit(
             {
                 "model": args.model,
@@ -221,7 +222,8 @@ def cmd_models(args: argparse.Namespace) -> int:
                 "parameters": loaded.n_parameters,
                 "memory_mb": round(loaded.memory_bytes / 2**20, 1),
                 "device": str(loaded.device),
-                "dtype": precision.name,
+                "dtype": precision_of(loaded.model).name,
+                "collection_dtype": precision.name,
                 "float32_parts": precision.float32_parts,
                 "float32_blocks": list(precision.float32_blocks),
                 "unit_modules": len(units),
@@ -335,7 +337,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     elif not args.baseline_only:
         raise AuraError("give --intervention FILE (from `fit`), or --baseline-only")
     loaded = _load(args)
-    if intervention is not None and not intervention.fitted_on(loaded.model):
+    if intervention is not None and not intervention.fitted_on(loaded.collector):
         print("warning: the intervention was fitted on a model with other weights", file=sys.stderr)
     scorer = load_scorer(args.scorer)
     pre_prompt = resolve_preprompt(args.pre_prompt) if args.pre_prompt else None
@@ -597,7 +599,7 @@ def _neurons_evidence(
     source = args.data or "starter"
     data = balanced_sample(load_concept_data(source), args.n_per_class or 50, seed=args.seed)
     responses = collect_responses(
-        loaded.model, loaded.tokenizer, data, modules, max_tokens=args.max_tokens, model_name=args.model
+        loaded.collector, loaded.tokenizer, data, modules, max_tokens=args.max_tokens, model_name=args.model
     )
     return responses, data.texts, source
 
@@ -618,8 +620,9 @@ def cmd_neurons_show(args: argparse.Namespace) -> int:
     """One unit in full: AUROC, α, gated partner, top texts of both classes, density on neutral text, vocabulary."""
     from aura_core.data import load_neutral_texts
     from aura_core.firing import unit_baselines
-    from aura_core.neurons import activation_profile, check_unit, gated_partner, unit_detail
+    from aura_core.neurons import check_unit, gated_partner, unit_detail
     from aura_core.responses import Responses
+    from aura_core.unit_profile import activation_profile
 
     _check_counts(args, "top_texts", "vocab")
     module, unit = _neurons_unit(args.unit)
@@ -664,7 +667,7 @@ def cmd_neurons_show(args: argparse.Namespace) -> int:
 
 def _neurons_show_text(detail: Any) -> str:
     """A few readable lines for a terminal (``--json`` gives everything)."""
-    from aura_core.neurons import visible_whitespace
+    from aura_core.token_text import visible_whitespace
 
     lines = [
         f"{detail.unit.ref}  layer {detail.unit.layer} · {detail.unit.kind} · AUROC {detail.unit.auroc:.4f} · α {detail.unit.alpha:.3f}"

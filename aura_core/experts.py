@@ -95,14 +95,14 @@ def _responses_path(key: str) -> Path:
 
 def experts_key(loaded: LoadedModel, sample: ConceptData, recipe: ExpertsRecipe) -> str:
     """The key these experts have (or will have): the responses cache key of the same work."""
-    units = discover_units(loaded.model, recipe.units)
+    units = discover_units(loaded.collector, recipe.units)
     return responses_cache_key(_fingerprint(loaded), sample.content_hash(), units, recipe.pooling, recipe.max_tokens)
 
 
 def _fingerprint(loaded: LoadedModel) -> str:
     cached = loaded.__dict__.get("_fingerprint")
     if cached is None:
-        cached = model_fingerprint(loaded.model)
+        cached = model_fingerprint(loaded.collector)
         loaded.__dict__["_fingerprint"] = cached  # weights never change: compute the print once
     return str(cached)
 
@@ -124,10 +124,10 @@ def compute_experts(
     except AuraError:
         pass  # not computed yet (or unreadable): compute it again
     responses = collect_responses(
-        loaded.model,
+        loaded.collector,
         loaded.tokenizer,
         sample,
-        discover_units(loaded.model, recipe.units),
+        discover_units(loaded.collector, recipe.units),
         pooling=recipe.pooling,
         max_tokens=recipe.max_tokens,
         batch_size=batch_size,

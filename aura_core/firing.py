@@ -27,10 +27,13 @@ from torch import nn
 from aura_core.architecture import layer_of, module_kind
 from aura_core.batching import Tokenizer, encode, pad_right, tokenize_texts
 from aura_core.errors import DataError
+from aura_core.hooks import forward_until_recorded
 from aura_core.interventions import Intervention, row_plan
-from aura_core.neurons import Piece, forward_until_recorded, text_pieces, unit_ref, visible_whitespace, youden_thresholds
+from aura_core.neurons import unit_ref
 from aura_core.responses import Responses
 from aura_core.runner import INLINE, Runner
+from aura_core.token_text import Piece, text_pieces, visible_whitespace
+from aura_core.unit_profile import youden_thresholds
 
 __all__ = [
     "WEIGHTING",

@@ -31,7 +31,7 @@ from torch import nn
 
 from aura_core.errors import UnitPatternError
 
-__all__ = ["CallPlan", "call_plan", "ensure_hooks", "rewrap_output", "unwrap_output"]
+__all__ = ["CallPlan", "Recorder", "call_plan", "ensure_hooks", "forward_until_recorded", "rewrap_output", "unwrap_output"]
 
 Recorder = Callable[[torch.Tensor], None]
 
@@ -180,3 +180,44 @@ def call_plan(model: nn.Module, plan: CallPlan | None) -> Iterator[nn.Module]:
         yield model
     finally:
         _PLANS.reset(reset)
+
+
+class _Recorded(Exception):
+    """Raised inside a forward pass once every recorder has run: later layers are not needed."""
+
+
+def forward_until_recorded(
+    model: nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    record: Mapping[str, Recorder],
+    *,
+    record_raw: Mapping[str, Recorder] | None = None,
+    scale: Mapping[str, torch.Tensor] | None = None,
+) -> None:
+    """Run ``model`` on a batch with these recorders (and factors), stopping after the last recorded module.
+
+    A unit in layer 3 needs layers 0 to 3 only: the rest of the model, and the unembedding,
+    are skipped. Call it from the work a runner runs.
+    """
+    pending = set(record)
+
+    def finishing(name: str, recorder: Recorder) -> Recorder:
+        def wrapped(hidden: torch.Tensor) -> None:
+            recorder(hidden)
+            pending.discard(name)
+            if not pending:
+                raise _Recorded
+
+        return wrapped
+
+    plan = CallPlan(
+        scale=dict(scale or {}),
+        record={name: finishing(name, recorder) for name, recorder in record.items()},
+        record_raw=dict(record_raw or {}),
+    )
+    try:
+        with call_plan(model, plan), torch.inference_mode():
+            model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
+    except _Recorded:
+        pass

@@ -30,6 +30,17 @@ class LoadedModel:
     source: str
     device: torch.device
     load_seconds: float = 0.0
+    bulk: nn.Module | None = None
+
+    @property
+    def collector(self) -> nn.Module:
+        """The copy that long forward passes over many texts use (collection): ``bulk`` if there is one.
+
+        On a CPU that computes bfloat16 natively, ``dtype="auto"`` keeps generation in float32,
+        where a completion never depends on which other rows share its batch, and gives
+        collection a bfloat16 copy, which is more than twice as fast.
+        """
+        return self.bulk if self.bulk is not None else self.model
 
     @property
     def n_parameters(self) -> int:

@@ -8,12 +8,12 @@
 
 from __future__ import annotations
 
+import copy
 import difflib
 import hashlib
 import importlib
 import importlib.util
 import os
-import platform
 import re
 import shutil
 import tempfile
@@ -27,30 +27,21 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from aura_core.batching import Tokenizer
+from aura_core.devices import resolve_auto_dtype, resolve_device, resolve_dtype
 from aura_core.errors import ModelLoadError
 from aura_core.loaded import LoadedModel
+from aura_core.precision import calibration_batch, compute_in_bf16
 
 __all__ = [
     "DEFAULT_MODEL",
-    "MASSIVE_OUTPUT",
     "PRESETS",
     "LoadedModel",
-    "Precision",
     "Preset",
-    "auto_dtype",
     "cache_root",
-    "calibration_batch",
-    "compute_in_bf16",
-    "cpu_has_native_bf16",
-    "cuda_has_native_bf16",
     "load_model",
     "loaded_model",
     "model_fingerprint",
-    "precision_of",
     "preset_status",
-    "resolve_auto_dtype",
-    "resolve_device",
 ]
 
 DEFAULT_MODEL = "smollm2-135m"
@@ -99,295 +90,6 @@ def cache_root() -> Path:
     path = Path(root)
     path.mkdir(parents=True, exist_ok=True)
     return path
-
-
-def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
-    """``auto`` picks CUDA, then Apple MPS, then CPU.
-
-    >>> resolve_device("cpu")
-    device(type='cpu')
-    """
-    if isinstance(device, torch.device):
-        return device
-    if device in (None, "auto"):
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        resolved = torch.device(device)
-    except RuntimeError as err:
-        raise ModelLoadError(f"unknown device {device!r}: use auto, cpu, cuda or cuda:N") from err
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ModelLoadError(f"device {device!r} asked for, but no CUDA GPU is visible: use --device cpu")
-    return resolved
-
-
-_DTYPES = {
-    "auto": None,
-    "float32": torch.float32,
-    "fp32": torch.float32,
-    "bfloat16": torch.bfloat16,
-    "bf16": torch.bfloat16,
-    "float16": torch.float16,
-    "fp16": torch.float16,
-}
-
-
-def _resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
-    """The dtype a name stands for; None for ``auto``, which :func:`resolve_auto_dtype` settles per device.
-
-    >>> _resolve_dtype("bf16"), _resolve_dtype("auto")
-    (torch.bfloat16, None)
-    """
-    if dtype is None or isinstance(dtype, torch.dtype):
-        return dtype
-    if dtype not in _DTYPES:
-        raise ModelLoadError(f"unknown dtype {dtype!r}: use one of {', '.join(_DTYPES)}")
-    return _DTYPES[dtype]
-
-
-def auto_dtype(device_type: str, *, cpu_bf16: bool = False, cuda_bf16: bool = False) -> torch.dtype:
-    """What ``dtype="auto"`` is on a device with these capabilities: bfloat16 where it runs natively, else float32.
-
-    A function of the capabilities alone, so every case can be checked on any machine;
-    :func:`resolve_auto_dtype` asks torch about this one.
-
-    >>> auto_dtype("cpu", cpu_bf16=True), auto_dtype("cpu"), auto_dtype("cuda", cuda_bf16=True), auto_dtype("mps")
-    (torch.bfloat16, torch.float32, torch.bfloat16, torch.float32)
-    """
-    native = {"cpu": cpu_bf16, "cuda": cuda_bf16}.get(device_type, False)
-    return torch.bfloat16 if native else torch.float32
-
-
-_X86 = ("x86_64", "amd64", "i386", "i686", "x86")
-
-
-def cpu_has_native_bf16() -> bool:
-    """Whether this CPU computes bfloat16 in hardware: AVX-512-BF16 or AMX on x86, the BF16 extension on Arm.
-
-    oneDNN's own check also passes on plain AVX-512, which only emulates bfloat16 (and is no
-    faster for it), so on x86 the instruction sets decide.
-
-    >>> isinstance(cpu_has_native_bf16(), bool)
-    True
-    """
-    try:
-        if not torch.ops.mkldnn._is_mkldnn_bf16_supported():
-            return False
-        if platform.machine().lower() in _X86:
-            return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
-    except (AttributeError, RuntimeError):  # a torch build without these checks
-        return False
-    return True
-
-
-def cuda_has_native_bf16() -> bool:
-    """Whether the current CUDA GPU computes bfloat16 in hardware (Ampere or newer), not by emulation."""
-    if not torch.cuda.is_available():
-        return False
-    try:
-        return bool(torch.cuda.is_bf16_supported(including_emulation=False))
-    except TypeError:  # a torch that does not emulate, so has no such argument
-        return bool(torch.cuda.is_bf16_supported())
-
-
-def resolve_auto_dtype(device: str | torch.device | None = "auto") -> torch.dtype:
-    """The dtype ``dtype="auto"`` gives a model loaded on ``device`` here.
-
-    >>> resolve_auto_dtype("cpu") in (torch.bfloat16, torch.float32)
-    True
-    """
-    target = resolve_device(device)
-    return auto_dtype(
-        target.type,
-        cpu_bf16=target.type == "cpu" and cpu_has_native_bf16(),
-        cuda_bf16=target.type == "cuda" and cuda_has_native_bf16(),
-    )
-
-
-MASSIVE_OUTPUT = 256.0
-"""A block whose matrix products reach this size writes or erases a massive activation: it stays float32.
-
-From 256 on, neighbouring bfloat16 numbers are 2 or more apart.
-"""
-
-# Short texts of different kinds (prose, a line break, wiki markup), padded into one batch.
-_CALIBRATION = (
-    "The quick brown fox jumps over the lazy dog.",
-    "It was a bright cold day in April,\nand the clocks were striking thirteen!",
-    "== Notes ==\n* Smith, J. (1990). ''A history''. p. 12",
-)
-_PRECISION_ATTR = "_aura_precision"
-
-
-@dataclass(frozen=True)
-class Precision:
-    """How a model computes: the dtype of its matrix products and what runs in float32 beside them.
-
-    >>> Precision(torch.bfloat16, True, ("model.layers.2.mlp",), 3, 211).label
-    'bfloat16 (float32 residual stream, norms and 3 of 211 matmuls)'
-    >>> Precision(torch.float32).label
-    'float32'
-    """
-
-    dtype: torch.dtype
-    float32_residual: bool = False
-    float32_blocks: tuple[str, ...] = ()
-    float32_matmuls: int = 0
-    matmuls: int = 0
-
-    @property
-    def name(self) -> str:
-        """The dtype's short name (``bfloat16``)."""
-        return str(self.dtype).removeprefix("torch.")
-
-    @property
-    def float32_parts(self) -> str | None:
-        """What runs in float32 beside a lower dtype (None: nothing does)."""
-        if not self.float32_residual:
-            return None
-        return f"residual stream, norms and {self.float32_matmuls} of {self.matmuls} matmuls"
-
-    @property
-    def label(self) -> str:
-        """The dtype, and what runs in float32 beside it."""
-        parts = self.float32_parts
-        return f"{self.name} (float32 {parts})" if parts else self.name
-
-
-def precision_of(model: nn.Module) -> Precision:
-    """How ``model`` computes: what :func:`compute_in_bf16` set up, else the dtype of its matrix weights.
-
-    >>> from aura_core.tiny import load_tiny
-    >>> precision_of(load_tiny("tiny-llama").model).label
-    'float32'
-    """
-    recorded = model.__dict__.get(_PRECISION_ATTR)
-    if isinstance(recorded, Precision):
-        return recorded
-    weights = [module.weight for module in _matmul_modules(model).values() if isinstance(module.weight, torch.Tensor)]
-    weights = weights or list(model.parameters())
-    return Precision(weights[0].dtype if weights else torch.float32)
-
-
-def _matmul_modules(model: nn.Module) -> dict[str, nn.Module]:
-    """The modules that multiply by a weight matrix: ``nn.Linear`` and GPT-2's ``Conv1D``."""
-    return {
-        name: module
-        for name, module in model.named_modules()
-        if isinstance(module, nn.Linear) or type(module).__name__ == "Conv1D"
-    }
-
-
-def _input_in_weight_dtype(module: nn.Module, args: tuple[object, ...]) -> tuple[object, ...] | None:
-    first = args[0] if args else None
-    weight = module.weight
-    if isinstance(first, torch.Tensor) and first.is_floating_point() and isinstance(weight, torch.Tensor):
-        if first.dtype != weight.dtype:
-            return (first.to(weight.dtype), *args[1:])
-    return None
-
-
-def _output_in(dtype: torch.dtype) -> Callable[[nn.Module, object, object], object | None]:
-    def cast(value: object) -> object:
-        if isinstance(value, torch.Tensor) and value.is_floating_point():
-            return value.to(dtype)
-        return value
-
-    def hook(module: nn.Module, args: object, output: object) -> object | None:
-        if isinstance(output, tuple):
-            return tuple(cast(value) for value in output)
-        return cast(output)
-
-    return hook
-
-
-def _peaks(model: nn.Module, batch: dict[str, torch.Tensor], modules: dict[str, nn.Module]) -> dict[str, float]:
-    """The largest absolute output of each of ``modules`` over the real tokens of ``batch``."""
-    peaks: dict[str, float] = {}
-    real = batch["attention_mask"].bool()
-
-    def recorder(name: str) -> Callable[[nn.Module, object, object], None]:
-        def record(module: nn.Module, args: object, output: object) -> None:
-            if isinstance(output, torch.Tensor):
-                values = output.detach().abs()
-                values = values[real] if values.shape[:2] == real.shape else values
-                peaks[name] = max(peaks.get(name, 0.0), float(values.amax()))
-
-        return record
-
-    handles = [module.register_forward_hook(recorder(name)) for name, module in modules.items()]
-    try:
-        with torch.inference_mode():
-            model(**batch, use_cache=False)
-    finally:
-        for handle in handles:
-            handle.remove()
-    return peaks
-
-
-def calibration_batch(tokenizer: Tokenizer, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
-    """A few short texts, padded into one batch, for :func:`compute_in_bf16` to measure the model on."""
-    encoded = tokenizer(list(_CALIBRATION), return_tensors="pt", padding=True)
-    return {key: encoded[key].to(device) for key in ("input_ids", "attention_mask")}
-
-
-def compute_in_bf16(model: nn.Module, batch: dict[str, torch.Tensor], *, massive: float = MASSIVE_OUTPUT) -> Precision:
-    """Make ``model`` compute in bfloat16 while keeping float32 where rounding would erase what AurA measures.
-
-    Matrix products take bfloat16 weights and inputs (that is the speed); the residual stream
-    and the norms stay float32, and so does every block (a module's parent, such as
-    ``model.layers.28.mlp``) whose matrix products reach ``massive`` on ``batch``. Parameters
-    change dtype in place and hooks do the casts, so names, shapes and folding stay as they
-    were. An architecture whose forward pass this setup breaks is left in plain bfloat16.
-    Returns the setup, which :func:`precision_of` reports.
-
-    >>> from aura_core.tiny import load_tiny
-    >>> tiny = load_tiny("tiny-llama")
-    >>> compute_in_bf16(tiny.model, calibration_batch(tiny.tokenizer)).label
-    'bfloat16 (float32 residual stream, norms and 0 of 15 matmuls)'
-    """
-    # Why: SmolLM2 carries a massive activation (about 24,000, from layer 11 to layer 28) in its
-    # residual stream. There bfloat16's steps are 128 wide, so a bfloat16 residual stream loses
-    # everything smaller; and the units of the blocks that write and erase it are near-constant
-    # maxima whose differences from text to text are below one bfloat16 step, so they tie.
-    matmuls = _matmul_modules(model)
-    low = {id(module) for module in matmuls.values()}
-    low |= {id(module) for module in model.modules() if isinstance(module, nn.Embedding)}
-    handles = []
-    try:
-        with torch.no_grad():
-            for module in model.modules():
-                for param in module.parameters(recurse=False):
-                    param.data = param.data.to(torch.bfloat16 if id(module) in low else torch.float32)
-        handles.append(model.get_input_embeddings().register_forward_hook(_output_in(torch.float32)))  # type: ignore[operator]
-        handles += [module.register_forward_pre_hook(_input_in_weight_dtype) for module in matmuls.values()]
-        # Rotary tables follow the float32 stream; the query and key they turn must stay bfloat16 like the value.
-        handles += [
-            module.register_forward_hook(_output_in(torch.bfloat16))
-            for module in model.modules()
-            if type(module).__name__.endswith("RotaryEmbedding")
-        ]
-        peaks = _peaks(model, batch, matmuls)
-        loud = {name.rsplit(".", 1)[0] for name, peak in peaks.items() if peak >= massive}
-        blocks = [block for block in dict.fromkeys(name.rsplit(".", 1)[0] for name in matmuls) if block in loud]
-        upcast = [name for name in matmuls if name.rsplit(".", 1)[0] in blocks]
-        for name in upcast:
-            matmuls[name].float()
-        _peaks(model, batch, {})  # the final setup runs
-    except (RuntimeError, TypeError, ValueError):  # a product outside nn.Linear/Conv1D met the float32 stream
-        for handle in handles:
-            handle.remove()
-        with torch.no_grad():
-            for param in model.parameters():
-                param.data = param.data.to(torch.bfloat16)
-        precision = Precision(torch.bfloat16)
-    else:
-        precision = Precision(torch.bfloat16, True, tuple(blocks), len(upcast), len(matmuls))
-    model.__dict__[_PRECISION_ATTR] = precision
-    return precision
 
 
 def _package_dir(package: str) -> Path | None:
@@ -533,7 +235,7 @@ def _looks_local(name: str, path: Path) -> bool:
     >>> _looks_local("./my-model", Path("./my-model")), _looks_local("owner-nobody-has/name", Path("owner-nobody-has/name"))
     (True, False)
     """
-    separators = tuple({"/", os.sep, os.altsep} - {None})
+    separators = tuple(sep for sep in {"/", os.sep, os.altsep} if sep is not None)
     relative = tuple(f"{dots}{sep}" for dots in (".", "..") for sep in separators)
     if name in (".", "..", "~") or name.startswith(("~", *separators, *relative)):
         return True
@@ -584,6 +286,9 @@ def load_model(
     or AMX, a GPU with bfloat16) and float32 elsewhere (:func:`resolve_auto_dtype`); the tiny
     test models stay float32 unless a dtype is named. bfloat16 is set up by
     :func:`compute_in_bf16` (float32 residual stream, norms and massive-activation blocks).
+    On a CPU, ``auto`` keeps the model itself in float32 for generation, where bfloat16's
+    rounding would let a completion depend on which rows share its batch, and adds a bfloat16
+    copy (``LoadedModel.bulk``) for collection, the long forward passes over many texts.
     ``device_map="auto"`` spreads a model larger than one device over all of them (in plain
     bfloat16, if that is the dtype).
 
@@ -599,14 +304,18 @@ def load_model(
 
         if name_or_path in TINY_MODELS:
             tiny = load_tiny(name_or_path)
-            tiny_dtype = _resolve_dtype(dtype)
+            tiny_dtype = resolve_dtype(dtype)
             if tiny_dtype == torch.bfloat16:
                 compute_in_bf16(tiny.model, calibration_batch(tiny.tokenizer))
             elif tiny_dtype is not None:
                 tiny.model.to(tiny_dtype)
             return _remember(tiny, name_or_path, dtype, device)
     target_device = resolve_device(device)
-    torch_dtype = _resolve_dtype(dtype) or resolve_auto_dtype(target_device)
+    torch_dtype = resolve_dtype(dtype) or resolve_auto_dtype(target_device)
+    # auto on a CPU: generation in float32, collection on a bfloat16 copy (see the docstring).
+    split = resolve_dtype(dtype) is None and torch_dtype == torch.bfloat16 and target_device.type == "cpu" and not device_map
+    if split:
+        torch_dtype = torch.float32
     source = _resolve_source(name_or_path)
     from_hub = isinstance(source, str)
     kwargs: dict[str, object] = {"dtype": torch_dtype, "trust_remote_code": trust_remote_code}
@@ -640,6 +349,10 @@ def load_model(
         model.generation_config.pad_token_id = tokenizer.pad_token_id
     if torch_dtype == torch.bfloat16 and not device_map:  # offloaded weights cannot change dtype in place
         compute_in_bf16(model, calibration_batch(tokenizer, next(model.parameters()).device))
+    bulk = None
+    if split:
+        bulk = copy.deepcopy(model)
+        compute_in_bf16(bulk, calibration_batch(tokenizer, next(bulk.parameters()).device))
     first_param = next(model.parameters())
     loaded = LoadedModel(
         model=model,
@@ -648,6 +361,7 @@ def load_model(
         source=str(source),
         device=first_param.device,
         load_seconds=time.perf_counter() - started,
+        bulk=bulk,
     )
     return _remember(loaded, name_or_path, dtype, device)
 

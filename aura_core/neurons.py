@@ -15,14 +15,10 @@ when they cannot be), and lists of single tokens show their whitespace (``␣`` 
 
 from __future__ import annotations
 
-import math
-import re
-import unicodedata
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
-from functools import cache, partial
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from functools import partial
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -39,49 +35,34 @@ from aura_core.architecture import (
     unit_width,
     weight_of,
 )
-from aura_core.batching import Tokenizer, length_sorted_batches, pad_right, tokenize_texts
+from aura_core.batching import Tokenizer, pad_right, tokenize_texts
 from aura_core.errors import DataError, InterventionError, UnitPatternError
-from aura_core.hooks import CallPlan, call_plan
+from aura_core.hooks import Recorder, forward_until_recorded
 from aura_core.interventions import Intervention
 from aura_core.responses import Responses
 from aura_core.runner import INLINE, Runner
+from aura_core.token_text import Piece, readable_token, text_pieces
+from aura_core.unit_profile import DENSITY_RULE, ActivationProfile, UnitDensity, youden_thresholds
 
 __all__ = [
-    "DENSITY_RULE",
     "VOCABULARY_NOTE",
-    "ActivationProfile",
-    "Piece",
-    "ReadableToken",
     "TokenActivations",
     "TokenEffect",
     "TopText",
-    "UnitDensity",
     "UnitDetail",
     "UnitSummary",
     "VocabularyEffect",
-    "activation_profile",
     "check_unit",
-    "forward_until_recorded",
     "gated_partner",
     "output_direction",
     "parse_unit",
-    "readable_token",
-    "text_pieces",
     "token_activations",
     "unit_detail",
     "unit_ref",
     "unit_widths",
-    "visible_whitespace",
     "vocabulary_effect",
-    "youden_thresholds",
 ]
 
-DENSITY_RULE = (
-    "A unit fires on a token when its output there is above τ, the cut on its max-over-tokens response that best "
-    "separates the toxic from the non-toxic concept texts (the highest true-positive rate minus false-positive rate "
-    "on its ROC curve). Its activation density is the share of the corpus's tokens on which it fires: how often it "
-    "would raise its toxicity alarm on that text."
-)
 VOCABULARY_NOTE = (
     "Promoted and suppressed tokens are the vocabulary entries whose logits the unit's output direction raises or "
     "lowers most, read through the final norm and the unembedding only: they skip every later layer, so they hint at "
@@ -155,192 +136,8 @@ def gated_partner(model: nn.Module, module: str) -> str | None:
 
 
 # --------------------------------------------------------------------------------------------
-# Tokens as people read them
-# --------------------------------------------------------------------------------------------
-
-
-@cache
-def _byte_decoder() -> dict[str, int]:
-    """The inverse of byte-level BPE's byte → printable character table (GPT-2 and its descendants)."""
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    chars = list(printable)
-    extra = 0
-    for byte in range(256):
-        if byte not in printable:
-            printable.append(byte)
-            chars.append(256 + extra)
-            extra += 1
-    return {chr(c): b for b, c in zip(printable, chars, strict=True)}
-
-
-def _token_bytes(tokenizer: Tokenizer, token_id: int) -> bytes | None:
-    """The raw bytes a token stands for, when the tokenizer's vocabulary shows them."""
-    to_tokens = getattr(tokenizer, "convert_ids_to_tokens", None)
-    piece = to_tokens(int(token_id)) if callable(to_tokens) else None
-    if not isinstance(piece, str):
-        return None
-    byte = re.fullmatch(r"<0x([0-9A-Fa-f]{2})>", piece)  # SentencePiece's byte fallback
-    if byte:
-        return bytes([int(byte.group(1), 16)])
-    table = _byte_decoder()
-    if all(ch in table for ch in piece):
-        return bytes(table[ch] for ch in piece)
-    return piece.replace("▁", " ").encode("utf-8")
-
-
-_WHITESPACE = {" ": "␣", "\n": "⏎", "\t": "⇥", "\r": "␍"}
-
-
-def visible_whitespace(text: str) -> str:
-    """Spaces, line breaks, tabs and invisible characters made visible.
-
-    >>> visible_whitespace(" gil\\n")
-    '␣gil⏎'
-    >>> visible_whitespace("a\\u200bb")
-    'a⟨U+200B⟩b'
-    """
-    out = []
-    for ch in text:
-        if ch in _WHITESPACE:
-            out.append(_WHITESPACE[ch])
-        elif unicodedata.category(ch) in ("Cc", "Cf", "Zs", "Zl", "Zp", "Co", "Cn"):
-            out.append(f"⟨U+{ord(ch):04X}⟩")
-        else:
-            out.append(ch)
-    return "".join(out)
-
-
-@dataclass(frozen=True)
-class ReadableToken:
-    """One vocabulary entry as people read it: ``text`` with visible whitespace, and what kind of piece it is.
-
-    Kinds: ``word start`` (after a space), ``word piece`` (continues a word), ``symbol``,
-    ``special`` (a control token), ``byte fragment`` (part of one character's bytes, shown as hex).
-    """
-
-    token_id: int
-    text: str
-    kind: str
-
-
-def readable_token(tokenizer: Tokenizer, token_id: int) -> ReadableToken:
-    """How one token reads: ``' gil'`` → ``␣gil`` (word start), a lone UTF-8 byte → ``⟨e2 80⟩`` (byte fragment).
-
-    >>> from aura_core.tiny import byte_tokenizer
-    >>> tok = byte_tokenizer()
-    >>> readable_token(tok, tok.convert_tokens_to_ids("Ã")).text
-    '⟨c3⟩'
-    """
-    token_id = int(token_id)
-    decoded = str(tokenizer.decode([token_id], skip_special_tokens=False, clean_up_tokenization_spaces=False))
-    specials = set(getattr(tokenizer, "all_special_ids", ()) or ())
-    if token_id in specials:
-        return ReadableToken(token_id, visible_whitespace(decoded), "special")
-    if "\ufffd" in decoded:
-        raw = _token_bytes(tokenizer, token_id)
-        try:
-            if raw is None:
-                raise UnicodeDecodeError("utf-8", b"", 0, 1, "unknown bytes")
-            decoded = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            shown = " ".join(f"{b:02x}" for b in raw) if raw else "?"
-            return ReadableToken(token_id, f"⟨{shown}⟩", "byte fragment")
-    stripped = decoded.lstrip()
-    if stripped and stripped[0].isalnum():
-        kind = "word start" if stripped != decoded else "word piece"
-    else:
-        kind = "symbol"
-    return ReadableToken(token_id, visible_whitespace(decoded), kind)
-
-
-@dataclass(frozen=True)
-class Piece:
-    """Tokens ``start:stop`` of a text shown as one piece: one token, or the byte fragments of one character."""
-
-    text: str
-    start: int
-    stop: int
-
-
-# The most tokens one character's bytes are ever split into (UTF-8 holds at most 4 bytes).
-_MAX_FRAGMENTS = 4
-
-
-def text_pieces(tokenizer: Tokenizer, token_ids: Sequence[int]) -> list[Piece]:
-    """The text of ``token_ids`` cut at token boundaries, with byte fragments merged into whole characters.
-
-    Decoding grows one token at a time, as streaming detokenisers do: a prefix that ends inside
-    a character (``�``) waits for the tokens that complete it.
-
-    >>> from aura_core.tiny import byte_tokenizer
-    >>> tok = byte_tokenizer()
-    >>> [p.text for p in text_pieces(tok, tok("é!")["input_ids"])]
-    ['é', '!']
-    """
-    pieces: list[Piece] = []
-    shown = ""
-    start = 0
-    ids = [int(i) for i in token_ids]
-    for stop in range(1, len(ids) + 1):
-        text = str(tokenizer.decode(ids[:stop], skip_special_tokens=False, clean_up_tokenization_spaces=False))
-        if text.endswith("\ufffd") and stop < len(ids) and stop - start < _MAX_FRAGMENTS:
-            continue
-        if text.startswith(shown):
-            piece = text[len(shown) :]
-        else:  # a normaliser rewrote earlier text: fall back to this run's own decoding
-            piece = str(tokenizer.decode(ids[start:stop], skip_special_tokens=False, clean_up_tokenization_spaces=False))
-        pieces.append(Piece(piece, start, stop))
-        shown, start = text, stop
-    return pieces
-
-
-# --------------------------------------------------------------------------------------------
 # Forward passes that record units and stop as soon as they have them
 # --------------------------------------------------------------------------------------------
-
-
-class _Recorded(Exception):
-    """Raised inside a forward pass once every recorder has run: later layers are not needed."""
-
-
-Recorder = Callable[[torch.Tensor], None]
-
-
-def forward_until_recorded(
-    model: nn.Module,
-    input_ids: torch.Tensor,
-    attention_mask: torch.Tensor,
-    record: Mapping[str, Recorder],
-    *,
-    record_raw: Mapping[str, Recorder] | None = None,
-    scale: Mapping[str, torch.Tensor] | None = None,
-) -> None:
-    """Run ``model`` on a batch with these recorders (and factors), stopping after the last recorded module.
-
-    A unit in layer 3 needs layers 0 to 3 only: the rest of the model, and the unembedding,
-    are skipped. Call it from the work a runner runs.
-    """
-    pending = set(record)
-
-    def finishing(name: str, recorder: Recorder) -> Recorder:
-        def wrapped(hidden: torch.Tensor) -> None:
-            recorder(hidden)
-            pending.discard(name)
-            if not pending:
-                raise _Recorded
-
-        return wrapped
-
-    plan = CallPlan(
-        scale=dict(scale or {}),
-        record={name: finishing(name, recorder) for name, recorder in record.items()},
-        record_raw=dict(record_raw or {}),
-    )
-    try:
-        with call_plan(model, plan), torch.inference_mode():
-            model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
-    except _Recorded:
-        pass
 
 
 @dataclass(frozen=True)
@@ -497,232 +294,6 @@ def vocabulary_effect(model: nn.Module, tokenizer: Tokenizer, module_name: str, 
         promoted=[effect(i, v) for v, i in zip(top.values.tolist(), top.indices.tolist(), strict=True)],
         suppressed=[effect(i, -v) for v, i in zip(bottom.values.tolist(), bottom.indices.tolist(), strict=True)],
         direction=how,
-    )
-
-
-# --------------------------------------------------------------------------------------------
-# When a unit fires, and how often on ordinary text
-# --------------------------------------------------------------------------------------------
-
-
-def youden_thresholds(values: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Per unit (column), the cut on its responses that best separates label 1 from label 0 (max TPR − FPR).
-
-    The cut lies halfway between the lowest response flagged and the next one below, so a
-    response above it is flagged. A unit that separates nothing gets its highest response.
-
-    >>> youden_thresholds(torch.tensor([[3.0], [2.0], [1.0], [0.0]]), torch.tensor([1, 1, 0, 0])).tolist()
-    [1.5]
-    """
-    flags = labels.to(torch.bool).numpy()
-    positives, negatives = int(flags.sum()), int((~flags).sum())
-    if positives == 0 or negatives == 0:
-        raise DataError("a firing threshold needs texts of both labels")
-    # One row per unit, sorted in NumPy: far faster than torch's sort along a strided axis.
-    scores = np.ascontiguousarray(values.reshape(values.shape[0], -1).to(torch.float32).numpy().T)
-    order = np.argsort(-scores, axis=1)
-    ranked = np.take_along_axis(scores, order, axis=1)
-    flagged = flags[order]
-    gain = np.cumsum(flagged, axis=1) / positives - np.cumsum(~flagged, axis=1) / negatives
-    gain[:, :-1][ranked[:, :-1] <= ranked[:, 1:]] = -np.inf  # a cut inside a run of ties is not a cut
-    best = gain.argmax(axis=1)
-    rows = np.arange(len(best))
-    upper = ranked[rows, best]
-    lower = ranked[rows, np.minimum(best + 1, ranked.shape[1] - 1)]
-    cut = np.where(best + 1 < ranked.shape[1], (upper + lower) / 2, upper - 1.0)
-    useless = gain[rows, best] <= 0
-    return torch.from_numpy(np.where(useless, ranked[:, 0], cut).astype(np.float32))
-
-
-# Histogram bins are even in y = sign(x)·log(1 + |x|/c): about 0.02 wide near zero and 7 % of
-# the value for large outputs, so one fixed set of bins serves units whose outputs span 0.1 or
-# 1,000 (|x| up to about 3,300; beyond that the end bins hold them).
-_C = 0.25
-_LIMIT = 9.5
-_BINS = 256
-_PER_UNIT = _BINS / (2 * _LIMIT)
-_QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99, 0.999)
-
-
-def _from_y(y: float) -> float:
-    return math.copysign(_C * math.expm1(abs(y)), y)
-
-
-def _bin_edges(first: int, last: int) -> list[float]:
-    """The activation values at the edges of bins ``first`` to ``last`` (inclusive)."""
-    return [_from_y(index / _PER_UNIT - _LIMIT) for index in range(first, last + 2)]
-
-
-@dataclass(frozen=True)
-class UnitDensity:
-    """One unit's outputs over a corpus's tokens: τ, how often it is above it, quantiles and a histogram.
-
-    ``edges`` (one more than ``counts``) span the unit's own range; quantiles are read from the
-    histogram, so they are exact to within one bin (about 6 % of the value away from zero).
-    """
-
-    corpus: str
-    n_tokens: int
-    threshold: float
-    above: int
-    minimum: float
-    maximum: float
-    mean: float
-    quantiles: dict[str, float]
-    edges: list[float]
-    counts: list[int]
-
-    @property
-    def density(self) -> float:
-        return self.above / self.n_tokens if self.n_tokens else 0.0
-
-    def as_dict(self) -> dict[str, object]:
-        return {**asdict(self), "density": self.density}
-
-
-@dataclass
-class ActivationProfile:
-    """Every unit's outputs over a corpus's tokens, summarised: a histogram, min, max, mean, tokens above τ."""
-
-    corpus: str
-    n_texts: int
-    n_tokens: int
-    thresholds: dict[str, torch.Tensor]
-    counts: dict[str, torch.Tensor] = field(repr=False)
-    above: dict[str, torch.Tensor] = field(repr=False)
-    low: dict[str, torch.Tensor] = field(repr=False)
-    high: dict[str, torch.Tensor] = field(repr=False)
-    total: dict[str, torch.Tensor] = field(repr=False)
-
-    def __contains__(self, module: object) -> bool:
-        return module in self.counts
-
-    def density(self, module: str, unit: int) -> UnitDensity:
-        """The summary of one unit (``module`` must be one the profile measured)."""
-        if module not in self.counts:
-            raise UnitPatternError(f"the activation profile did not measure {module!r}")
-        counts = self.counts[module][unit].to(torch.int64)
-        low, high = float(self.low[module][unit]), float(self.high[module][unit])
-        cumulative = counts.cumsum(0)
-        quantiles = {f"{q:g}": self._quantile(counts, cumulative, q, low, high) for q in _QUANTILES}
-        used = torch.nonzero(counts).squeeze(1)
-        first, last = (int(used[0]), int(used[-1])) if used.numel() else (0, 0)
-        edges = _bin_edges(first, last)
-        edges[0], edges[-1] = min(edges[1], low), max(edges[-2], high)
-        return UnitDensity(
-            corpus=self.corpus,
-            n_tokens=self.n_tokens,
-            threshold=float(self.thresholds[module][unit]),
-            above=int(self.above[module][unit]),
-            minimum=low,
-            maximum=high,
-            mean=float(self.total[module][unit]) / max(1, self.n_tokens),
-            quantiles=quantiles,
-            edges=edges,
-            counts=counts[first : last + 1].tolist(),
-        )
-
-    def _quantile(self, counts: torch.Tensor, cumulative: torch.Tensor, q: float, low: float, high: float) -> float:
-        target = q * self.n_tokens
-        index = int(torch.searchsorted(cumulative, torch.tensor(target, dtype=cumulative.dtype)).clamp(max=_BINS - 1))
-        before = float(cumulative[index - 1]) if index else 0.0
-        inside = (target - before) / max(1.0, float(counts[index]))
-        y = (index + min(1.0, max(0.0, inside))) / _PER_UNIT - _LIMIT
-        return min(high, max(low, _from_y(y)))
-
-
-class _ProfileRecorder:
-    """Per-module recorders that fold each batch's real tokens into the running summaries."""
-
-    def __init__(self, thresholds: Mapping[str, torch.Tensor], widths: Mapping[str, int], count_dtype: torch.dtype) -> None:
-        self.thresholds = {name: t.to(torch.float32).cpu() for name, t in thresholds.items()}
-        self.counts = {name: torch.zeros((widths[name], _BINS), dtype=count_dtype) for name in thresholds}
-        self.above = {name: torch.zeros(widths[name], dtype=torch.int64) for name in thresholds}
-        self.low = {name: torch.full((widths[name],), float("inf")) for name in thresholds}
-        self.high = {name: torch.full((widths[name],), float("-inf")) for name in thresholds}
-        self.total = {name: torch.zeros(widths[name], dtype=torch.float64) for name in thresholds}
-        self.offsets = {name: torch.arange(widths[name]) * _BINS for name in thresholds}
-        self.mask = torch.zeros((0, 0), dtype=torch.bool)
-
-    def recorder(self, name: str) -> Recorder:
-        def record(hidden: torch.Tensor) -> None:
-            values = hidden[self.mask.to(hidden.device)].float().cpu()  # (real tokens, units)
-            y = torch.log1p(values.abs().mul_(1 / _C)).copysign_(values)
-            bins = y.add_(_LIMIT).mul_(_PER_UNIT).clamp_(0, _BINS - 1).long()  # long() truncates: y ≥ 0 here
-            counts = self.counts[name]
-            flat = (bins + self.offsets[name]).view(-1)
-            counts.view(-1).index_add_(0, flat, torch.ones(flat.numel(), dtype=counts.dtype))
-            self.above[name] += (values > self.thresholds[name]).sum(0)
-            self.low[name] = torch.minimum(self.low[name], values.amin(0))
-            self.high[name] = torch.maximum(self.high[name], values.amax(0))
-            self.total[name] += values.sum(0, dtype=torch.float64)
-
-        return record
-
-
-def activation_profile(
-    model: nn.Module,
-    tokenizer: Tokenizer,
-    texts: list[str],
-    thresholds: Mapping[str, torch.Tensor],
-    *,
-    corpus: str = "corpus",
-    max_tokens: int = 64,
-    max_total_tokens: int = 32_000,
-    batch_size: int = 8,
-    runner: Runner = INLINE,
-    progress: Callable[[int, int], None] | None = None,
-) -> ActivationProfile:
-    """Summarise every unit of the modules in ``thresholds`` (τ per unit) over the tokens of ``texts``.
-
-    Texts keep the collection's token budget ``max_tokens``; texts past ``max_total_tokens``
-    tokens in all are left out. Batches of ``batch_size`` texts run on ``runner`` (bulk), each
-    stopping after the last module asked for.
-
-    >>> profile = activation_profile(model, tok, load_neutral_texts(), {"model.layers.5.mlp.up_proj": tau})  # doctest: +SKIP
-    >>> profile.density("model.layers.5.mlp.up_proj", 1343).density                                         # doctest: +SKIP
-    0.0042
-    """
-    if not texts:
-        raise DataError(f"{corpus}: no texts to measure the units on")
-    widths = {name: unit_width(module) for name, module in model.named_modules() if name in thresholds}
-    missing = sorted(set(thresholds) - set(widths))
-    if missing:
-        raise UnitPatternError(f"no module {missing[0]!r} in this model")
-    token_ids = tokenize_texts(tokenizer, texts, max_tokens)
-    kept, total = 0, 0
-    for ids in token_ids:
-        if total + len(ids) > max_total_tokens and kept:
-            break
-        total += len(ids)
-        kept += 1
-    token_ids = token_ids[:kept]
-    summaries = _ProfileRecorder(thresholds, widths, torch.int16 if total < 2**15 else torch.int32)
-    recorders = {name: summaries.recorder(name) for name in thresholds}
-    device = next(model.parameters()).device
-    batches = length_sorted_batches([len(ids) for ids in token_ids], batch_size)
-
-    def forward(batch: list[int]) -> None:
-        input_ids, attention = pad_right([token_ids[i] for i in batch], tokenizer.pad_token_id, device)
-        summaries.mask = attention.bool().cpu()
-        forward_until_recorded(model, input_ids, attention, recorders)
-
-    done = 0
-    for batch in batches:
-        runner.run(partial(forward, batch), priority="bulk")
-        done += len(batch)
-        if progress:
-            progress(done, kept)
-    return ActivationProfile(
-        corpus=corpus,
-        n_texts=kept,
-        n_tokens=total,
-        thresholds={name: t.to(torch.float32).cpu() for name, t in thresholds.items()},
-        counts=summaries.counts,
-        above=summaries.above,
-        low=summaries.low,
-        high=summaries.high,
-        total=summaries.total,
     )
 
 

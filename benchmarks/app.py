@@ -19,7 +19,7 @@ from pathlib import Path
 from benchmarks.settings import ROOT, BenchmarkError, Settings
 from benchmarks.timing import Timing, interleaved
 
-__all__ = ["bench_app", "run"]
+__all__ = ["bench_app", "run", "start_server"]
 
 CHROMIUM = "/usr/bin/chromium"
 
@@ -30,20 +30,27 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _session(timeout_s: float) -> tuple[float, float]:
-    """One server's life: seconds to the Start page, and to switch back to a computed Find experts page."""
-    from playwright.sync_api import expect, sync_playwright
-
-    port = _free_port()
+def start_server(port: int, model: str | None = None) -> subprocess.Popen[bytes]:
+    """The app on 127.0.0.1:``port``, on ``model`` (or the default), its output discarded."""
     env = {k: v for k, v in os.environ.items() if k != "AURA_STUDIO_MODEL"}
-    started = time.perf_counter()
-    server = subprocess.Popen(
+    if model is not None:
+        env["AURA_STUDIO_MODEL"] = model
+    return subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.address", "127.0.0.1"],
         cwd=ROOT,
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+
+
+def _session(timeout_s: float) -> tuple[float, float]:
+    """One server's life: seconds to the Start page, and to switch back to a computed Find experts page."""
+    from playwright.sync_api import expect, sync_playwright
+
+    port = _free_port()
+    started = time.perf_counter()
+    server = start_server(port)
     try:
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(

@@ -33,7 +33,8 @@ def dtype_pair(model_name: str) -> tuple[LoadedModel, LoadedModel]:
 
     The first is what the project runs; the second is what it is compared with.
     """
-    from aura_core.models import load_model, precision_of
+    from aura_core.models import load_model
+    from aura_core.precision import precision_of
 
     auto = load_model(model_name, device="cpu")
     other = "float32" if precision_of(auto.model).dtype == torch.bfloat16 else "bfloat16"
@@ -103,7 +104,7 @@ def bench_collect(
     """
     from aura_core.architecture import discover_units, unit_width
     from aura_core.batching import length_sorted_batches, pad_right, padding_fraction, tokenize_texts
-    from aura_core.models import precision_of
+    from aura_core.precision import precision_of
     from aura_core.responses import collect_responses
 
     loaded, other = dtype_pair(model_name)

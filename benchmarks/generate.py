@@ -56,7 +56,7 @@ def bench_generate(
     from aura_core.data import load_prompts
     from aura_core.generation import SamplingSettings, completion_rows
     from aura_core.interventions import Intervention, fold_into_weights
-    from aura_core.models import precision_of
+    from aura_core.precision import precision_of
     from aura_core.runner import Inline
     from benchmarks.collect import dtype_pair
 

@@ -17,19 +17,16 @@ server's memory before and after.
 
 from __future__ import annotations
 
-import os
 import random
 import statistics
-import subprocess
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
 
-from benchmarks.app import CHROMIUM, _free_port
-from benchmarks.settings import DEFAULT_MODEL, ROOT, BenchmarkError, Settings
+from benchmarks.app import CHROMIUM, _free_port, start_server
+from benchmarks.settings import DEFAULT_MODEL, BenchmarkError, Settings
 
 __all__ = ["bench_soak", "run"]
 
@@ -138,14 +135,7 @@ def bench_soak(
     if not Path(CHROMIUM).exists():
         raise BenchmarkError("the soak test drives Debian's Chromium: apt-get install chromium")
     port = _free_port()
-    env = {**os.environ, "AURA_STUDIO_MODEL": model}
-    server = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.address", "127.0.0.1"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    server = start_server(port, model)
     url = f"http://127.0.0.1:{port}"
     tally = _Tally()
     try:

@@ -19,7 +19,7 @@ from typing import Any
 
 import streamlit as st
 
-from aura_core import METHODS
+from aura_core import METHODS, SAMPLING_PRESETS
 from aura_core.experts import is_experts_key
 
 __all__ = ["SETTINGS", "Setting", "bind", "from_link", "get", "keep", "load_from_url", "parse_unit", "put", "sync_url"]
@@ -97,6 +97,7 @@ SETTINGS: dict[str, Setting] = {
         Setting("k", "k", 200, _number(int, 1, 10_000_000)),
         Setting("damp_alpha", "damp_alpha", 0.5, _number(float, 0.0, 1.0)),
         Setting("seed", "seed", 0, _number(int, 0, 2**31 - 1)),
+        Setting("sampling", "sampling", "paper", _choice(tuple(SAMPLING_PRESETS))),
         Setting("samples", "samples", 8, _number(int, 1, 1000)),
     )
 }

@@ -57,20 +57,19 @@ def real():
 
 @pytest.fixture(scope="session")
 def served(real):
-    """The default model as the app's server loads it (``dtype="auto"``): ``real`` itself where auto is float32 on the CPU."""
-    import torch
+    """The default model as the app's server loads it (``dtype="auto"``): float32 generation, and a bfloat16
+    copy for collection where the CPU computes bfloat16 natively (else ``real`` itself)."""
+    from aura_core.models import DEFAULT_MODEL, load_model
 
-    from aura_core.models import DEFAULT_MODEL, load_model, resolve_auto_dtype, resolve_device
-
-    if resolve_device("auto").type == "cpu" and resolve_auto_dtype("auto") == torch.float32:
-        return real
-    return load_model(DEFAULT_MODEL)
+    loaded = load_model(DEFAULT_MODEL)
+    return real if loaded.bulk is None else loaded
 
 
 @pytest.fixture(scope="session")
 def real_bf16():
     """The real default model in bfloat16, where the CPU computes it natively (else the test is skipped)."""
-    from aura_core.models import DEFAULT_MODEL, cpu_has_native_bf16, load_model
+    from aura_core.devices import cpu_has_native_bf16
+    from aura_core.models import DEFAULT_MODEL, load_model
 
     if not cpu_has_native_bf16():
         pytest.skip("this CPU has no native bfloat16 (AVX-512-BF16 or AMX)")

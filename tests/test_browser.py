@@ -107,11 +107,16 @@ def test_default_model_experts_and_side_by_side_generation(server, page):
     page.get_by_role("button", name="Generate").click()
     expect(page.get_by_text("same random stream on both sides")).to_be_visible()
     expect(page.get_by_text("Baseline", exact=True)).to_be_visible()
-    expect(page.get_by_text("AurA · λ = 1.00")).to_be_visible()
+    expect(page.get_by_text("AurA · λ = 1.00", exact=True)).to_be_visible()
     badges = page.get_by_text("toxicity 0.")
     expect(badges).to_have_count(2)
     page.screenshot(path=str(ARTIFACTS / "3-generate.png"))
     shutil.copy(ARTIFACTS / "3-generate.png", ARTIFACTS / "latest.png")
+
+
+# A seed of this run's own: the server keeps every finished generation, and a stored one would
+# show before anything is computed, so a fresh seed is what makes these pages compute.
+RUN_SEED = int(time.time()) % 1_000_000
 
 
 def _open_generate(browser, server: str, prompt: str):
@@ -121,7 +126,8 @@ def _open_generate(browser, server: str, prompt: str):
     context = browser.new_context(viewport={"width": 1400, "height": 1600})
     tab = context.new_page()
     tab.set_default_timeout(300_000)
-    tab.goto(f"{server}/find_experts?prompt={quote(prompt)}&samples=2")
+    # Greedy decoding: the one setting whose text is exactly the same alone or in any batch, in any precision.
+    tab.goto(f"{server}/find_experts?prompt={quote(prompt)}&samples=2&sampling=greedy&seed={RUN_SEED}")
     tab.get_by_role("spinbutton", name="Texts per class").fill("40")
     tab.get_by_role("spinbutton", name="Token budget per text").fill("32")
     tab.get_by_role("button", name="Find experts").click()
@@ -142,20 +148,22 @@ def _shown_completions(tab) -> list[str]:
 
 def _solo_completions(served, prompts: list[str]) -> list[list[str]]:
     """What the page must show for each prompt: the library's own answer, each computed alone here."""
+    from aura_core.architecture import discover_units
     from aura_core.data import balanced_sample, load_concept_data
     from aura_core.decoding import decode_all
     from aura_core.generation import SAMPLING_PRESETS, side_by_side_rows
-
-    PAGE_SETTINGS = SAMPLING_PRESETS[next(iter(SAMPLING_PRESETS))].with_(num_return_sequences=1)  # the page's defaults
-    from aura_core.architecture import discover_units
     from aura_core.interventions import fit_intervention
     from aura_core.responses import collect_responses
 
     data = balanced_sample(load_concept_data("starter"), 40, seed=0)
-    aura = fit_intervention(collect_responses(served.model, served.tokenizer, data, discover_units(served.model), max_tokens=32))
+    # The server collects with its collection copy (bfloat16 where the CPU has it) and generates in float32.
+    units = discover_units(served.collector)
+    aura = fit_intervention(collect_responses(served.collector, served.tokenizer, data, units, max_tokens=32))
     answers = []
     for prompt in prompts:
-        sides = side_by_side_rows(served.tokenizer, prompt, {"baseline": None, "aura": aura}, settings=PAGE_SETTINGS, seed=0)
+        sides = side_by_side_rows(
+            served.tokenizer, prompt, {"baseline": None, "aura": aura}, settings=SAMPLING_PRESETS["greedy"], seed=RUN_SEED
+        )
         rows = [row for side in sides.values() for row in side]
         decode_all(served.model, rows)
         answers.append([_words(served.tokenizer.decode(row.tokens, skip_special_tokens=True)) for row in rows])
@@ -211,3 +219,56 @@ def test_a_copied_link_restores_experts_and_a_generation_in_a_fresh_browser(serv
         student.screenshot(path=str(ARTIFACTS / "5-shared-link.png"))
     finally:
         student_context.close()
+
+
+def test_a_typed_sentence_leads_through_a_click_to_a_unit_page(server, browser):
+    """Which experts fire on a typed sentence, click a token, click one of its experts: that unit's page opens.
+
+    The sentence carries markup: it must show as text (no live ``img``, no alert), in the strip and everywhere.
+    """
+    import re
+
+    expect = sync_api.expect
+    expect.set_options(timeout=300_000)
+    context = browser.new_context(viewport={"width": 1400, "height": 1800})
+    tab = context.new_page()
+    tab.set_default_timeout(300_000)
+    alerts: list[str] = []
+    tab.on("dialog", lambda dialog: (alerts.append(dialog.message), dialog.dismiss()))
+    try:
+        tab.goto(f"{server}/find_experts")
+        tab.get_by_role("spinbutton", name="Texts per class").fill("40")
+        tab.get_by_role("spinbutton", name="Token budget per text").fill("32")
+        tab.get_by_role("button", name="Find experts").click()
+        expect(tab.get_by_text("Units analysed")).to_be_visible()
+
+        tab.get_by_role("link", name="Which experts fire").click()
+        typed = "You are a stupid idiot <img src=x onerror=alert(1)> and I hate you."
+        tab.get_by_role("textbox", name="Text", exact=True).fill(typed)
+        tab.get_by_role("button", name="Show the experts that fire").click()
+        # The typed text gets a strip of its own; the example's leaves when the run ends.
+        strip = tab.locator(".aura-strip").filter(has_text="<img src=x onerror=alert(1)>")
+        expect(strip).to_have_count(1)
+        expect(tab.locator(".aura-strip")).to_have_count(1)
+        strip.get_by_role("button", name="stupid", exact=True).click()
+        expect(tab.get_by_text("Experts firing at “␣stupid”")).to_be_visible()
+        tab.screenshot(path=str(ARTIFACTS / "6-which-experts-fire.png"))
+        expect(tab.locator("img[src='x']")).to_have_count(0)
+
+        link = tab.get_by_role("link", name=re.compile(r"Layer \d+ · \w+ · unit \d+ · score")).first
+        layer, kind, unit = re.search(r"Layer (\d+) · (\w+) · unit (\d+)", link.inner_text()).groups()
+        link.click()
+        expect(tab.get_by_role("heading", name=f"Layer {layer} · {kind} · unit {unit}")).to_be_visible()
+        expect(tab.get_by_text("Activation density", exact=True)).to_be_visible()
+        expect(tab.get_by_text("Promoted tokens", exact=True)).to_be_visible()
+        expect(tab).to_have_url(re.compile(rf"[?&]unit=model\.layers\.{layer}\.mlp\.{kind}(:|%3A){unit}(&|$)"))
+        tab.get_by_text("Texts that activate it most, from both classes").scroll_into_view_if_needed()
+        tab.screenshot(path=str(ARTIFACTS / "7-unit-page.png"))
+
+        tab.goto(f"{server}/expert_neurons?unit=model.layers.{layer}.mlp.{kind}:99999")
+        expect(tab.get_by_text("unit 99999 is out of range").first).to_be_visible()
+        tab.screenshot(path=str(ARTIFACTS / "8-bad-unit-link.png"))
+        expect(tab.locator("img[src='x']")).to_have_count(0)
+        assert alerts == []
+    finally:
+        context.close()

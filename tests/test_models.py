@@ -6,8 +6,10 @@ import pytest
 import torch
 
 from aura_core.architecture import discover_units, layer_of, module_kind, unit_width
+from aura_core.devices import auto_dtype
 from aura_core.errors import ModelLoadError, UnitPatternError
-from aura_core.models import Preset, auto_dtype, load_model, loaded_model, model_fingerprint, precision_of
+from aura_core.models import Preset, load_model, loaded_model, model_fingerprint
+from aura_core.precision import precision_of
 from aura_core.tiny import load_tiny
 
 
@@ -60,14 +62,17 @@ def test_auto_is_bf16_exactly_where_the_hardware_computes_it():
 
 @pytest.mark.parametrize("native", [True, False])
 def test_load_model_resolves_auto_from_what_torch_says_of_the_cpu(native, tmp_path, monkeypatch):
-    from aura_core import models
-
     tiny = load_tiny("tiny-llama", seed=3)
     tiny.model.save_pretrained(tmp_path / "m")
     tiny.tokenizer.save_pretrained(tmp_path / "m")
-    monkeypatch.setattr(models, "cpu_has_native_bf16", lambda: native)
+    from aura_core import devices
+
+    monkeypatch.setattr(devices, "cpu_has_native_bf16", lambda: native)
     loaded = load_model(str(tmp_path / "m"), device="cpu")
-    precision = precision_of(loaded.model)
+    # Generation stays float32 (a completion must not depend on its batch); collection gets a bfloat16 copy.
+    assert precision_of(loaded.model).dtype == torch.float32
+    assert (loaded.bulk is not None) == native and loaded.collector is (loaded.bulk if native else loaded.model)
+    precision = precision_of(loaded.collector)
     assert precision.dtype == (torch.bfloat16 if native else torch.float32)
     assert precision.float32_residual == native
     assert precision_of(load_model(str(tmp_path / "m"), device="cpu", dtype="float32").model).dtype == torch.float32

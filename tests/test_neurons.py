@@ -6,22 +6,13 @@ import torch
 from aura_core.architecture import discover_units, unit_width
 from aura_core.errors import DataError, UnitPatternError
 from aura_core.firing import expert_weights, experts_firing, generation_activity, unit_baselines
+from aura_core.hooks import forward_until_recorded
 from aura_core.interventions import Intervention, fit_intervention
-from aura_core.neurons import (
-    activation_profile,
-    check_unit,
-    forward_until_recorded,
-    parse_unit,
-    readable_token,
-    text_pieces,
-    token_activations,
-    unit_detail,
-    unit_widths,
-    visible_whitespace,
-    youden_thresholds,
-)
+from aura_core.neurons import check_unit, parse_unit, token_activations, unit_detail, unit_widths
 from aura_core.responses import Responses, collect_responses
 from aura_core.tiny import byte_tokenizer, load_tiny
+from aura_core.token_text import readable_token, text_pieces, visible_whitespace
+from aura_core.unit_profile import activation_profile, youden_thresholds
 
 PLANTED = ("model.layers.0.mlp.up_proj", 0)
 

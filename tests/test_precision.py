@@ -9,7 +9,8 @@ from aura_core.architecture import discover_units
 from aura_core.auroc import auroc
 from aura_core.data import balanced_sample, load_concept_data
 from aura_core.interventions import fit_intervention, unit_table
-from aura_core.models import Precision, calibration_batch, compute_in_bf16, load_model, precision_of
+from aura_core.models import load_model
+from aura_core.precision import Precision, calibration_batch, compute_in_bf16, precision_of
 from aura_core.responses import _Pooler, collect_responses
 from aura_core.scoring import float32_logits, text_nll
 from aura_core.tiny import byte_tokenizer, load_tiny
@@ -59,12 +60,12 @@ def test_a_block_with_massive_outputs_stays_float32():
 
 
 def test_a_setup_the_architecture_cannot_run_falls_back_to_plain_bf16(monkeypatch):
-    from aura_core import models
+    from aura_core import precision
 
     def broken(*args, **kwargs):
         raise RuntimeError("expected mat1 and mat2 to have the same dtype")
 
-    monkeypatch.setattr(models, "_peaks", broken)
+    monkeypatch.setattr(precision, "_peaks", broken)
     tiny = load_tiny("tiny-gpt2")
     assert compute_in_bf16(tiny.model, calibration_batch(tiny.tokenizer)) == Precision(torch.bfloat16)
     assert {p.dtype for p in tiny.model.parameters()} == {torch.bfloat16}

@@ -81,26 +81,6 @@ def test_greedy_requests_are_the_same_alone_and_in_a_crowd(real, real_aura):
         engine.close()
 
 
-def test_greedy_requests_are_the_same_alone_and_in_a_crowd_in_bf16(real_bf16, real_aura):
-    """As above, with the model computing in bfloat16 (the AurA factors fitted in float32 serve as any plan)."""
-    greedy = SamplingSettings(max_new_tokens=12, do_sample=False)
-    prompts = [p.text for p in load_prompts(n=16, seed=0)]
-    engine = Engine(real_bf16.model)
-    try:
-        request = completion_rows(real_bf16.tokenizer, prompts[:1], settings=greedy, intervention=real_aura)
-        alone = [list(r.tokens) for r in engine.submit(request).result(120)]
-        crowd = [
-            engine.submit(completion_rows(real_bf16.tokenizer, [p], settings=greedy, intervention=[None, real_aura][i % 2]))
-            for i, p in enumerate(prompts[1:])
-        ]
-        again = engine.submit(completion_rows(real_bf16.tokenizer, prompts[:1], settings=greedy, intervention=real_aura))
-        assert [list(r.tokens) for r in again.result(120)] == alone
-        for waiting in crowd:
-            waiting.result(120)
-    finally:
-        engine.close()
-
-
 def test_aura_lowers_the_toxicity_of_seeded_generations(real, real_aura):
     prompts = [p.text for p in load_prompts(kind="provocative", n=40, seed=0)]
     settings = SamplingSettings(max_new_tokens=20, num_return_sequences=4)

@@ -12,12 +12,9 @@ from aura_core import AuraError, load_neutral_texts, unit_table
 from aura_core.architecture import layer_of, module_kind
 from aura_core.flights import Flight, Flights
 from aura_core.neurons import (
-    DENSITY_RULE,
     VOCABULARY_NOTE,
-    ActivationProfile,
     TokenActivations,
     UnitDetail,
-    activation_profile,
     check_unit,
     parse_unit,
     unit_detail,
@@ -25,6 +22,7 @@ from aura_core.neurons import (
     unit_widths,
 )
 from aura_core.plots import activation_histogram, unit_classifier_figure
+from aura_core.unit_profile import DENSITY_RULE, ActivationProfile, activation_profile
 from studio import settings
 from studio.resources import SessionExperts, get_engine, get_server_config
 from studio.state import model_choice, require_experts, require_model

@@ -8,7 +8,7 @@ import streamlit as st
 from aura_core import AuraError
 from aura_core.architecture import layer_of, module_kind
 from aura_core.firing import WEIGHTING, Firing, experts_firing
-from aura_core.neurons import visible_whitespace
+from aura_core.token_text import visible_whitespace
 from studio.resources import get_engine
 from studio.state import model_choice, require_experts, require_model
 from studio.view import expert_baselines, inline_html, token_strip
@@ -50,6 +50,8 @@ if submitted or stored is None or stored[0] != experts.key:
 firing = stored[1]
 
 scores = [token.score for token in firing.tokens]
+if len("".join(token.text for token in firing.tokens)) < len(firing.text.strip()):
+    st.caption("The experts read the first 256 tokens of the text.")
 st.markdown("**Each token shaded by its score.** Click a token to list the experts that fire there.")
 chosen = token_strip(
     [token.text for token in firing.tokens],

@@ -119,7 +119,7 @@ with right:
     )
 with st.expander("Sampling", expanded=False):
     cols = st.columns(6)
-    preset_name = cols[0].selectbox("Preset", list(SAMPLING_PRESETS), key="sampling_preset")
+    preset_name = settings.keep("sampling", cols[0].selectbox("Preset", list(SAMPLING_PRESETS), key=settings.bind("sampling")))
     base = SAMPLING_PRESETS[preset_name]
     max_new = cols[1].number_input(
         "New tokens", 1, config.max_new_tokens, min(base.max_new_tokens, config.max_new_tokens), key=f"max_new_{preset_name}"
@@ -148,6 +148,7 @@ try:
         temperature=temperature,
         top_p=top_p,
         repetition_penalty=repetition,
+        do_sample=base.do_sample,
         num_return_sequences=int(samples),
     )
 except AuraError as err:
@@ -288,9 +289,9 @@ def _draw_expert_activity() -> None:
     from studio.view import expert_baselines, shaded_strip_html
 
     shown = st.session_state.get("last_generation")
-    if shown is None or not st.toggle("Show the experts in these completions", key="gen_expert_activity"):
+    if shown is None or not st.toggle("Show the experts in these completions", key="gen_expert_activity", help=WEIGHTING):
         return
-    model, choice, experts_now = require_model(), model_choice(), require_experts("their AUROC scores each token.")
+    served, choice, experts_now = require_model(), model_choice(), require_experts("their AUROC scores each token.")
     samples = shown["samples"]
     firsts = samples[samples["sample"] == 0].drop_duplicates("side").set_index("side")
     sides_shown = list(firsts.index)
@@ -308,8 +309,8 @@ def _draw_expert_activity() -> None:
         try:
             activity = {
                 side: generation_activity(
-                    model.model,
-                    model.tokenizer,
+                    served.model,
+                    served.tokenizer,
                     experts_now.intervention,
                     prompt_text,
                     str(firsts.loc[side, "completion"]),
@@ -329,8 +330,9 @@ def _draw_expert_activity() -> None:
     removed = activity[changed[0]] if changed else []
     scale = max([p.expert for p in baseline] + [p.reduced for p in removed] + [1e-6])
     st.caption(
-        f"Sample 1 of each side, read back by the plain model (baseline) and under {applied.label} (the other side). "
-        f"{WEIGHTING} Hover a token for its value."
+        f"Sample 1 of each side, read back by the plain model and under {applied.label}. A token's expert activity sums "
+        "the scores of the expert units firing there, as on **Which experts fire** (the ⓘ above says how); hover a "
+        "token for its value."
     )
     left, right = st.columns(2)
     with left, st.container(border=True):

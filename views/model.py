@@ -7,7 +7,9 @@ import streamlit as st
 
 from aura_core import PRESETS, AuraError, discover_units
 from aura_core.architecture import layer_of, module_kind, unit_width
-from aura_core.models import precision_of, preset_status, resolve_auto_dtype
+from aura_core.devices import resolve_auto_dtype
+from aura_core.models import preset_status
+from aura_core.precision import describe_precision, precision_of
 from studio.resources import ModelChoice, get_model, get_server_config
 from studio.state import model_choice, set_model_choice
 
@@ -85,13 +87,16 @@ cols[1].metric("Layers", layers)
 cols[2].metric("Parameters", f"{loaded.n_parameters / 1e6:,.1f} M")
 cols[3].metric("Memory", f"{loaded.memory_bytes / 2**20:,.0f} MiB")
 cols[4].metric("Device", loaded.device.type)
-precision = precision_of(loaded.model)
-cols[5].metric("dtype", precision.name, help=f"auto here: {str(resolve_auto_dtype(loaded.device)).removeprefix('torch.')}")
+precision = precision_of(loaded.collector)
+cols[5].metric(
+    "dtype", describe_precision(loaded), help=f"auto here: {str(resolve_auto_dtype(loaded.device)).removeprefix('torch.')}"
+)
 if precision.float32_parts:
     blocks = ", ".join(f"`{block}`" for block in precision.float32_blocks)
     st.caption(
-        f"Computes in {precision.name}; float32 for the {precision.float32_parts}"
-        + (f" (the blocks with massive activations: {blocks})." if blocks else ".")
+        f"Generation computes in {precision_of(loaded.model).name}, where a completion never depends on who shares its "
+        f"batch. Collection (Find experts) computes in {precision.name}, over twice as fast; float32 for the "
+        f"{precision.float32_parts}" + (f" (the blocks with massive activations: {blocks})." if blocks else ".")
     )
 
 try:
