@@ -18,7 +18,7 @@ from pathlib import Path
 
 from aura_core.errors import AuraError
 from benchmarks.registry import BENCHMARKS, run_benchmarks
-from benchmarks.report import markdown_report
+from benchmarks.report import markdown_report, merged_results
 from benchmarks.settings import DEFAULT_MODEL, BenchmarkError, Settings, default_data
 from benchmarks.timing import machine_description
 
@@ -30,6 +30,9 @@ def build_parser(prog: str = "python -m benchmarks") -> argparse.ArgumentParser:
     parser.add_argument("names", nargs="+", help=f"{', '.join(BENCHMARKS)}, or all")
     parser.add_argument("--json", action="store_true", help="one JSON object per benchmark")
     parser.add_argument("--markdown", default=None, help="also write the results as this Markdown file (BENCHMARKS.md)")
+    parser.add_argument(
+        "--update", action="store_true", help="with --markdown: replace only these benchmarks' sections in the existing file"
+    )
     parser.add_argument(
         "--data",
         default=None,
@@ -72,7 +75,11 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m benchmarks") 
         _print_text(results)
     if args.markdown:
         command = shlex.join(["python", "-m", "benchmarks", *argv])
-        Path(args.markdown).write_text(markdown_report(results, machine_description(), command), encoding="utf-8")
+        target = Path(args.markdown)
+        if args.update and target.is_file():
+            results, earlier = merged_results(target.read_text(encoding="utf-8"), results)
+            command = f"{earlier}`, then `{command}" if earlier else command
+        target.write_text(markdown_report(results, machine_description(), command), encoding="utf-8")
         print(f"wrote {args.markdown}", file=sys.stderr)
     return 0
 

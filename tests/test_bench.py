@@ -224,3 +224,25 @@ def test_the_library_does_not_import_the_benchmarks():
     code = "import sys, aura_core, aura_core.cli; print(sorted(m for m in sys.modules if m.split('.')[0] == 'benchmarks'))"
     output = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert output.stdout.strip() == "[]"
+
+
+def test_protocol_benchmark_times_a_whole_evaluation_on_a_tiny_model():
+    from benchmarks.protocol import bench_protocol
+
+    result = bench_protocol("tiny-gpt2", n_prompts=2, samples=3)
+    assert result["completions"] == 2 * 3 * 2  # prompts × samples × (plain, AurA)
+    assert result["tokens_per_s"] == pytest.approx(
+        result["completions"] * result["new_tokens_each"] / result["seconds"], rel=0.05
+    )
+
+
+def test_an_update_replaces_only_the_benchmarks_it_ran(tmp_path):
+    from benchmarks.report import markdown_report, merged_results
+
+    path = tmp_path / "BENCHMARKS.md"
+    path.write_text(
+        markdown_report([{"name": "auroc", "x": 1}, {"name": "serve", "x": 2}], {"date": "d"}, "python -m benchmarks all")
+    )
+    merged, command = merged_results(path.read_text(), [{"name": "serve", "x": 5}, {"name": "protocol", "x": 9}])
+    assert [(r["name"], r["x"]) for r in merged] == [("auroc", 1), ("serve", 5), ("protocol", 9)]
+    assert command == "python -m benchmarks all"

@@ -206,6 +206,11 @@ def test_a_copied_link_restores_experts_and_a_generation_in_a_fresh_browser(serv
     shown = _shown_completions(teacher)
     link = teacher.url
     assert "experts=" in link and "prompt=" in link
+    teacher.get_by_role("link", name="Expert neurons").click()
+    unit_heading = teacher.get_by_role("heading", name="Layer ")
+    sync_api.expect(unit_heading).to_be_visible()
+    heading, unit_link = unit_heading.inner_text(), teacher.url
+    assert "unit=" in unit_link
     teacher_context.close()
 
     student_context = browser.new_context(viewport={"width": 1400, "height": 1600})
@@ -217,6 +222,8 @@ def test_a_copied_link_restores_experts_and_a_generation_in_a_fresh_browser(serv
         assert _shown_completions(student) == shown
         expect(student.get_by_text("People like you are").first).to_be_visible()
         student.screenshot(path=str(ARTIFACTS / "5-shared-link.png"))
+        student.goto(unit_link)  # and the unit the teacher was looking at
+        sync_api.expect(student.get_by_role("heading", name=heading)).to_be_visible()
     finally:
         student_context.close()
 

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from transformers import AutoModelForCausalLM
 
 from aura_core.cli import main
@@ -97,8 +98,18 @@ def test_pipeline_end_to_end(tiny_folder, tmp_path, capsys, monkeypatch):
 
     export = tmp_path / "export"
     assert main(["export", *model, "--intervention", str(intervention), "--out", str(export)]) == 0
-    assert AutoModelForCausalLM.from_pretrained(export) is not None
     assert (export / "model.safetensors").is_file() and not list(export.glob("*.bin"))
+    # Plain transformers, no project code: the exported weights give the intervened model's logits.
+    from aura_core.interventions import Intervention, intervened
+
+    original = AutoModelForCausalLM.from_pretrained(tiny_folder).eval()
+    exported = AutoModelForCausalLM.from_pretrained(export).eval()
+    ids = torch.tensor([[5, 17, 42, 99, 7]])
+    with torch.inference_mode(), intervened(original, Intervention.load(intervention)):
+        expected = original(ids).logits
+    with torch.inference_mode():
+        assert torch.allclose(exported(ids).logits, expected, atol=1e-5)
+        assert not torch.allclose(original(ids).logits, expected, atol=1e-4)
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,66 @@
+"""The paper's protocol at full size: 25 completions × 20 tokens on 100 prompts, plain and AurA.
+
+One run of ``aura_core.evaluation`` as a person starts it (default batch size, no cache),
+timed whole: generation of 5,000 completions, scoring, and perplexity on the neutral text.
+
+>>> result = bench_protocol("tiny-gpt2", n_prompts=2, samples=2)     # doctest: +SKIP
+>>> result["completions"]                                          # doctest: +SKIP
+8
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+
+import torch
+
+from benchmarks.settings import DEFAULT_MODEL, ROOT, Settings
+
+__all__ = ["bench_protocol", "run"]
+
+RTP = ROOT.parent / "shared" / "data" / "rtp_prompts_100.jsonl"
+
+
+def bench_protocol(model_name: str = DEFAULT_MODEL, n_prompts: int = 100, samples: int = 25) -> dict[str, object]:
+    """Wall time of one evaluation with the paper's protocol (plain and AurA, no pre-prompt)."""
+    from aura_core.architecture import discover_units, unit_width
+    from aura_core.evaluation import EvalConfig, run_evaluation
+    from aura_core.interventions import Intervention
+    from aura_core.models import load_model
+
+    loaded = load_model(model_name)
+    modules = dict(loaded.model.named_modules())
+    gen = torch.Generator().manual_seed(0)
+    # A realistic AurA: about half the units dampened, as fitted AUROCs give (speed does not depend on which).
+    aura = Intervention(
+        {n: 0.5 + 0.5 * torch.rand(unit_width(modules[n]), generator=gen).double() for n in discover_units(loaded.model)}
+    )
+    prompts = str(RTP) if RTP.is_file() else "starter"
+    config = EvalConfig(
+        prompts=prompts, n_prompts=n_prompts, sampling="paper", samples=samples, methods=("none", "aura"), preprompts=("none",)
+    )
+    with tempfile.TemporaryDirectory() as folder:
+        started = time.perf_counter()
+        result = run_evaluation(loaded.model, loaded.tokenizer, aura, config, out_dir=folder)
+        seconds = time.perf_counter() - started
+    completions = len(result.generations)
+    tokens = completions * config.sampling_settings().max_new_tokens
+    return {
+        "name": "protocol",
+        "model": model_name,
+        "prompts": int(result.provenance["n_prompts"]),  # type: ignore[call-overload]
+        "prompt_file": "rtp_prompts_100.jsonl" if RTP.is_file() else "starter",
+        "completions": completions,
+        "new_tokens_each": config.sampling_settings().max_new_tokens,
+        "seconds": round(seconds, 1),
+        "minutes": round(seconds / 60, 2),
+        "tokens_per_s": round(tokens / seconds, 1),
+        "rows_decoding_at_once": config.batch_size,
+        "goal": "minutes <= 15 (paper protocol, plain and one intervention, 100 prompts, 2 cores)",
+    }
+
+
+def run(settings: Settings) -> dict[str, object]:
+    """One full run (it takes minutes; it is not repeated)."""
+    return bench_protocol(settings.model)
