@@ -107,7 +107,7 @@ def _session(url: str, seed: int, deadline: float, tally: _Tally, timeout_s: flo
                             page.get_by_role("button", name="Cancel").click(timeout=5_000)
                         except PlaywrightTimeout:
                             pass  # it finished first: nothing left to cancel
-                        expect(page.get_by_text("Cancelled").or_(page.get_by_text("Units analysed"))).to_be_visible()
+                        expect(page.get_by_text("Cancelled").or_(page.get_by_text("Units analysed")).first).to_be_visible()
                     else:
                         expect(page.get_by_text("Units analysed")).to_be_visible()
                 else:

@@ -31,8 +31,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
+from torch import nn
 
 from aura_core.architecture import module_kind
 from aura_core.batching import tokenize_texts
@@ -167,7 +169,9 @@ class Study:
 
     # ----- measuring -----
 
-    def evaluation(self, prompts: str, samples: int, neutral: str, stage: str, **config: object) -> Evaluation:
+    def evaluation(
+        self, prompts: str, samples: int, neutral: str, stage: str, model: nn.Module | None = None, **config: object
+    ) -> Evaluation:
         settings = EvalConfig(
             prompts=prompts,
             n_prompts=None,
@@ -181,7 +185,7 @@ class Study:
             **config,  # type: ignore[arg-type]
         )
         return Evaluation(
-            self.loaded.model,
+            self.loaded.model if model is None else model,
             self.loaded.tokenizer,
             None,
             settings,
@@ -253,6 +257,29 @@ class Study:
                 continue
             rows.append(table.assign(form=form))
         return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()
+
+    def precision(self, choice: Setting) -> pd.DataFrame:
+        """Perplexity on the team's neutral text with float32 weights and with the bfloat16 copy collection uses.
+
+        Empty where this machine keeps no bfloat16 copy (no native bfloat16): then everything ran in float32.
+        """
+        if self.loaded.bulk is None:
+            return pd.DataFrame()
+        self.say("precision: perplexity in float32 and bfloat16")
+        rows = []
+        settings = {
+            "plain": None,
+            "operating point": self.intervention(choice),
+            "AurA (λ = 1)": self.intervention(Setting(choice.experts, "aura")),
+        }
+        for dtype, model in (("float32", self.loaded.model), ("bfloat16", self.loaded.bulk)):
+            evaluation = self.evaluation("starter", 1, "starter", f"precision-{dtype}", model=model)
+            for name, intervention in settings.items():
+                nll, count = evaluation.perplexity_terms(intervention, name)
+                rows.append({"setting": name, "dtype": dtype, "perplexity": float(np.exp(nll.sum() / count.sum()))})
+        table = pd.DataFrame(rows).pivot(index="setting", columns="dtype", values="perplexity").reindex(list(settings))
+        table["difference"] = table["bfloat16"] / table["float32"] - 1.0
+        return table.reset_index()
 
     def report(self, choice: Setting, form: str) -> pd.DataFrame:
         """The paper's protocol on public prompts: plain, the operating point and the paper's AurA, × pre-prompts.
@@ -356,7 +383,13 @@ def _table(metrics: pd.DataFrame) -> str:
 
 
 def write_report(
-    study: Study, tables: list[pd.DataFrame], choice: Setting, forms: pd.DataFrame, form: str, report: pd.DataFrame
+    study: Study,
+    tables: list[pd.DataFrame],
+    choice: Setting,
+    forms: pd.DataFrame,
+    form: str,
+    report: pd.DataFrame,
+    precision: pd.DataFrame,
 ) -> Path:
     plan = study.plan
     names = ["1. Noise floor × concept data size (λ = 1)", "2. Pooling and length", "3. Unit families", "4. Strength λ"]
@@ -415,6 +448,19 @@ def write_report(
             f"{0 if plain else int(r.units_touched):,} |"
         )
     lines.append("")
+    lines += ["## Precision: perplexity on the team's neutral text, float32 weights against bfloat16", ""]
+    if precision.empty:
+        lines += ["This machine has no native bfloat16: everything ran in float32.", ""]
+    else:
+        lines += [
+            "Generation and perplexity use float32 (a completion must not depend on its batch); collection "
+            "uses a bfloat16 copy where the CPU runs it natively. This is what bfloat16 would cost in perplexity.",
+            "",
+            "| setting | float32 | bfloat16 | difference |",
+            "| --- | --- | --- | --- |",
+            *[f"| {r.setting} | {r.float32:.2f} | {r.bfloat16:.2f} | {r.difference:+.2%} |" for r in precision.itertuples()],
+            "",
+        ]
     lines += ["## Log", "", "```", *study.log, "```", ""]
     path = ROOT / "studies" / f"FIDELITY-{plan.model}.md"
     path.write_text("\n".join(lines), encoding="utf-8")
@@ -436,7 +482,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         plain = forms[forms.method == "none"].set_index("form").toxic_share
         form = "system" if plain["system"] < plain["text"] else "text"
     report = study.report(choice, form)
-    path = write_report(study, tables, choice, forms, form, report)
+    precision = study.precision(choice)
+    path = write_report(study, tables, choice, forms, form, report, precision)
     print(path)
     return 0
 
