@@ -53,7 +53,7 @@ def bench_protocol(model_name: str = DEFAULT_MODEL, n_prompts: int = 100, sample
         "prompt_file": "rtp_prompts_100.jsonl" if RTP.is_file() else "starter",
         "completions": completions,
         "new_tokens_each": config.sampling_settings().max_new_tokens,
-        "seconds": round(seconds, 1),
+        "seconds": round(seconds, 3),
         "minutes": round(seconds / 60, 2),
         "tokens_per_s": round(tokens / seconds, 1),
         "rows_decoding_at_once": config.batch_size,

@@ -5,6 +5,7 @@ land in ``test-artifacts/`` for a person to look at.
 """
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -209,8 +210,9 @@ def test_a_copied_link_restores_experts_and_a_generation_in_a_fresh_browser(serv
     teacher.get_by_role("link", name="Expert neurons").click()
     unit_heading = teacher.get_by_role("heading", name="Layer ")
     sync_api.expect(unit_heading).to_be_visible()
+    # The address bar is brought up to date when the page's run ends, just after the heading shows.
+    sync_api.expect(teacher).to_have_url(re.compile(r"[?&]unit="))
     heading, unit_link = unit_heading.inner_text(), teacher.url
-    assert "unit=" in unit_link
     teacher_context.close()
 
     student_context = browser.new_context(viewport={"width": 1400, "height": 1600})
