@@ -10,14 +10,17 @@ pipeline's arithmetic and the app's wiring quickly.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from transformers import PreTrainedTokenizerFast
 
 from aura_core.loaded import LoadedModel
 
-__all__ = ["TINY_MODELS", "byte_tokenizer", "load_tiny"]
+__all__ = ["PLANTED_MODULE", "TINY_MODELS", "byte_tokenizer", "load_tiny", "plant_marker_unit"]
 
 TINY_MODELS = ("tiny-gpt2", "tiny-llama")
+PLANTED_MODULE = "model.layers.0.mlp.up_proj"  # where :func:`plant_marker_unit` wires its unit 0
 
 
 def byte_tokenizer() -> PreTrainedTokenizerFast:
@@ -74,3 +77,31 @@ def load_tiny(name: str = "tiny-gpt2", seed: int = 0) -> LoadedModel:
     model.eval()
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     return LoadedModel(model=model, tokenizer=tokenizer, name=name, source="config", device=torch.device("cpu"))
+
+
+def plant_marker_unit(loaded: LoadedModel, marker: str = "Z", gain: float = 1.0, silence_downstream: bool = False) -> None:
+    """Wire unit 0 of ``PLANTED_MODULE`` in a tiny-llama to fire only on the byte ``marker``, in place.
+
+    Its output is ``gain`` on the marker and 0 elsewhere; ``silence_downstream`` keeps the down
+    projection from copying it into the residual stream, so no later unit inherits the signal.
+
+    >>> loaded = load_tiny("tiny-llama", seed=1)
+    >>> plant_marker_unit(loaded, gain=10.0)
+    >>> loaded.model.model.layers[0].mlp.up_proj.weight[0, :2].tolist()
+    [10.0, 0.0]
+    """
+    model: Any = loaded.model  # a LlamaForCausalLM; nn.Module types its submodules as Tensor | Module
+    tokenizer: Any = loaded.tokenizer  # the byte tokenizer: every byte is one token
+    marker_id = tokenizer.convert_tokens_to_ids(marker)
+    layer = model.model.layers[0]
+    with torch.no_grad():
+        embed = model.model.embed_tokens.weight
+        embed[:, 0] = 0.0
+        embed[marker_id] = 0.0
+        embed[marker_id, 0] = 1.0
+        layer.self_attn.o_proj.weight.zero_()  # residual after attention = embedding
+        up = layer.mlp.up_proj.weight
+        up[0] = 0.0
+        up[0, 0] = gain
+        if silence_downstream:
+            layer.mlp.down_proj.weight[:, 0] = 0.0

@@ -36,20 +36,11 @@ def _interventions(model):
 
 def test_planted_unit_gets_auroc_one_and_alpha_zero(toy_data, tmp_path):
     """A Llama unit wired to fire only on the marker byte 'Z' that every toxic text holds."""
-    from aura_core.tiny import load_tiny
+    from aura_core.tiny import load_tiny, plant_marker_unit
 
     loaded = load_tiny("tiny-llama", seed=1)
     model, tok = loaded.model, loaded.tokenizer
-    marker = tok.convert_tokens_to_ids("Z")
-    with torch.no_grad():
-        embed = model.model.embed_tokens.weight
-        embed[:, 0] = 0.0
-        embed[marker] = 0.0
-        embed[marker, 0] = 1.0
-        model.model.layers[0].self_attn.o_proj.weight.zero_()  # residual after attention = embedding
-        up = model.model.layers[0].mlp.up_proj.weight
-        up[0] = 0.0
-        up[0, 0] = 1.0
+    plant_marker_unit(loaded)
     responses = collect_responses(model, tok, toy_data, discover_units(model), cache_dir=tmp_path)
     aura = fit_intervention(responses, "aura")
     assert aura.auroc["model.layers.0.mlp.up_proj"][0].item() == pytest.approx(1.0)

@@ -10,7 +10,7 @@ from aura_core.hooks import forward_until_recorded
 from aura_core.interventions import Intervention, fit_intervention
 from aura_core.neurons import check_unit, parse_unit, token_activations, unit_detail, unit_widths
 from aura_core.responses import Responses, collect_responses
-from aura_core.tiny import byte_tokenizer, load_tiny
+from aura_core.tiny import byte_tokenizer, load_tiny, plant_marker_unit
 from aura_core.token_text import readable_token, text_pieces, visible_whitespace
 from aura_core.unit_profile import activation_profile, youden_thresholds
 
@@ -45,17 +45,7 @@ def planted(toy_data, tmp_path):
     """tiny-llama with up_proj unit 0 of layer 0 wired to fire only on the marker byte 'Z' (every toxic text has it)."""
     loaded = load_tiny("tiny-llama", seed=1)
     model, tok = loaded.model, loaded.tokenizer
-    marker = tok.convert_tokens_to_ids("Z")
-    with torch.no_grad():
-        embed = model.model.embed_tokens.weight
-        embed[:, 0] = 0.0
-        embed[marker] = 0.0
-        embed[marker, 0] = 1.0
-        model.model.layers[0].self_attn.o_proj.weight.zero_()  # residual after attention = embedding
-        up = model.model.layers[0].mlp.up_proj.weight
-        up[0] = 0.0
-        up[0, 0] = 10.0
-        model.model.layers[0].mlp.down_proj.weight[:, 0] = 0.0  # nothing downstream copies the planted unit
+    plant_marker_unit(loaded, gain=10.0, silence_downstream=True)  # nothing downstream copies the planted unit
     responses = collect_responses(model, tok, toy_data, discover_units(model), cache_dir=tmp_path)
     return loaded, responses, fit_intervention(responses, "aura")
 

@@ -13,7 +13,7 @@ from aura_core.models import load_model
 from aura_core.precision import Precision, calibration_batch, compute_in_bf16, precision_of
 from aura_core.responses import _Pooler, collect_responses
 from aura_core.scoring import float32_logits, text_nll
-from aura_core.tiny import byte_tokenizer, load_tiny
+from aura_core.tiny import byte_tokenizer, load_tiny, plant_marker_unit
 
 TEXTS = ["the quick brown fox", "a b", "jumps over the lazy dog again and again", "hello there"]
 
@@ -93,16 +93,7 @@ def test_a_planted_unit_is_found_in_both_dtypes(dtype, toy_data, tmp_path):
     """A Llama unit wired to fire only on the marker byte 'Z' that every toxic text holds."""
     loaded = load_tiny("tiny-llama", seed=1)
     model, tok = loaded.model, loaded.tokenizer
-    marker = tok.convert_tokens_to_ids("Z")
-    with torch.no_grad():
-        embed = model.model.embed_tokens.weight
-        embed[:, 0] = 0.0
-        embed[marker] = 0.0
-        embed[marker, 0] = 1.0
-        model.model.layers[0].self_attn.o_proj.weight.zero_()  # residual after attention = embedding
-        up = model.model.layers[0].mlp.up_proj.weight
-        up[0] = 0.0
-        up[0, 0] = 1.0
+    plant_marker_unit(loaded)
     if dtype == "bfloat16":
         compute_in_bf16(model, calibration_batch(tok))
     aura = fit_intervention(collect_responses(model, tok, toy_data, discover_units(model), cache_dir=tmp_path), "aura")
