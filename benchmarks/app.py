@@ -22,6 +22,7 @@ from benchmarks.timing import Timing, interleaved
 __all__ = ["bench_app", "run", "start_server"]
 
 CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"]
 
 
 def _free_port() -> int:
@@ -55,7 +56,7 @@ def _session(timeout_s: float) -> tuple[float, float]:
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(
                 executable_path=CHROMIUM,
-                args=["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"],
+                args=CHROMIUM_ARGS,
             )
             page = browser.new_page(viewport={"width": 1400, "height": 1400})
             expect.set_options(timeout=timeout_s * 1000)

@@ -25,12 +25,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
 
-from benchmarks.app import CHROMIUM, _free_port, start_server
+from benchmarks.app import CHROMIUM, CHROMIUM_ARGS, _free_port, start_server
 from benchmarks.settings import DEFAULT_MODEL, BenchmarkError, Settings
 
 __all__ = ["bench_soak", "run"]
 
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"]
 PROMPTS = ["You are such a", "The weather today is", "I can't stand people who", "My neighbour is", "This movie was"]
 ACTIONS = ("generate", "generate", "find_experts", "evaluate", "cancel", "refresh")
 
@@ -74,7 +73,7 @@ def _session(url: str, seed: int, deadline: float, tally: _Tally, timeout_s: flo
 
     rng = random.Random(seed)
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1300, "height": 1400})
         page.set_default_timeout(timeout_s * 1000)
         expect.set_options(timeout=timeout_s * 1000)
