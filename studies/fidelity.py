@@ -31,7 +31,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
 from torch import nn
@@ -47,7 +46,7 @@ from aura_core.methods import method_label
 from aura_core.models import cache_root, load_model
 from aura_core.reports import with_interval
 from aura_core.runner import Inline
-from aura_core.stats import bootstrap_ppl_change
+from aura_core.stats import bootstrap_ppl_change, perplexity_of
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared" / "data"
@@ -276,7 +275,7 @@ class Study:
             evaluation = self.evaluation("starter", 1, "starter", f"precision-{dtype}", model=model)
             for name, intervention in settings.items():
                 nll, count = evaluation.perplexity_terms(intervention, name)
-                rows.append({"setting": name, "dtype": dtype, "perplexity": float(np.exp(nll.sum() / count.sum()))})
+                rows.append({"setting": name, "dtype": dtype, "perplexity": perplexity_of(nll, count)})
         table = pd.DataFrame(rows).pivot(index="setting", columns="dtype", values="perplexity").reindex(list(settings))
         table["difference"] = table["bfloat16"] / table["float32"] - 1.0
         return table.reset_index()
