@@ -150,7 +150,8 @@ class Engine:
 
     ``max_rows`` rows decode at once, within ``token_budget`` cached positions; bulk rows (an
     evaluation) never take the last ``interactive_reserve`` places, and bulk units (a
-    collection) get about ``bulk_share`` of the time while interactive work waits.
+    collection) get about ``bulk_share`` of the time while interactive work waits. The worker
+    thread ends after ``idle_exit_s`` seconds with nothing to do and starts again on demand.
     """
 
     def __init__(
@@ -161,12 +162,14 @@ class Engine:
         token_budget: int = 16384,
         interactive_reserve: int = 8,
         bulk_share: float = 0.34,
+        idle_exit_s: float = 2.0,
     ) -> None:
         self.model = model
         self.max_rows = max_rows
         self.token_budget = token_budget
         self.interactive_reserve = min(interactive_reserve, max_rows - 1)
         self.bulk_share = bulk_share
+        self.idle_exit_s = idle_exit_s
         self._cond = threading.Condition()
         self._requests: deque[Request] = deque()
         self._units: deque[_Unit] = deque()
@@ -249,8 +252,9 @@ class Engine:
         with self._cond:
             self._closed = True
             self._cond.notify()
-        if self._thread is not None:
-            self._thread.join(timeout=30)
+            worker = self._thread
+        if worker is not None:
+            worker.join(timeout=30)
 
     # ----- the worker -----
 
@@ -279,8 +283,15 @@ class Engine:
     def _loop(self) -> None:
         while True:
             with self._cond:
+                idle_since = time.monotonic()
                 while not (self._closed or self._requests or self._units or self._batch.rows):
-                    self._cond.wait()
+                    left = self.idle_exit_s - (time.monotonic() - idle_since)
+                    if left <= 0:
+                        # An idle worker ends, and with it its OpenMP pool (see compute_threads);
+                        # the next request starts a new one.
+                        self._thread = None
+                        return
+                    self._cond.wait(left)
                 if self._closed:
                     self._fail_all(EngineBusy("this model's engine was closed"))
                     return

@@ -16,6 +16,7 @@ from torch import nn
 
 from aura_core.batching import Tokenizer
 from aura_core.loaded import LoadedModel
+from aura_core.packed_linear import pack_linears, packed_forward
 
 __all__ = ["MASSIVE_OUTPUT", "Precision", "calibration_batch", "compute_in_bf16", "describe_precision", "precision_of"]
 
@@ -189,7 +190,8 @@ def compute_in_bf16(model: nn.Module, batch: dict[str, torch.Tensor], *, massive
                 for param in module.parameters(recurse=False):
                     param.data = param.data.to(torch.bfloat16 if id(module) in low else torch.float32)
         handles.append(model.get_input_embeddings().register_forward_hook(_output_in(torch.float32)))  # type: ignore[operator]
-        handles += [module.register_forward_pre_hook(_input_in_weight_dtype) for module in matmuls.values()]
+        casts = {name: module.register_forward_pre_hook(_input_in_weight_dtype) for name, module in matmuls.items()}
+        handles += list(casts.values())
         # Rotary tables follow the float32 stream; the query and key they turn must stay bfloat16 like the value.
         handles += [
             module.register_forward_hook(_output_in(torch.bfloat16))
@@ -202,6 +204,10 @@ def compute_in_bf16(model: nn.Module, batch: dict[str, torch.Tensor], *, massive
         upcast = [name for name in matmuls if name.rsplit(".", 1)[0] in blocks]
         for name in upcast:
             matmuls[name].float()
+        if pack_linears(model):
+            for name, module in matmuls.items():
+                if getattr(module.forward, "__func__", None) is packed_forward:
+                    casts[name].remove()  # the packed product casts its own input
         _peaks(model, batch, {})  # the final setup runs
     except (RuntimeError, TypeError, ValueError):  # a product outside nn.Linear/Conv1D met the float32 stream
         for handle in handles:

@@ -60,13 +60,15 @@ def bench_serve(
     """Engine against one-at-a-time under a lock, for each number of simultaneous sessions."""
     from aura_core.architecture import discover_units, unit_width
     from aura_core.batching import encode
+    from aura_core.compute_threads import in_fresh_thread
     from aura_core.data import load_prompts
     from aura_core.engine import Engine
     from aura_core.generation import SAMPLING_PRESETS, row_seed, side_by_side_rows
     from aura_core.interventions import Intervention, intervened
     from aura_core.models import load_model
 
-    loaded = load_model(model_name, device="cpu")
+    # As on the server, no thread but the one serving computes: the model loads in a thread of its own.
+    loaded = in_fresh_thread(lambda: load_model(model_name, device="cpu"))
     model, tok = loaded.model, loaded.tokenizer
     model.generation_config.eos_token_id = None  # every request decodes all its tokens on both paths
     modules = dict(model.named_modules())
@@ -77,17 +79,19 @@ def bench_serve(
     )
     prompts = [p.text for p in load_prompts(n=max(sessions), seed=0)]
     settings = SAMPLING_PRESETS["demo"].with_(max_new_tokens=new_tokens, num_return_sequences=samples)
-    engine = Engine(model)
+    # Each engine round has an engine of its own, closed after it, so its worker thread never
+    # idles beside the reference's threads (see aura_core.compute_threads).
+    engines: list[Engine] = []
     lock = threading.Lock()
 
     def engine_request(index: int) -> None:
         sides = side_by_side_rows(tok, prompts[index % len(prompts)], {"baseline": None, "aura": aura}, settings=settings)
-        engine.submit([row for rows in sides.values() for row in rows]).result(timeout=3600)
+        engines[-1].submit([row for rows in sides.values() for row in rows]).result(timeout=3600)
 
     def engine_sides_one_after_the_other(index: int) -> None:
         sides = side_by_side_rows(tok, prompts[index % len(prompts)], {"baseline": None, "aura": aura}, settings=settings)
         for rows in sides.values():
-            engine.submit(rows).result(timeout=3600)
+            engines[-1].submit(rows).result(timeout=3600)
 
     def reference_request(index: int) -> None:
         prompt = prompts[index % len(prompts)]
@@ -113,9 +117,13 @@ def bench_serve(
 
     def measured(path: str, count: int, request: Callable[[int], None]) -> Callable[[], None]:
         def once() -> None:
+            if path != "reference":
+                engines.append(Engine(model))
             began = time.perf_counter()
             latencies.setdefault((path, count), []).extend(_together(count, request))
             walls.setdefault((path, count), []).append(time.perf_counter() - began)
+            if path != "reference":
+                engines.pop().close()
 
         return once
 
@@ -124,9 +132,9 @@ def bench_serve(
     for count in sessions:
         paths[f"engine_{count}"] = measured("engine", count, engine_request)
         paths[f"reference_{count}"] = measured("reference", count, reference_request)
-    interleaved({"warmup": lambda: (engine_request(0), reference_request(0))}, repeats=1, warmup=0)
+    warm_engine = measured("warmup", 1, engine_request)
+    interleaved({"warmup": lambda: (warm_engine(), _together(1, reference_request))}, repeats=1, warmup=0)
     interleaved(paths, repeats=repeats, warmup=0)
-    engine.close()
 
     rows_per_request = 2 * samples
     result: dict[str, object] = {

@@ -208,3 +208,20 @@ def test_the_last_waiter_leaving_asks_the_work_to_stop():
     assert not stopped.wait(0.05)
     second.leave()
     assert stopped.wait(10)
+
+
+def test_an_idle_worker_ends_and_the_next_request_starts_another(tiny):
+    engine = Engine(tiny.model, idle_exit_s=0.05)
+    try:
+        rows = completion_rows(tiny.tokenizer, ["first"], settings=GREEDY)
+        engine.submit(rows).result(timeout=60)
+        first = engine._thread
+        deadline = time.monotonic() + 10
+        while engine._thread is not None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert engine._thread is None and first is not None and not first.is_alive()
+        again = completion_rows(tiny.tokenizer, ["first"], settings=GREEDY)
+        engine.submit(again).result(timeout=60)
+        assert again[0].tokens == rows[0].tokens
+    finally:
+        engine.close()

@@ -10,6 +10,7 @@ from aura_core.auroc import auroc
 from aura_core.data import balanced_sample, load_concept_data
 from aura_core.interventions import fit_intervention, unit_table
 from aura_core.models import load_model
+from aura_core.packed_linear import can_pack, pack_linears, packed_forward
 from aura_core.precision import Precision, calibration_batch, compute_in_bf16, precision_of
 from aura_core.responses import _Pooler, collect_responses
 from aura_core.scoring import float32_logits, text_nll
@@ -182,3 +183,23 @@ def test_float32_logits_leave_other_logit_scalings_to_the_model(monkeypatch):
 def test_an_explicit_bf16_tiny_model_loads_with_the_setup():
     assert precision_of(load_model("tiny-llama").model).name == "float32"  # auto keeps test models float32
     assert precision_of(load_model("tiny-llama", dtype="bfloat16").model).float32_residual
+
+
+@pytest.mark.skipif(not can_pack(), reason="this CPU or torch build has no oneDNN bfloat16 products")
+def test_packed_products_equal_plain_bf16_products_bit_for_bit_and_follow_weight_changes():
+    tiny = _bf16("tiny-llama")
+    packed = [m for m in tiny.model.modules() if getattr(m.forward, "__func__", None) is packed_forward]
+    assert packed, "compute_in_bf16 packs the bfloat16 products where oneDNN runs them"
+    module = packed[0]
+    hidden = torch.randn(3, 5, module.in_features, generator=torch.Generator().manual_seed(0))
+    plain = torch.nn.functional.linear(hidden.bfloat16(), module.weight, module.bias)
+    assert torch.equal(module(hidden), plain)
+    with torch.no_grad():
+        module.weight.mul_(0.5)  # what folding does: the packed copy must follow
+    assert torch.equal(module(hidden), torch.nn.functional.linear(hidden.bfloat16(), module.weight, module.bias))
+
+
+def test_packing_leaves_float32_models_alone():
+    tiny = load_tiny("tiny-llama")
+    assert pack_linears(tiny.model) == 0
+    assert not any(getattr(m.forward, "__func__", None) is packed_forward for m in tiny.model.modules())
