@@ -117,11 +117,20 @@ class DecodeBatch:
         for row in rows:
             if row.generator is None and row.settings.do_sample:
                 row.generator = row_generator(row.seed, self.device)
+        # Rows with the same prompt and intervention (the samples of one side) share one prefill.
+        firsts: dict[tuple[tuple[int, ...], int], int] = {}
+        slots = [firsts.setdefault((tuple(row.prompt_ids), id(row.intervention)), len(firsts)) for row in rows]
+        distinct = [rows[slots.index(slot)] for slot in range(len(firsts))]
         pad_id = getattr(getattr(self.model, "generation_config", None), "pad_token_id", None)
-        input_ids, mask = pad_left([row.prompt_ids for row in rows], pad_id, self.device)
+        input_ids, mask = pad_left([row.prompt_ids for row in distinct], pad_id, self.device)
         positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
-        plan = row_plan(self.model, [row.intervention for row in rows])
+        plan = row_plan(self.model, [row.intervention for row in distinct])
         logits, cache = _forward(self.model, input_ids, mask, positions, None, plan)
+        if len(distinct) < len(rows):
+            copies = torch.tensor(slots, device=self.device)
+            logits, mask = logits[copies], mask[copies]
+            for layer in _cache_layers(cache):
+                layer.keys, layer.values = layer.keys[copies], layer.values[copies]
         chosen = next_tokens(
             logits, [row.settings for row in rows], [row.generator for row in rows], [row.prompt_ids for row in rows]
         )

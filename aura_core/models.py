@@ -30,6 +30,7 @@ from torch import nn
 from aura_core.devices import resolve_auto_dtype, resolve_device, resolve_dtype
 from aura_core.errors import ModelLoadError
 from aura_core.loaded import LoadedModel
+from aura_core.packed_linear import pack_output_layer
 from aura_core.precision import calibration_batch, compute_in_bf16
 
 __all__ = [
@@ -349,6 +350,8 @@ def load_model(
         model.generation_config.pad_token_id = tokenizer.pad_token_id
     if torch_dtype == torch.bfloat16 and not device_map:  # offloaded weights cannot change dtype in place
         compute_in_bf16(model, calibration_batch(tokenizer, next(model.parameters()).device))
+    elif not device_map:
+        pack_output_layer(model)
     bulk = None
     if split:
         bulk = copy.deepcopy(model)

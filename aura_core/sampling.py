@@ -93,6 +93,10 @@ def _draw(weights: torch.Tensor, generators: Sequence[torch.Generator | None]) -
     return torch.searchsorted(cumulative, target).squeeze(1).clamp(max=weights.shape[1] - 1)
 
 
+_HEAD_WIDTHS = (256, 2048, 16384)
+"""How many top tokens a row ranks at first, then if its nucleus reaches past them (then all)."""
+
+
 def _sample(
     logits: torch.Tensor, settings: Sequence[SamplingSettings], generators: Sequence[torch.Generator | None]
 ) -> torch.Tensor:
@@ -100,30 +104,43 @@ def _sample(
     device = logits.device
     temperature = torch.tensor([rule.temperature for rule in settings], device=device, dtype=logits.dtype).unsqueeze(1)
     logits = logits / temperature
-    top_k = torch.tensor([rule.top_k for rule in settings], device=device)
-    top_p = torch.tensor([rule.top_p for rule in settings], device=device, dtype=torch.float64).unsqueeze(1)
-    if bool((top_k <= 0).all()) and bool((top_p >= 1.0).all()):
+    if all(rule.top_k <= 0 and rule.top_p >= 1.0 for rule in settings):
         weights = torch.exp((logits - logits.amax(dim=1, keepdim=True)).double())
         return _draw(weights, generators)
     # Only the head of each distribution is ranked (a full sort of a large vocabulary costs
-    # milliseconds per row); it is widened until it holds every row's nucleus, so the kept
-    # tokens are exactly those that ranking everything would keep.
+    # milliseconds per row). A row whose nucleus reaches past its head is ranked again, wider,
+    # on its own: how wide a row is ranked depends on that row alone, never on its batch.
     vocab = logits.shape[1]
-    log_total = torch.logsumexp(logits.double(), dim=1, keepdim=True)
-    width = min(vocab, max(256, int(top_k.max())))
-    while True:
-        head, ids = torch.topk(logits, width, dim=1)
-        probs = torch.exp(head.double() - log_total)
+    peak = logits.amax(dim=1, keepdim=True)
+    # Each row's softmax mass; float32 sums are exact enough, the logits themselves move more
+    # than that with the batch's size.
+    total = (logits - peak).exp_().sum(dim=1).double()
+    chosen = torch.empty(len(settings), dtype=torch.long, device=device)
+    rows = list(range(len(settings)))
+    for width in (*(w for w in _HEAD_WIDTHS if w < vocab), vocab):
+        if not rows:
+            break
+        index = torch.tensor(rows, device=device)
+        head, ids = torch.topk(logits if len(rows) == len(settings) else logits[index], width, dim=1)
+        probs = torch.exp(head.double() - peak[index].double()) / total[index].unsqueeze(1)
         before = torch.cumsum(probs, dim=1) - probs  # mass ranked above each token
         rank = torch.arange(width, device=device).unsqueeze(0)
-        keep = (before < top_p) & ((top_k.unsqueeze(1) <= 0) | (rank < top_k.unsqueeze(1)))
+        top_p = torch.tensor([settings[i].top_p for i in rows], device=device, dtype=torch.float64).unsqueeze(1)
+        top_k = torch.tensor([settings[i].top_k for i in rows], device=device).unsqueeze(1)
+        keep = (before < top_p) & ((top_k <= 0) | (rank < top_k))
         keep[:, 0] = True  # the most likely token always stays
-        reaches_past = keep[:, -1] & (top_k <= 0) & (probs.sum(dim=1) < top_p.squeeze(1))
-        if width >= vocab or not bool(reaches_past.any()):
-            break
-        width = min(vocab, width * 8)
-    weights = torch.exp(head.double() - head[:, :1].double()).masked_fill(~keep, 0.0)
-    return ids.gather(1, _draw(weights, generators).unsqueeze(1)).squeeze(1)
+        limited = top_k.squeeze(1)
+        wider = keep[:, -1] & ((limited <= 0) | (limited > width)) & (probs.sum(dim=1) < top_p.squeeze(1))
+        if width < vocab and bool(wider.any()):
+            done = (~wider).nonzero().squeeze(1)
+        else:
+            done = torch.arange(len(rows), device=device)
+        if done.numel():
+            weights = torch.exp(head[done].double() - head[done, :1].double()).masked_fill(~keep[done], 0.0)
+            drawn = _draw(weights, [generators[rows[i]] for i in done.tolist()])
+            chosen[index[done]] = ids[done].gather(1, drawn.unsqueeze(1)).squeeze(1)
+        rows = [row for row, again in zip(rows, wider.tolist(), strict=True) if again] if width < vocab else []
+    return chosen
 
 
 def next_tokens(
@@ -139,8 +156,10 @@ def next_tokens(
     row's token never depends on the other rows.
     """
     logits = _penalised(logits.float(), settings, history)
-    chosen = torch.argmax(logits, dim=1)
     sampled = [row for row, rule in enumerate(settings) if rule.do_sample]
+    if len(sampled) == len(settings):
+        return _sample(logits, settings, generators)
+    chosen = torch.argmax(logits, dim=1)
     if sampled:
         index = torch.tensor(sampled, device=logits.device)
         chosen[index] = _sample(logits[index], [settings[r] for r in sampled], [generators[r] for r in sampled])
