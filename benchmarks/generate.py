@@ -100,6 +100,18 @@ def bench_generate(
     last = {name: cast("list[list[int]]", timing.last) for name, timing in times.items()}
     agree = sum(a == b for a, b in zip(last["hooks"], last["folded"], strict=True))
     by_dtype = {dtype: "base", other_dtype: other_path}
+    alone = Inline(max_rows=1)
+
+    def same_alone(model: torch.nn.Module, together: list[list[int]]) -> str:
+        """How many greedy completions decoded one at a time equal those decoded all together."""
+        rows = completion_rows(loaded.tokenizer, prompts, settings=settings)
+        alone.decode(model, rows)
+        return f"{sum(list(row.tokens) == tokens for row, tokens in zip(rows, together, strict=True))}/{n_prompts}"
+
+    invariance = {
+        f"greedy_same_alone_and_batched_{name}": same_alone(model, last[by_dtype[name]])
+        for name, model in ((dtype, loaded.model), (other_dtype, other.model))
+    }
     tokens = n_prompts * new_tokens
     return {
         "name": "generate",
@@ -118,6 +130,7 @@ def bench_generate(
         "hooks_folded_same_text": f"{agree}/{n_prompts}",
         "decode_speedup_bf16": round(med[by_dtype["float32"]] / med[by_dtype["bfloat16"]], 3),
         **greedy_agreement(last[by_dtype["float32"]], last[by_dtype["bfloat16"]]),
+        **invariance,
         "goal": "hook_ratio <= 1.05 (per-call plans cost at most 5 % over the plain model); decode_speedup_bf16 >= 1.5",
     }
 
