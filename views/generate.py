@@ -19,6 +19,7 @@ from aura_core.models import cache_root
 from aura_core.reports import describe_operating_point
 from aura_core.stats import TOXIC_THRESHOLD, bootstrap_mean, bootstrap_ratio
 from studio import settings
+from studio.expert_activity import draw_expert_activity
 from studio.resources import generation_key, get_engine, get_scorer, get_server_config, load_generation, store_generation
 from studio.state import model_choice, require_experts, require_model
 from studio.view import inline_html, side_title, toxicity_badge, word_diff_html
@@ -281,72 +282,4 @@ if not config.workshop:
                 st.error(str(err))
 
 
-# Experts in the generations: which expert units carry each token, and what the intervention took away.
-# Self-contained (its own imports), so it reads only the stored result and the session's settings.
-def _draw_expert_activity() -> None:
-    from aura_core.firing import WEIGHTING, generation_activity
-    from aura_core.generation import compose_prompt
-    from studio.view import expert_baselines, shaded_strip_html
-
-    shown = st.session_state.get("last_generation")
-    if shown is None or not st.toggle("Show the experts in these completions", key="gen_expert_activity", help=WEIGHTING):
-        return
-    served, choice, experts_now = require_model(), model_choice(), require_experts("their AUROC scores each token.")
-    samples = shown["samples"]
-    firsts = samples[samples["sample"] == 0].drop_duplicates("side").set_index("side")
-    sides_shown = list(firsts.index)
-    method_name = str(shown["method"])
-    applied = experts_now.intervention.with_settings(
-        method=method_name,
-        strength=float(shown["strength"]),
-        k=int(settings.get("k")) if METHODS[method_name].uses_k else None,
-        damp_alpha=float(settings.get("damp_alpha")),
-    )
-    cache_key = (shown.get("key"), experts_now.key, applied.key())
-    cached = st.session_state.get("_gen_activity")
-    if cached is None or cached[0] != cache_key:
-        prompt_text = compose_prompt(str(shown["prompt"]), str(shown["pre_prompt"]))
-        try:
-            activity = {
-                side: generation_activity(
-                    served.model,
-                    served.tokenizer,
-                    experts_now.intervention,
-                    prompt_text,
-                    str(firsts.loc[side, "completion"]),
-                    baselines=expert_baselines(experts_now),
-                    applied=None if side == "baseline" else applied,
-                    runner=get_engine(choice),
-                )
-                for side in sides_shown
-            }
-        except AuraError as err:
-            st.error(str(err))
-            return
-        st.session_state["_gen_activity"] = cached = (cache_key, activity)
-    activity = cached[1]
-    baseline = activity.get("baseline", [])
-    changed = [side for side in sides_shown if side != "baseline"]
-    removed = activity[changed[0]] if changed else []
-    scale = max([p.expert for p in baseline] + [p.reduced for p in removed] + [1e-6])
-    st.caption(
-        f"Sample 1 of each side, read back by the plain model and under {applied.label}. A token's expert activity sums "
-        "the scores of the expert units firing there, as on **Which experts fire** (the ⓘ above says how); hover a "
-        "token for its value."
-    )
-    left, right = st.columns(2)
-    with left, st.container(border=True):
-        st.markdown(f"**Baseline: expert activity per token** · total {sum(p.expert for p in baseline):.1f}")
-        st.markdown(shaded_strip_html([(p.text, p.expert) for p in baseline], scale, (214, 39, 40)), unsafe_allow_html=True)
-    if changed:
-        with right, st.container(border=True):
-            total_left = sum(p.expert for p in removed)
-            total_removed = sum(p.reduced for p in removed)
-            st.markdown(
-                f"**{side_title(changed[0], float(shown['strength']))}: what the intervention removed per token** · "
-                f"removed {total_removed:.1f}, left {total_left:.1f}"
-            )
-            st.markdown(shaded_strip_html([(p.text, p.reduced) for p in removed], scale, (44, 160, 44)), unsafe_allow_html=True)
-
-
-_draw_expert_activity()
+draw_expert_activity()
