@@ -173,13 +173,15 @@ if st.button("Generate", type="primary", disabled=not prompt.strip()) or (autoru
     except AuraError as err:
         st.error(str(err))
         st.stop()
-    note = st.empty()
-    columns = st.columns(2)
-    slots = {}
-    for column, side in zip(columns, sides, strict=True):
-        with column:
-            st.markdown(f"#### {side_title(side, strength)}")
-            slots[side] = st.empty()
+    live = st.empty()  # the streaming view; the stored result replaces it in this same run
+    with live.container():
+        note = st.empty()
+        columns = st.columns(2)
+        slots = {}
+        for column, side in zip(columns, sides, strict=True):
+            with column:
+                st.markdown(f"#### {side_title(side, strength)}")
+                slots[side] = st.empty()
     try:
         shown: dict[str, object] = {}
         for state in request.states(poll_s=0.25, timeout_s=REQUEST_TIMEOUT_S):
@@ -212,7 +214,7 @@ if st.button("Generate", type="primary", disabled=not prompt.strip()) or (autoru
         result_key,
         {"prompt": prompt, "pre_prompt": pre_prompt, "method": method, "strength": strength, "seed": int(seed), "samples": frame},
     )
-    st.rerun()
+    live.empty()
 
 result = st.session_state.get("last_generation")
 if result is None or result["key"] != generation_key(result_key):
