@@ -38,6 +38,7 @@ ACTIONS = ("generate", "generate", "find_experts", "evaluate", "cancel", "refres
 class _Tally:
     served: dict[str, int] = field(default_factory=dict)
     waits: list[float] = field(default_factory=list)
+    longest: dict[str, float] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -45,6 +46,7 @@ class _Tally:
         with self.lock:
             self.served[action] = self.served.get(action, 0) + 1
             self.waits.append(seconds)
+            self.longest[action] = max(self.longest.get(action, 0.0), seconds)
 
     def failed(self, action: str, message: str) -> None:
         with self.lock:
@@ -167,6 +169,7 @@ def bench_soak(
         "first_errors": tally.errors[:5],
         "largest_wait_s": round(waits[-1], 2),
         "median_wait_s": round(statistics.median(waits), 2),
+        "largest_wait_by_action_s": {action: round(s, 1) for action, s in sorted(tally.longest.items())},
         "rss_start_mb": round(rss_start, 1),
         "rss_end_mb": round(rss_end, 1),
         "rss_growth_mb": round(rss_end - rss_start, 1),
