@@ -43,7 +43,7 @@ def in_fresh_thread(work: Callable[[], T], *, name: str = "aura-oneoff") -> T:
         except BaseException as err:  # re-raised in the caller's thread
             failure.append(err)
 
-    thread = threading.Thread(target=target, name=name)
+    thread = threading.Thread(target=target, name=name, daemon=True)  # Ctrl-C in the caller is not held up
     thread.start()
     thread.join()
     if failure:

@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from aura_core.compute_threads import in_fresh_thread
 from aura_core.devices import resolve_auto_dtype, resolve_device, resolve_dtype
 from aura_core.errors import ModelLoadError
 from aura_core.loaded import LoadedModel
@@ -293,10 +294,27 @@ def load_model(
     ``device_map="auto"`` spreads a model larger than one device over all of them (in plain
     bfloat16, if that is the dtype).
 
+    The work runs in a thread of its own that ends with it, so the caller's thread keeps no
+    OpenMP pool that would slow an engine serving this model (see :mod:`aura_core.compute_threads`).
+
     >>> loaded = load_model("smollm2-135m", device="cpu")        # doctest: +SKIP
     >>> loaded.tokenizer.padding_side                             # doctest: +SKIP
     'left'
     """
+    return in_fresh_thread(
+        lambda: _load_model(name_or_path, dtype, device, trust_remote_code=trust_remote_code, device_map=device_map),
+        name="aura-load-model",
+    )
+
+
+def _load_model(
+    name_or_path: str,
+    dtype: str | torch.dtype | None,
+    device: str | torch.device | None,
+    *,
+    trust_remote_code: bool,
+    device_map: str | None,
+) -> LoadedModel:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     started = time.perf_counter()

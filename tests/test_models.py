@@ -199,3 +199,18 @@ def test_an_unwritable_cache_is_a_clear_error(tmp_path, monkeypatch):
     blocker.write_text("not a folder")
     with pytest.raises(ModelLoadError, match="cannot be written"):
         models._build_once(blocker / "models" / "m", lambda folder: None)
+
+
+def test_loading_runs_in_a_thread_that_ends_before_load_model_returns(monkeypatch):
+    import aura_core.models as models
+
+    seen = []
+    real = models._load_model
+
+    def spy(*args, **kwargs):
+        seen.append(threading.current_thread())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(models, "_load_model", spy)
+    assert models.load_model("tiny-llama").model is not None
+    assert seen and seen[0] is not threading.current_thread() and not seen[0].is_alive()
