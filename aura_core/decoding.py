@@ -118,9 +118,15 @@ class DecodeBatch:
             if row.generator is None and row.settings.do_sample:
                 row.generator = row_generator(row.seed, self.device)
         # Rows with the same prompt and intervention (the samples of one side) share one prefill.
-        firsts: dict[tuple[tuple[int, ...], int], int] = {}
-        slots = [firsts.setdefault((tuple(row.prompt_ids), id(row.intervention)), len(firsts)) for row in rows]
-        distinct = [rows[slots.index(slot)] for slot in range(len(firsts))]
+        slot_of: dict[tuple[tuple[int, ...], int], int] = {}
+        distinct: list[DecodeRow] = []
+        slots: list[int] = []
+        for row in rows:
+            key = (tuple(row.prompt_ids), id(row.intervention))
+            if key not in slot_of:
+                slot_of[key] = len(distinct)
+                distinct.append(row)
+            slots.append(slot_of[key])
         pad_id = getattr(getattr(self.model, "generation_config", None), "pad_token_id", None)
         input_ids, mask = pad_left([row.prompt_ids for row in distinct], pad_id, self.device)
         positions = (mask.cumsum(dim=1) - 1).clamp(min=0)

@@ -131,15 +131,14 @@ def _sample(
         keep[:, 0] = True  # the most likely token always stays
         limited = top_k.squeeze(1)
         wider = keep[:, -1] & ((limited <= 0) | (limited > width)) & (probs.sum(dim=1) < top_p.squeeze(1))
-        if width < vocab and bool(wider.any()):
-            done = (~wider).nonzero().squeeze(1)
-        else:
-            done = torch.arange(len(rows), device=device)
+        if width == vocab:
+            wider = torch.zeros_like(wider)  # the whole vocabulary holds every nucleus
+        done = (~wider).nonzero().squeeze(1)
         if done.numel():
             weights = torch.exp(head[done].double() - head[done, :1].double()).masked_fill(~keep[done], 0.0)
             drawn = _draw(weights, [generators[rows[i]] for i in done.tolist()])
             chosen[index[done]] = ids[done].gather(1, drawn.unsqueeze(1)).squeeze(1)
-        rows = [row for row, again in zip(rows, wider.tolist(), strict=True) if again] if width < vocab else []
+        rows = [row for row, again in zip(rows, wider.tolist(), strict=True) if again]
     return chosen
 
 

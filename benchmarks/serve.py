@@ -60,15 +60,13 @@ def bench_serve(
     """Engine against one-at-a-time under a lock, for each number of simultaneous sessions."""
     from aura_core.architecture import discover_units, unit_width
     from aura_core.batching import encode
-    from aura_core.compute_threads import in_fresh_thread
     from aura_core.data import load_prompts
     from aura_core.engine import Engine
     from aura_core.generation import SAMPLING_PRESETS, row_seed, side_by_side_rows
     from aura_core.interventions import Intervention, intervened
     from aura_core.models import load_model
 
-    # As on the server, no thread but the one serving computes: the model loads in a thread of its own.
-    loaded = in_fresh_thread(lambda: load_model(model_name, device="cpu"))
+    loaded = load_model(model_name, device="cpu")  # loads in a thread of its own, as on the server
     model, tok = loaded.model, loaded.tokenizer
     model.generation_config.eos_token_id = None  # every request decodes all its tokens on both paths
     modules = dict(model.named_modules())
