@@ -22,9 +22,10 @@ from __future__ import annotations
 
 import contextvars
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import torch
 from torch import nn
@@ -67,9 +68,10 @@ class CallPlan:
     record: Mapping[str, Recorder] = field(default_factory=dict)
     record_raw: Mapping[str, Recorder] = field(default_factory=dict)
 
-    @property
-    def modules(self) -> set[str]:
-        return set(self.scale) | set(self.record) | set(self.record_raw)
+    @cached_property
+    def modules(self) -> frozenset[str]:
+        # Read by every hooked module on every forward pass: built once per plan.
+        return frozenset(self.scale) | frozenset(self.record) | frozenset(self.record_raw)
 
     def apply(self, name: str, output: object) -> object | None:
         hidden = unwrap_output(output)
@@ -123,7 +125,7 @@ def _token(model: nn.Module) -> int:
     return id(model)
 
 
-def ensure_hooks(model: nn.Module, names: set[str] | list[str]) -> None:
+def ensure_hooks(model: nn.Module, names: Collection[str]) -> None:
     """Install the permanent plan-reading hook on each named module (once per module).
 
     A hook with no plan in scope returns at once, so a hooked model runs exactly as before.

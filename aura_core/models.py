@@ -31,7 +31,7 @@ from aura_core.compute_threads import in_fresh_thread
 from aura_core.devices import resolve_auto_dtype, resolve_device, resolve_dtype
 from aura_core.errors import ModelLoadError
 from aura_core.loaded import LoadedModel
-from aura_core.packed_linear import pack_output_layer
+from aura_core.packed_linear import pack_linears
 from aura_core.precision import calibration_batch, compute_in_bf16
 
 __all__ = [
@@ -326,8 +326,10 @@ def _load_model(
             tiny_dtype = resolve_dtype(dtype)
             if tiny_dtype == torch.bfloat16:
                 compute_in_bf16(tiny.model, calibration_batch(tiny.tokenizer))
-            elif tiny_dtype is not None:
-                tiny.model.to(tiny_dtype)
+            else:
+                if tiny_dtype is not None:
+                    tiny.model.to(tiny_dtype)
+                pack_linears(tiny.model)
             return _remember(tiny, name_or_path, dtype, device)
     target_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype) or resolve_auto_dtype(target_device)
@@ -369,7 +371,7 @@ def _load_model(
     if torch_dtype == torch.bfloat16 and not device_map:  # offloaded weights cannot change dtype in place
         compute_in_bf16(model, calibration_batch(tokenizer, next(model.parameters()).device))
     elif not device_map:
-        pack_output_layer(model)
+        pack_linears(model)
     bulk = None
     if split:
         bulk = copy.deepcopy(model)

@@ -3,11 +3,14 @@
 ``F.linear`` in bfloat16 on CPU hands the weight to oneDNN, which reorders it into its own
 blocked layout on every call; for the small products of a decode step that reorder costs more
 than the product. :func:`pack_linears` keeps a reordered copy per ``nn.Linear`` and computes
-with it; its result equals ``F.linear``'s bit for bit. In float32, ``F.linear`` goes to MKL,
-whose time for the unembedding doubles from 2 to 4 rows (2.4 ms to 5.0 ms for SmolLM2's
-49152 × 576 on 2 cores) where oneDNN's packed product stays at 2.5 to 2.7 ms: a side-by-side
-comparison of 2 + 2 rows then costs little more than one side. :func:`pack_output_layer` packs
-that one product.
+with it; in bfloat16 its result equals ``F.linear``'s bit for bit.
+
+In float32, ``F.linear`` goes to MKL, which is quickest up to 3 rows and then changes kernel:
+a decode step of SmolLM2 on 2 cores takes 31 ms for 2 rows and 42 ms for 4, where the packed
+products take 38 ms for 4 rows and 55 ms instead of 59 for 16. So a float32 product of up to
+:data:`MKL_ROWS` rows still goes to ``F.linear``, and a larger one to the packed weight; a
+side-by-side comparison of 2 + 2 rows then costs little more than one side. The packed copy
+costs as much memory as the weights it packs.
 
 The copy is rebuilt whenever the weight changes (folding writes into it), and the module keeps
 its own weight, hooks and name, so units, folding and export see no difference.
@@ -26,9 +29,13 @@ import weakref
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["can_pack", "pack_linears", "pack_output_layer", "packed_forward"]
+__all__ = ["MKL_ROWS", "can_pack", "pack_linears", "packed_forward"]
+
+# Rows up to which MKL's own float32 product beats the packed one (see the module docstring).
+MKL_ROWS = 3
 
 # Each module's packed weight, with the weight's address and version it was packed from. Kept
 # outside the module, so copying a model copies no packed weight (the copy packs its own).
@@ -57,6 +64,8 @@ def packed_forward(module: nn.Linear, hidden: torch.Tensor) -> torch.Tensor:
     """``F.linear(hidden, weight, bias)`` with the input cast to the weight's dtype, from the packed weight."""
     weight = module.weight
     hidden = hidden.to(weight.dtype)
+    if weight.dtype == torch.float32 and hidden.numel() <= MKL_ROWS * hidden.shape[-1]:
+        return F.linear(hidden, weight, module.bias)
     key = (weight.data_ptr(), weight._version)
     ops: Any = torch.ops.mkldnn
     cached = _PACKED.get(module)
@@ -67,37 +76,18 @@ def packed_forward(module: nn.Linear, hidden: torch.Tensor) -> torch.Tensor:
 
 
 def pack_linears(model: nn.Module) -> int:
-    """Compute every bfloat16 ``nn.Linear`` of a CPU model from a packed weight; returns how many.
+    """Compute every bfloat16 and float32 ``nn.Linear`` of a CPU model from a packed weight; returns how many.
 
-    Does nothing (returns 0) where :func:`can_pack` is false or the model is not on the CPU.
+    Leaves a product alone where :func:`can_pack` is false for its dtype or it is not on the CPU.
     """
-    if not can_pack():
-        return 0
     count = 0
     for module in model.modules():
-        if isinstance(module, nn.Linear) and module.weight.dtype == torch.bfloat16 and module.weight.device.type == "cpu":
-            _pack(module)
+        if (
+            isinstance(module, nn.Linear)
+            and module.weight.dtype in (torch.bfloat16, torch.float32)
+            and module.weight.device.type == "cpu"
+            and can_pack(module.weight.dtype)
+        ):
+            module.forward = types.MethodType(packed_forward, module)  # type: ignore[method-assign]
             count += 1
     return count
-
-
-def pack_output_layer(model: nn.Module) -> bool:
-    """Compute a float32 CPU model's unembedding from a packed weight; whether it did.
-
-    >>> from aura_core.tiny import load_tiny
-    >>> model = load_tiny("tiny-llama").model
-    >>> pack_output_layer(model) == can_pack(torch.float32)
-    True
-    """
-    find_output: Any = getattr(model, "get_output_embeddings", None)
-    output = find_output() if callable(find_output) else None
-    if not isinstance(output, nn.Linear) or output.weight.dtype != torch.float32 or output.weight.device.type != "cpu":
-        return False
-    if not can_pack(torch.float32):
-        return False
-    _pack(output)
-    return True
-
-
-def _pack(module: nn.Linear) -> None:
-    module.forward = types.MethodType(packed_forward, module)  # type: ignore[method-assign]
