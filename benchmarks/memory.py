@@ -19,13 +19,19 @@ from benchmarks.timing import interleaved, timing_fields
 
 __all__ = ["bench_memory", "run"]
 
+# The peak comes from VmHWM, this process image's own high-water mark: ru_maxrss would keep the
+# peak of the benchmark process it was started from (Linux carries it across exec).
 _PROBE = """
-import json, resource, sys, time
+import json, sys, time
+def peak_mb():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
 from aura_core.architecture import discover_units
 from aura_core.models import load_model
 stage = sys.argv[1]
 loaded = load_model(sys.argv[2], device="cpu")
-result = {"after_load_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+result = {"after_load_mb": peak_mb()}
 if stage == "collect":
     from aura_core.data import ConceptData
     from aura_core.responses import collect_responses
@@ -41,7 +47,7 @@ if stage == "collect":
     result["modules"] = len(units)
     result["units"] = responses.n_units
     result["texts"] = len(texts)
-    result["after_collect_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result["after_collect_mb"] = peak_mb()
 print(json.dumps(result))
 """
 
