@@ -73,7 +73,13 @@ class Plan:
 
     def smoke_sized(self) -> Plan:
         return replace(
-            self, sizes=(20, 40), reference_size=40, validation_samples=2, report_samples=2, new_tokens=4, strengths=(0.5,)
+            self,
+            sizes=(20, 40) if self.pooling_stage else (40,),
+            reference_size=40,
+            validation_samples=2,
+            report_samples=2,
+            new_tokens=4,
+            strengths=(0.5,),
         )
 
     def compact(self) -> Plan:
@@ -402,6 +408,7 @@ def write_report(
     form: str,
     report: pd.DataFrame,
     precision: pd.DataFrame,
+    folder: Path = ROOT / "studies",
 ) -> Path:
     plan = study.plan
     command = f"python -m studies.fidelity --model {plan.model}" + (" --compact" if not plan.pooling_stage else "")
@@ -480,7 +487,7 @@ def write_report(
             "",
         ]
     lines += ["## Log", "", "```", *study.log, "```", ""]
-    path = ROOT / "studies" / f"FIDELITY-{plan.model}.md"
+    path = folder / f"FIDELITY-{plan.model}.md"
     path.write_text("\n".join(lines), encoding="utf-8")
     (study.out / "choice.json").write_text(json.dumps(choice.__dict__))
     return path
@@ -493,6 +500,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--compact", action="store_true", help="a second model's plan: one data size, no pooling stage (about half the time)"
     )
+    parser.add_argument("--out-dir", type=Path, default=ROOT / "studies", help="where the report goes (default: studies/)")
     args = parser.parse_args(argv)
     plan = Plan(model=args.model, smoke=args.smoke)
     study = Study(plan.compact() if args.compact else plan)
@@ -505,7 +513,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         form = "system" if plain["system"] < plain["text"] else "text"
     report = study.report(choice, form)
     precision = study.precision(choice)
-    path = write_report(study, tables, choice, forms, form, report, precision)
+    path = write_report(study, tables, choice, forms, form, report, precision, args.out_dir)
     print(path)
     return 0
 
