@@ -66,19 +66,27 @@ def packed_forward(module: nn.Linear, hidden: torch.Tensor) -> torch.Tensor:
     hidden = hidden.to(weight.dtype)
     if weight.dtype == torch.float32 and hidden.numel() <= MKL_ROWS * hidden.shape[-1]:
         return F.linear(hidden, weight, module.bias)
-    key = (weight.data_ptr(), weight._version)
+    bias = module.bias.detach() if module.bias is not None else None
     ops: Any = torch.ops.mkldnn
+    return ops._linear_pointwise(hidden, _packed_weight(module), bias, "none", [], "")  # type: ignore[no-any-return]
+
+
+def _packed_weight(module: nn.Linear) -> torch.Tensor:
+    """The module's packed weight, packed again if the weight has changed since."""
+    weight = module.weight
+    key = (weight.data_ptr(), weight._version)
     cached = _PACKED.get(module)
     if cached is None or cached[0] != key:
+        ops: Any = torch.ops.mkldnn
         cached = _PACKED[module] = (key, ops._reorder_linear_weight(weight.detach()))
-    bias = module.bias.detach() if module.bias is not None else None
-    return ops._linear_pointwise(hidden, cached[1], bias, "none", [], "")  # type: ignore[no-any-return]
+    return cached[1]
 
 
 def pack_linears(model: nn.Module) -> int:
     """Compute every bfloat16 and float32 ``nn.Linear`` of a CPU model from a packed weight; returns how many.
 
-    Leaves a product alone where :func:`can_pack` is false for its dtype or it is not on the CPU.
+    Packs now, so the first large batch does not pay for it. Leaves a product alone where
+    :func:`can_pack` is false for its dtype or it is not on the CPU.
     """
     count = 0
     for module in model.modules():
@@ -89,5 +97,6 @@ def pack_linears(model: nn.Module) -> int:
             and can_pack(module.weight.dtype)
         ):
             module.forward = types.MethodType(packed_forward, module)  # type: ignore[method-assign]
+            _packed_weight(module)
             count += 1
     return count
