@@ -71,8 +71,8 @@ def bench_generate(
     prompts = [p.text for p in load_prompts(n=n_prompts, seed=0)]
     # Greedy decoding and no stop token keep the token count equal on every path.
     settings = SamplingSettings(max_new_tokens=new_tokens, do_sample=False)
-    loaded.model.generation_config.eos_token_id = None
-    other.model.generation_config.eos_token_id = None
+    for config in (loaded.model.generation_config, other.model.generation_config):
+        config.eos_token_id = None  # type: ignore[union-attr]
     runner = Inline(max_rows=n_prompts)
 
     def run_once(model: torch.nn.Module, intervention: Intervention | None) -> list[list[int]]:

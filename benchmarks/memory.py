@@ -54,7 +54,8 @@ print(json.dumps(result))
 
 def _probe(*args: str) -> dict[str, float]:
     output = subprocess.run([sys.executable, "-c", _PROBE, *args], capture_output=True, text=True, cwd=ROOT, check=True)
-    return json.loads(output.stdout.strip().splitlines()[-1])
+    measured: dict[str, float] = json.loads(output.stdout.strip().splitlines()[-1])
+    return measured
 
 
 def bench_memory(

@@ -15,6 +15,8 @@ True
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from functools import partial
 
 from benchmarks.settings import DEFAULT_MODEL, Settings
 from benchmarks.timing import interleaved, significant, timing_fields
@@ -95,8 +97,8 @@ def bench_neurons(
     def fire() -> object:
         return experts_firing(model, tok, aura, text, baselines=baselines, max_tokens=256)
 
-    paths = {name: (lambda m=module, u=unit: detail(m, u)) for name, (module, unit) in units.items()}
-    paths["unit_detail_without_profile"] = lambda: detail(*units["unit_detail_last_layer"], with_profile=False)
+    paths: dict[str, Callable[[], object]] = {name: partial(detail, module, unit) for name, (module, unit) in units.items()}
+    paths["unit_detail_without_profile"] = partial(detail, *units["unit_detail_last_layer"], with_profile=False)
     paths["firing_64"] = fire
     times = interleaved(paths, repeats=repeats, min_seconds=min_seconds, warmup=1)
     worst = max(times["unit_detail"].median, times["unit_detail_last_layer"].median)

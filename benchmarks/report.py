@@ -27,10 +27,16 @@ def _pool(pool: Mapping[str, object]) -> str:
 
 
 def _conditions_line(conditions: Mapping[str, object]) -> str:
-    pools = ", ".join(_pool(pool) for pool in conditions.get("thread_pools") or [])
-    start, end = conditions.get("load_avg_start") or [None], conditions.get("load_avg_end") or [None]
+    found = conditions.get("thread_pools")
+    pools = ", ".join(_pool(pool) for pool in found if isinstance(pool, Mapping)) if isinstance(found, list) else ""
+
+    def first(key: str) -> object:
+        loads = conditions.get(key)
+        return loads[0] if isinstance(loads, list) and loads else None
+
     return (
-        f"Conditions: 1-minute load average {start[0]} at the start, {end[0]} at the end, on {conditions.get('cores')} cores; "
+        f"Conditions: 1-minute load average {first('load_avg_start')} at the start, {first('load_avg_end')} at the end, "
+        f"on {conditions.get('cores')} cores; "
         f"torch {conditions.get('torch_threads')} threads; thread pools: {pools or 'none found'}."
     )
 
@@ -73,7 +79,8 @@ def markdown_report(results: list[dict[str, object]], machine: Mapping[str, obje
         lines += ["| field | value |", "| --- | --- |"]
         lines += [f"| {key} | {value} |" for key, value in result.items() if key not in ("name", "conditions")]
         lines.append("")
-        if isinstance(result.get("conditions"), Mapping):
-            lines += [_conditions_line(result["conditions"]), ""]
+        conditions = result.get("conditions")
+        if isinstance(conditions, Mapping):
+            lines += [_conditions_line(conditions), ""]
     lines += ["## Raw JSON", "", "```json", *[json.dumps(r) for r in results], "```", ""]
     return "\n".join(lines)

@@ -16,6 +16,7 @@ import statistics
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -68,7 +69,8 @@ def bench_serve(
 
     loaded = load_model(model_name, device="cpu")  # loads in a thread of its own, as on the server
     model, tok = loaded.model, loaded.tokenizer
-    model.generation_config.eos_token_id = None  # every request decodes all its tokens on both paths
+    hf_model: Any = model  # transformers' generate, untyped
+    hf_model.generation_config.eos_token_id = None  # every request decodes all its tokens on both paths
     modules = dict(model.named_modules())
     gen = torch.Generator().manual_seed(0)
     # A realistic AurA: about half the units dampened, as fitted AUROCs give.
@@ -98,7 +100,7 @@ def bench_serve(
             for intervention in (None, aura):
                 with intervened(model, intervention), torch.inference_mode():
                     torch.manual_seed(row_seed(0, prompt, 0) % 2**63)
-                    model.generate(
+                    hf_model.generate(
                         input_ids=input_ids,
                         attention_mask=torch.ones_like(input_ids),
                         do_sample=True,
