@@ -6,8 +6,9 @@ than the product. :func:`pack_linears` keeps a reordered copy per ``nn.Linear`` 
 with it; in bfloat16 its result equals ``F.linear``'s bit for bit.
 
 In float32, ``F.linear`` goes to MKL, which is quickest up to 3 rows and then changes kernel:
-a decode step of SmolLM2 on 2 cores takes 31 ms for 2 rows and 42 ms for 4, where the packed
-products take 38 ms for 4 rows and 55 ms instead of 59 for 16. So a float32 product of up to
+a decode step of SmolLM2 on 2 cores takes 31.4 ms for 2 rows and 46.6 ms for 4, where the
+packed products take 41.5 ms for 4 rows, and 58.7 ms instead of 61.8 for 16 (the README's
+figures). So a float32 product of up to
 :data:`MKL_ROWS` rows still goes to ``F.linear``, and a larger one to the packed weight; a
 side-by-side comparison of 2 + 2 rows then costs little more than one side. The packed copy
 costs as much memory as the weights it packs.
@@ -90,12 +91,7 @@ def pack_linears(model: nn.Module) -> int:
     """
     count = 0
     for module in model.modules():
-        if (
-            isinstance(module, nn.Linear)
-            and module.weight.dtype in (torch.bfloat16, torch.float32)
-            and module.weight.device.type == "cpu"
-            and can_pack(module.weight.dtype)
-        ):
+        if isinstance(module, nn.Linear) and module.weight.device.type == "cpu" and can_pack(module.weight.dtype):
             module.forward = types.MethodType(packed_forward, module)  # type: ignore[method-assign]
             _packed_weight(module)
             count += 1
