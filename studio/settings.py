@@ -3,7 +3,8 @@
 Streamlit forgets a widget's value when its page is not drawn, so every setting a person
 chooses lives in one store here; a widget is bound to it (``bind``) and writes its value
 back (``keep``). At the end of every run the address bar is made to match the store, so a
-copied link opens the same view, and a reload restores it. URL values are untrusted: each
+copied link opens the same view, and a reload restores it. A page that ends early calls
+:func:`stop`, not ``st.stop``: after ``st.stop`` nothing more reaches the browser. URL values are untrusted: each
 one is parsed and checked, and a bad one is dropped with a note.
 
 >>> parse_unit("model.layers.5.mlp.gate_proj:1343")
@@ -15,14 +16,14 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 import streamlit as st
 
 from aura_core import METHODS, SAMPLING_PRESETS
 from aura_core.experts import is_experts_key
 
-__all__ = ["SETTINGS", "Setting", "bind", "from_link", "get", "keep", "load_from_url", "parse_unit", "put", "sync_url"]
+__all__ = ["SETTINGS", "Setting", "bind", "from_link", "get", "keep", "load_from_url", "parse_unit", "put", "stop", "sync_url"]
 
 _STORE = "_settings"
 
@@ -158,14 +159,26 @@ def from_link(name: str) -> bool:
 
 
 def sync_url() -> None:
-    """Make the address bar show every setting that differs from its default, and nothing else."""
+    """Make the address bar show every setting that differs from its default, and nothing else.
+
+    Sent on every run, even when ``st.query_params`` already holds these values: after a move
+    to another page the server still holds the previous page's parameters while the browser
+    shows none, and a reload would then lose the person's settings and experts. The browser
+    changes its address only when the text differs, so this adds no history entries.
+    """
     wanted = {}
     for setting in SETTINGS.values():
         value = get(setting.name)
         if value is not None and value != setting.default:
             wanted[setting.url] = str(value)
-    for key in [k for k in st.query_params if k not in wanted]:
-        del st.query_params[key]
-    for key, text in wanted.items():
-        if st.query_params.get(key) != text:
-            st.query_params[key] = text
+    st.query_params.from_dict(wanted)
+
+
+def stop() -> NoReturn:
+    """End this run here, as ``st.stop()`` does, with the address bar brought up to date first.
+
+    After ``st.stop()`` Streamlit sends nothing more to the browser, so the frame's own update
+    at the end of the run would be lost, and a reload would lose the page's settings.
+    """
+    sync_url()
+    st.stop()

@@ -84,7 +84,7 @@ def require_model() -> LoadedModel:
     except AuraError as err:
         st.error(f"Could not load **{choice.name}**: {err}")
         st.info("Pick another model on the **Model** page.")
-        st.stop()
+        settings.stop()
 
 
 def concept_data() -> tuple[ConceptData, str]:
@@ -123,5 +123,5 @@ def require_experts(why: str) -> SessionExperts:
     if experts is None:
         st.info(f"Find the experts of this model first: {why}")
         st.page_link("views/find_experts.py", label="Go to Find experts", icon=":material/search:")
-        st.stop()
+        settings.stop()
     return experts

@@ -13,6 +13,7 @@ from aura_core.methods import METHODS, method_label, method_names
 from aura_core.models import cache_root
 from aura_core.plots import condition_figure, tradeoff_figure
 from aura_core.reports import describe_operating_point, paper_table, report_html, report_json, wide_intervals
+from studio import settings
 from studio.resources import get_engine, get_scorer, get_server_config
 from studio.state import model_choice, require_experts, require_model
 from studio.view import ProgressWithETA
@@ -89,7 +90,7 @@ try:
     )
 except AuraError as err:
     st.error(f"These settings cannot run: {err}")
-    st.stop()
+    settings.stop()
 
 if int(n_prompts) < FEW_PROMPTS:
     st.warning(
@@ -130,7 +131,7 @@ if run:
 result = st.session_state.get("eval_result")
 if result is None:
     st.info("Choose the settings and press **Run evaluation**. The default finishes in a few minutes on a laptop CPU.")
-    st.stop()
+    settings.stop()
 
 st.subheader("Results")
 st.caption(

@@ -119,12 +119,12 @@ st.dataframe(
 )
 
 if st.session_state.get("neuron_link_error"):
-    st.stop()  # nothing opens until a unit is chosen here
+    settings.stop()  # nothing opens until a unit is chosen here
 link_error.empty()
 if settings.get("unit") is None:
     if shown.empty:
         st.warning("No unit matches these filters.")
-        st.stop()
+        settings.stop()
     open_unit(str(shown.module[0]), int(shown.unit[0]))
 module, index = parse_unit(settings.get("unit"))
 st.session_state["neuron_url_synced"] = settings.get("unit")
@@ -132,7 +132,7 @@ try:
     check_unit(widths, module, index)
 except AuraError as err:
     st.error(f"These experts do not score unit `{settings.get('unit')}`: {err}")
-    st.stop()
+    settings.stop()
 
 
 @st.cache_resource(show_spinner=False)
@@ -238,7 +238,7 @@ with density_section:
         )
     except AuraError as err:
         st.error(str(err))
-        st.stop()
+        settings.stop()
 
 unit = detail.unit
 jump.markdown(f"Showing **[layer {unit.layer} · {unit.kind} · unit {unit.unit}](#unit)** below the table.")

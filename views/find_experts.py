@@ -130,7 +130,7 @@ if experts is None:
     st.info(
         "Set the options and press **Find experts**. Results are kept on disk: reopening them, or a link to them, is instant."
     )
-    st.stop()
+    settings.stop()
 shown = experts.spec
 if (shown.data, shown.n_per_class, shown.seed, shown.max_tokens, shown.pooling, shown.units) != (
     recipe.data,

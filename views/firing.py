@@ -9,6 +9,7 @@ from aura_core import AuraError
 from aura_core.architecture import layer_of, module_kind
 from aura_core.firing import WEIGHTING, Firing, experts_firing
 from aura_core.token_text import visible_whitespace
+from studio import settings
 from studio.resources import get_engine
 from studio.state import model_choice, require_experts, require_model
 from studio.view import expert_baselines, inline_html, token_strip
@@ -45,7 +46,7 @@ stored = st.session_state.get("firing")
 if submitted or stored is None or stored[0] != experts.key:
     firing = read(text)
     if firing is None:
-        st.stop()
+        settings.stop()
     st.session_state["firing"] = stored = (experts.key, firing)
 firing = stored[1]
 

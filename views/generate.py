@@ -154,7 +154,7 @@ try:
     )
 except AuraError as err:
     st.error(f"Settings cannot be used: {err}")
-    st.stop()
+    settings.stop()
 scorer = get_scorer(SCORER)
 result_key = [loaded.name, experts.key, prompt, pre_prompt, intervention.settings(), asdict(sampling), int(seed), SCORER]
 
@@ -172,7 +172,7 @@ if st.button("Generate", type="primary", disabled=not prompt.strip()) or (autoru
         request = get_engine(model_choice()).submit([row for rows in sides.values() for row in rows])
     except AuraError as err:
         st.error(str(err))
-        st.stop()
+        settings.stop()
     live = st.empty()  # the streaming view; the stored result replaces it in this same run
     with live.container():
         note = st.empty()
@@ -198,7 +198,7 @@ if st.button("Generate", type="primary", disabled=not prompt.strip()) or (autoru
                 offset += len(rows)
     except AuraError as err:
         st.error(str(err))
-        st.stop()
+        settings.stop()
     finally:
         if not request.finished.is_set():
             request.cancel()  # the page went away (cancel, refresh): free this request's rows
@@ -223,7 +223,7 @@ if result is None or result["key"] != generation_key(result_key):
         result = st.session_state["last_generation"] = stored
 if result is None:
     st.info(f"Press **Generate**: {int(samples)} completions per side, with the same random streams on both sides.")
-    st.stop()
+    settings.stop()
 
 frame = result["samples"]
 sides = list(dict.fromkeys(frame.side))

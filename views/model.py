@@ -10,6 +10,7 @@ from aura_core.architecture import layer_of, module_kind, unit_width
 from aura_core.devices import resolve_auto_dtype
 from aura_core.models import preset_status
 from aura_core.precision import describe_precision, precision_of
+from studio import settings
 from studio.resources import ModelChoice, get_model, get_server_config
 from studio.state import model_choice, set_model_choice
 
@@ -77,7 +78,7 @@ try:
         loaded = get_model(current)
 except AuraError as err:
     st.error(f"Could not load **{current.name}**: {err}")
-    st.stop()
+    settings.stop()
 
 config_of_model = loaded.model.config
 layers = getattr(config_of_model, "num_hidden_layers", None) or getattr(config_of_model, "n_layer", None)

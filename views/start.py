@@ -53,10 +53,10 @@ if demo:
             except AuraError as err:
                 status.update(label="Could not find experts", state="error")
                 st.error(str(err))
-                st.stop()
+                settings.stop()
         if found is None:
             st.error("The experts could not be stored on this server; see Find experts.")
-            st.stop()
+            settings.stop()
         set_session_experts(found)
     for name, value in (("prompt", prompt), ("pre", "none"), ("method", "aura"), ("strength", 1.0), ("samples", samples)):
         settings.put(name, value)
