@@ -4,8 +4,8 @@ Streamlit forgets a widget's value when its page is not drawn, so every setting 
 chooses lives in one store here; a widget is bound to it (``bind``) and writes its value
 back (``keep``). At the end of every run the address bar is made to match the store, so a
 copied link opens the same view, and a reload restores it. A page that ends early calls
-:func:`stop`, not ``st.stop``: after ``st.stop`` nothing more reaches the browser. URL values are untrusted: each
-one is parsed and checked, and a bad one is dropped with a note.
+:func:`stop`, not ``st.stop``: after ``st.stop`` nothing more reaches the browser. URL values
+are untrusted: each one is parsed and checked, and a bad one is dropped with a note.
 
 >>> parse_unit("model.layers.5.mlp.gate_proj:1343")
 ('model.layers.5.mlp.gate_proj', 1343)

@@ -102,6 +102,20 @@ def test_url_parameters_open_the_same_view(monkeypatch, tmp_path_factory):
     assert at.selectbox(key="w:pre").value == "adversarial:rude"
 
 
+def test_pages_end_early_through_settings_stop_so_the_address_bar_keeps_up():
+    """After ``st.stop()`` Streamlit sends nothing more, so a page that stopped with it would lose its link."""
+    root = Path(APP).parent
+    pages = [root / "app.py", *sorted((root / "views").glob("*.py")), *sorted((root / "studio").glob("*.py"))]
+    stopping = [
+        f"{page.relative_to(root)}:{number}"
+        for page in pages
+        if page.name != "settings.py"  # settings.stop itself
+        for number, line in enumerate(page.read_text(encoding="utf-8").splitlines(), 1)
+        if "st.stop()" in line
+    ]
+    assert not stopping, f"use settings.stop() instead of st.stop() at {', '.join(stopping)}"
+
+
 def test_learn_page_uses_live_numbers(app):
     at = app.switch_page("views/learn.py").run()
     assert not at.exception
