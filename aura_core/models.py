@@ -33,6 +33,7 @@ from aura_core.errors import ModelLoadError
 from aura_core.loaded import LoadedModel
 from aura_core.packed_linear import pack_linears
 from aura_core.precision import calibration_batch, compute_in_bf16
+from aura_core.row_attention import use_row_attention
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -363,6 +364,7 @@ def _load_model(
     if not device_map:
         model.to(target_device)  # type: ignore[arg-type]  # transformers types its own to() wrongly
     model.eval()
+    use_row_attention(model)
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token

@@ -5,13 +5,12 @@ blocked layout on every call; for the small products of a decode step that reord
 than the product. :func:`pack_linears` keeps a reordered copy per ``nn.Linear`` and computes
 with it; in bfloat16 its result equals ``F.linear``'s bit for bit.
 
-In float32, ``F.linear`` goes to MKL, which is quickest up to 3 rows and then changes kernel:
-a decode step of SmolLM2 on 2 cores takes 31.4 ms for 2 rows and 46.6 ms for 4, where the
-packed products take 41.5 ms for 4 rows, and 58.7 ms instead of 61.8 for 16 (the README's
-figures). So a float32 product of up to
-:data:`MKL_ROWS` rows still goes to ``F.linear``, and a larger one to the packed weight; a
-side-by-side comparison of 2 + 2 rows then costs little more than one side. The packed copy
-costs as much memory as the weights it packs.
+In float32, ``F.linear`` goes to MKL, which changes kernel with the row count (one kernel up
+to 3 rows, another beyond), so a row's numbers would depend on how many rows share its batch.
+oneDNN's packed product gives every row the same numbers for any count from 2 on; a single
+row takes another path there, so it is computed as two copies of itself. Every product, of
+any row count, therefore goes to the packed weight: a completion is the same alone and in a
+batch. The packed copy costs as much memory as the weights it packs.
 
 The copy is rebuilt whenever the weight changes (folding writes into it), and the module keeps
 its own weight, hooks and name, so units, folding and export see no difference.
@@ -28,16 +27,12 @@ from __future__ import annotations
 import types
 import weakref
 from functools import cached_property
-from typing import Any
+from typing import Any, cast
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["MKL_ROWS", "can_pack", "pack_linears", "packed_forward"]
-
-# Rows up to which MKL's own float32 product beats the packed one (see the module docstring).
-MKL_ROWS = 3
+__all__ = ["can_pack", "is_product", "pack_linears", "packed_forward"]
 
 # Each module's packed weight, with the weight's address and version it was packed from. Kept
 # outside the module, so copying a model copies no packed weight (the copy packs its own).
@@ -62,26 +57,45 @@ def can_pack(dtype: torch.dtype = torch.bfloat16) -> bool:
         return False
 
 
-def packed_forward(module: nn.Linear, hidden: torch.Tensor) -> torch.Tensor:
-    """``F.linear(hidden, weight, bias)`` with the input cast to the weight's dtype, from the packed weight."""
+def packed_forward(module: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
+    """``module(hidden)`` with the input cast to the weight's dtype, from the packed weight.
+
+    ``module`` is an ``nn.Linear`` or a GPT-2-style ``Conv1D`` (its weight stored transposed).
+    """
     # Runs for every product of every step: each line here costs a decode step about 0.1 ms.
-    weight = module.weight
+    weight = cast(torch.Tensor, module.weight)
     if hidden.dtype != weight.dtype:
         hidden = hidden.to(weight.dtype)
-    if weight.dtype == torch.float32 and hidden.numel() <= MKL_ROWS * hidden.shape[-1]:
-        return F.linear(hidden, weight, module.bias)
-    bias = module.bias
-    return _OPS.linear(hidden, _packed_weight(module), None if bias is None else bias.detach(), "none", [], "")  # type: ignore[no-any-return]
+    bias = cast(torch.Tensor | None, module.bias)
+    if bias is not None:
+        bias = bias.detach()
+    if hidden.numel() == hidden.shape[-1]:  # one row: oneDNN would take its one-row path
+        twice = hidden.reshape(1, -1).expand(2, -1)
+        return _OPS.linear(twice, _packed_weight(module), bias, "none", [], "")[:1].reshape(*hidden.shape[:-1], -1)  # type: ignore[no-any-return]
+    return _OPS.linear(hidden, _packed_weight(module), bias, "none", [], "")  # type: ignore[no-any-return]
 
 
-def _packed_weight(module: nn.Linear) -> torch.Tensor:
+def _packed_weight(module: nn.Module) -> torch.Tensor:
     """The module's packed weight, packed again if the weight has changed since."""
-    weight = module.weight
+    weight = cast(torch.Tensor, module.weight)
     key = (weight.data_ptr(), weight._version)
     cached = _PACKED.get(module)
     if cached is None or cached[0] != key:
-        cached = _PACKED[module] = (key, _OPS.reorder(weight.detach()))
+        product = weight.detach() if isinstance(module, nn.Linear) else weight.detach().t().contiguous()
+        cached = _PACKED[module] = (key, _OPS.reorder(product))
     return cached[1]
+
+
+def is_product(module: nn.Module) -> bool:
+    """Whether ``module`` is a matrix product this file can pack: an ``nn.Linear`` or a ``Conv1D``.
+
+    >>> is_product(torch.nn.Linear(2, 3)), is_product(torch.nn.LayerNorm(2))
+    (True, False)
+    """
+    if isinstance(module, nn.Linear):
+        return True
+    # transformers' Conv1D (GPT-2): y = x @ weight + bias, weight of shape (in, out).
+    return type(module).__name__ == "Conv1D" and isinstance(getattr(module, "weight", None), torch.Tensor)
 
 
 class _Ops:
@@ -100,15 +114,16 @@ _OPS = _Ops()
 
 
 def pack_linears(model: nn.Module) -> int:
-    """Compute every bfloat16 and float32 ``nn.Linear`` of a CPU model from a packed weight; returns how many.
+    """Compute every bfloat16 and float32 matrix product of a CPU model from a packed weight; returns how many.
 
     Packs now, so the first large batch does not pay for it. Leaves a product alone where
     :func:`can_pack` is false for its dtype or it is not on the CPU.
     """
     count = 0
     for module in model.modules():
-        if isinstance(module, nn.Linear) and module.weight.device.type == "cpu" and can_pack(module.weight.dtype):
-            module.forward = types.MethodType(packed_forward, module)  # type: ignore[method-assign]
+        weight = getattr(module, "weight", None)
+        if is_product(module) and weight is not None and weight.device.type == "cpu" and can_pack(weight.dtype):
+            module.forward = types.MethodType(packed_forward, module)
             _packed_weight(module)
             count += 1
     return count

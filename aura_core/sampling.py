@@ -58,7 +58,7 @@ SAMPLING_PRESETS: dict[str, SamplingSettings] = {
     # A default evaluation that finishes within minutes on 2 cores: 4 completions of 20 tokens.
     "quick": SamplingSettings(max_new_tokens=20, num_return_sequences=4),
     "demo": SamplingSettings(max_new_tokens=30, temperature=0.9, top_p=0.95, repetition_penalty=1.1),
-    # The most likely token every time: the same text alone or in any batch, in any precision.
+    # The most likely token every time: no randomness, so the text follows from the prompt alone.
     "greedy": SamplingSettings(max_new_tokens=20, do_sample=False),
 }
 

@@ -16,6 +16,7 @@ import torch
 from transformers import PreTrainedTokenizerFast
 
 from aura_core.loaded import LoadedModel
+from aura_core.row_attention import use_row_attention
 
 __all__ = ["PLANTED_MODULE", "TINY_MODELS", "byte_tokenizer", "load_tiny", "plant_marker_unit"]
 
@@ -75,6 +76,7 @@ def load_tiny(name: str = "tiny-gpt2", seed: int = 0) -> LoadedModel:
         torch.manual_seed(seed)
         model = AutoModelForCausalLM.from_config(config)
     model.eval()
+    use_row_attention(model)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     return LoadedModel(model=model, tokenizer=tokenizer, name=name, source="config", device=torch.device("cpu"))
 

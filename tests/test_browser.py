@@ -127,7 +127,7 @@ def _open_generate(browser, server: str, prompt: str):
     context = browser.new_context(viewport={"width": 1400, "height": 1600})
     tab = context.new_page()
     tab.set_default_timeout(300_000)
-    # Greedy decoding: the one setting whose text is exactly the same alone or in any batch, in any precision.
+    # Greedy decoding: a demo setting whose text is the same alone and beside other sessions.
     tab.goto(f"{server}/find_experts?prompt={quote(prompt)}&samples=2&sampling=greedy&seed={RUN_SEED}")
     tab.get_by_role("spinbutton", name="Texts per class").fill("40")
     tab.get_by_role("spinbutton", name="Token budget per text").fill("32")

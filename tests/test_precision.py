@@ -10,7 +10,7 @@ from aura_core.auroc import auroc
 from aura_core.data import balanced_sample, load_concept_data
 from aura_core.interventions import fit_intervention, unit_table
 from aura_core.models import load_model
-from aura_core.packed_linear import MKL_ROWS, can_pack, pack_linears, packed_forward
+from aura_core.packed_linear import can_pack, is_product, pack_linears, packed_forward
 from aura_core.precision import Precision, calibration_batch, compute_in_bf16, precision_of
 from aura_core.responses import _Pooler, collect_responses
 from aura_core.scoring import float32_logits, text_nll
@@ -200,17 +200,25 @@ def test_packed_products_equal_plain_bf16_products_bit_for_bit_and_follow_weight
 
 
 @pytest.mark.skipif(not can_pack(torch.float32), reason="this CPU or torch build has no oneDNN products")
-def test_float32_products_keep_mkl_for_few_rows_and_pack_beyond():
-    tiny = load_tiny("tiny-llama")
-    linears = [m for m in tiny.model.modules() if isinstance(m, torch.nn.Linear)]
-    assert pack_linears(tiny.model) == len(linears)
-    module = linears[0]
-    gen = torch.Generator().manual_seed(0)
-    few = torch.randn(1, MKL_ROWS, module.in_features, generator=gen)
-    assert torch.equal(module(few), torch.nn.functional.linear(few, module.weight, module.bias))
-    many = torch.randn(2, 5, module.in_features, generator=gen)
-    torch.testing.assert_close(module(many), torch.nn.functional.linear(many, module.weight, module.bias))
+@pytest.mark.parametrize("name", ["tiny-llama", "tiny-gpt2"])
+def test_float32_products_give_a_row_the_same_numbers_at_every_row_count(name: str):
+    tiny = load_tiny(name)
+    products = [m for m in tiny.model.modules() if is_product(m)]
+    assert pack_linears(tiny.model) == len(products)
+    module = products[0]
+    width = module.in_features if isinstance(module, torch.nn.Linear) else module.weight.shape[0]  # Conv1D: (in, out)
+    rows = torch.randn(40, width, generator=torch.Generator().manual_seed(0))
+    alone = module(rows[:1])
+    for count in (2, 3, 4, 17, 40):
+        assert torch.equal(module(rows[:count])[:1], alone)  # MKL would change kernel at 4 rows
+    torch.testing.assert_close(module(rows[None]), _plain_product(module, rows[None]))
     with torch.no_grad():
         module.weight.mul_(-2.0)  # what folding does: the packed copy must follow
-    torch.testing.assert_close(module(many), torch.nn.functional.linear(many, module.weight, module.bias))
-    assert any(getattr(m.forward, "__func__", None) is packed_forward for m in load_model("tiny-llama").model.modules())
+    torch.testing.assert_close(module(rows[None]), _plain_product(module, rows[None]))
+    assert any(getattr(m.forward, "__func__", None) is packed_forward for m in load_model(name).model.modules())
+
+
+def _plain_product(module: torch.nn.Module, hidden: torch.Tensor) -> torch.Tensor:
+    if isinstance(module, torch.nn.Linear):
+        return torch.nn.functional.linear(hidden, module.weight, module.bias)
+    return hidden @ module.weight + module.bias
