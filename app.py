@@ -6,8 +6,8 @@ pages would then run without this frame (no navigation, no shared sidebar, no se
 
 import streamlit as st
 
-from aura_core.models import loaded_model
-from aura_core.precision import describe_precision
+from aura_core.model.loading import loaded_model
+from aura_core.model.precision import describe_precision
 from studio import settings
 from studio.resources import engine_load
 from studio.state import concept_data, init_session, model_choice, session_experts, show_notes

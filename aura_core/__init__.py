@@ -10,9 +10,11 @@
 >>> generate(loaded.model, loaded.tokenizer, ["You are"], intervention=aura)     # doctest: +SKIP
 """
 
-from aura_core.architecture import discover_units
-from aura_core.auroc import auroc
-from aura_core.data import (
+from aura_core.analysis.collect import CollectionCancelled, collect_responses
+from aura_core.analysis.firing import experts_firing, unit_baselines
+from aura_core.analysis.neurons import unit_detail
+from aura_core.analysis.unit_profile import activation_profile
+from aura_core.base.data import (
     ConceptData,
     Prompt,
     balanced_sample,
@@ -22,26 +24,20 @@ from aura_core.data import (
     load_prompts,
     parse_concept_bytes,
 )
-from aura_core.engine import Engine, engine_for
 from aura_core.errors import AuraError, DataError, InterventionError, ModelLoadError, UnitPatternError
-from aura_core.firing import experts_firing, unit_baselines
-from aura_core.generation import SAMPLING_PRESETS, Generation, SamplingSettings, generate
-from aura_core.interventions import (
-    Intervention,
-    export_model,
-    fit_intervention,
-    fold_into_weights,
-    intervened,
-    rows_intervened,
-    unit_table,
-)
-from aura_core.loaded import LoadedModel
-from aura_core.methods import METHODS, method_label
-from aura_core.models import DEFAULT_MODEL, PRESETS, load_model
-from aura_core.neurons import unit_detail
-from aura_core.responses import CollectionCancelled, Responses, collect_responses
-from aura_core.scoring import DEFAULT_SCORER, load_scorer, perplexity
-from aura_core.unit_profile import activation_profile
+from aura_core.evaluation.generation import SAMPLING_PRESETS, Generation, SamplingSettings, generate
+from aura_core.evaluation.scoring import DEFAULT_SCORER, load_scorer, perplexity
+from aura_core.method.auroc import auroc
+from aura_core.method.fit import fit_intervention
+from aura_core.method.intervention import Intervention, unit_table
+from aura_core.method.registry import METHODS, method_label
+from aura_core.method.responses import Responses
+from aura_core.model.architecture import discover_units
+from aura_core.model.loaded import LoadedModel
+from aura_core.model.loading import DEFAULT_MODEL, PRESETS, load_model
+from aura_core.runtime.engine import Engine, engine_for
+from aura_core.runtime.folding import export_model, fold_into_weights
+from aura_core.runtime.plans import intervened, rows_intervened
 
 __all__ = [
     "DEFAULT_MODEL",

@@ -18,6 +18,7 @@ import csv
 import io
 import json
 import os
+import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -27,9 +28,9 @@ from urllib.parse import quote
 from aura_core.errors import AuraError, DataError
 
 if TYPE_CHECKING:
-    from aura_core.data import ConceptData
-    from aura_core.loaded import LoadedModel
-    from aura_core.responses import Responses
+    from aura_core.base.data import ConceptData
+    from aura_core.method.responses import Responses
+    from aura_core.model.loaded import LoadedModel
 
 __all__ = ["build_parser", "main"]
 
@@ -119,7 +120,7 @@ def _check_outputs(outputs: dict[str, str | None], *, folder: bool = False) -> N
 
 def _note_fewer_prompts(args: argparse.Namespace) -> None:
     """Check the prompt file before the model loads, and say so when ``--n-prompts`` asks for more than it has."""
-    from aura_core.data import load_prompts
+    from aura_core.base.data import load_prompts
 
     available = len(load_prompts(args.prompts, kind=args.kind))
     if args.n_prompts is not None and args.n_prompts > available:
@@ -131,7 +132,7 @@ def _note_fewer_prompts(args: argparse.Namespace) -> None:
 
 
 def _add_model_args(parser: argparse.ArgumentParser) -> None:
-    from aura_core.models import DEFAULT_MODEL
+    from aura_core.model.loading import DEFAULT_MODEL
 
     group = parser.add_argument_group("model")
     group.add_argument(
@@ -161,7 +162,7 @@ def _add_collect_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _load(args: argparse.Namespace) -> LoadedModel:
-    from aura_core.models import load_model
+    from aura_core.model.loading import load_model
 
     return load_model(
         args.model,
@@ -173,9 +174,9 @@ def _load(args: argparse.Namespace) -> LoadedModel:
 
 
 def _collect(args: argparse.Namespace, loaded: LoadedModel | None = None) -> tuple[Responses, ConceptData]:
-    from aura_core.architecture import discover_units
-    from aura_core.data import balanced_sample, load_concept_data
-    from aura_core.responses import collect_responses
+    from aura_core.analysis.collect import collect_responses
+    from aura_core.base.data import balanced_sample, load_concept_data
+    from aura_core.model.architecture import discover_units
 
     data = balanced_sample(load_concept_data(args.data), args.n_per_class, seed=args.seed)
     loaded = loaded or _load(args)
@@ -200,9 +201,9 @@ def _collect(args: argparse.Namespace, loaded: LoadedModel | None = None) -> tup
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from aura_core.architecture import discover_units, module_kind, unit_width
-    from aura_core.models import PRESETS, preset_status
-    from aura_core.precision import precision_of
+    from aura_core.model.architecture import discover_units, module_kind, unit_width
+    from aura_core.model.loading import PRESETS, preset_status
+    from aura_core.model.precision import precision_of
 
     if args.show:
         loaded = _load(args)
@@ -263,8 +264,9 @@ def cmd_collect(args: argparse.Namespace) -> int:
 
 
 def cmd_fit(args: argparse.Namespace) -> int:
-    from aura_core.interventions import fit_intervention, unit_table
-    from aura_core.responses import Responses
+    from aura_core.method.fit import fit_intervention
+    from aura_core.method.intervention import unit_table
+    from aura_core.method.responses import Responses
 
     _check_counts(args, "n_per_class", "max_tokens", "batch_size")
     _check_counts(args, "top", minimum=0)
@@ -302,11 +304,11 @@ def cmd_fit(args: argparse.Namespace) -> int:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from aura_core.data import load_prompts, resolve_preprompt
-    from aura_core.generation import SAMPLING_PRESETS, generate
-    from aura_core.interventions import Intervention
-    from aura_core.runner import Inline
-    from aura_core.scoring import load_scorer
+    from aura_core.base.data import load_prompts, resolve_preprompt
+    from aura_core.evaluation.generation import SAMPLING_PRESETS, generate
+    from aura_core.evaluation.scoring import load_scorer
+    from aura_core.method.intervention import Intervention
+    from aura_core.runtime.inline import Inline
 
     settings = SAMPLING_PRESETS[args.preset]
     changes = {
@@ -377,8 +379,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 def cmd_prepare(args: argparse.Namespace) -> int:
     """Find (or reuse) experts and register them, so the app opens on them and links can name them."""
-    from aura_core.data import balanced_sample, load_concept_data, source_label
-    from aura_core.experts import ExpertsRecipe, compute_experts, register_prepared
+    from aura_core.analysis.experts import ExpertsRecipe, compute_experts, register_prepared
+    from aura_core.base.data import balanced_sample, load_concept_data, source_label
 
     _check_counts(args, "n_per_class", "max_tokens", "batch_size")
     recipe = ExpertsRecipe(
@@ -417,7 +419,8 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from aura_core.interventions import Intervention, export_model
+    from aura_core.method.intervention import Intervention
+    from aura_core.runtime.folding import export_model
 
     intervention = Intervention.load(args.intervention, strength=args.strength)
     loaded = _load(args)
@@ -463,11 +466,11 @@ def _numbers(option: str, text: str, kind: type[int] | type[float]) -> tuple[int
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from aura_core.data import load_neutral_texts
-    from aura_core.evaluation import EvalConfig, operating_point, run_evaluation, run_sweep
-    from aura_core.interventions import Intervention
-    from aura_core.methods import METHODS
-    from aura_core.reports import describe_operating_point, paper_table, wide_intervals, write_reports
+    from aura_core.base.data import load_neutral_texts
+    from aura_core.evaluation.protocol import EvalConfig, operating_point, run_evaluation, run_sweep
+    from aura_core.evaluation.reports import describe_operating_point, paper_table, wide_intervals, write_reports
+    from aura_core.method.intervention import Intervention
+    from aura_core.method.registry import METHODS
 
     _check_counts(args, "n_prompts", "n_neutral", "samples", "max_new_tokens", "batch_size")
     _check_outputs({"--out": args.out}, folder=True)
@@ -553,17 +556,20 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+# The benchmarks are tooling beside the library, never imported by it: `bench` runs them as a program.
+BENCHMARKS_DIR = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
-    """Forwards to ``python -m benchmarks``: benchmarks are tooling beside the library, imported only here."""
-    try:
-        from benchmarks.__main__ import main as benchmarks_main
-    except ImportError as err:
-        raise AuraError(f"the benchmarks are not importable ({err}): run this from the repository root") from err
-    return int(benchmarks_main(args.bench_args, prog="python -m aura_core bench"))
+    """Runs ``python -m benchmarks`` with the same arguments, from the repository root."""
+    if not (BENCHMARKS_DIR / "__main__.py").is_file():
+        raise AuraError(f"the benchmarks are not here ({BENCHMARKS_DIR}): run this from a checkout of the repository")
+    command = [sys.executable, "-m", "benchmarks", *args.bench_args]
+    return subprocess.run(command, cwd=BENCHMARKS_DIR.parent, check=False).returncode
 
 
 def _neurons_unit(text: str) -> tuple[str, int]:
-    from aura_core.neurons import parse_unit
+    from aura_core.analysis.neurons import parse_unit
 
     return parse_unit(text)
 
@@ -577,8 +583,9 @@ def _neurons_evidence(
     and ``--seed``, by default those it records, and checked against its hash); otherwise the
     modules are collected on ``--data`` (cached on disk like `collect`).
     """
-    from aura_core.data import balanced_sample, load_concept_data
-    from aura_core.responses import Responses, collect_responses
+    from aura_core.analysis.collect import collect_responses
+    from aura_core.base.data import balanced_sample, load_concept_data
+    from aura_core.method.responses import Responses
 
     if args.responses:
         responses = Responses.load(args.responses)
@@ -606,7 +613,7 @@ def _neurons_evidence(
 
 def _neurons_intervention(args: argparse.Namespace) -> Any:
     """The intervention file, with --max-tokens defaulting to the token budget it was fitted with."""
-    from aura_core.interventions import Intervention
+    from aura_core.method.intervention import Intervention
 
     _check_counts(args, "n_per_class", "max_tokens")
     intervention = Intervention.load(args.intervention)
@@ -618,11 +625,11 @@ def _neurons_intervention(args: argparse.Namespace) -> Any:
 
 def cmd_neurons_show(args: argparse.Namespace) -> int:
     """One unit in full: AUROC, α, gated partner, top texts of both classes, density on neutral text, vocabulary."""
-    from aura_core.data import load_neutral_texts
-    from aura_core.firing import unit_baselines
-    from aura_core.neurons import check_unit, gated_partner, unit_detail
-    from aura_core.responses import Responses
-    from aura_core.unit_profile import activation_profile
+    from aura_core.analysis.firing import unit_baselines
+    from aura_core.analysis.neurons import check_unit, gated_partner, unit_detail
+    from aura_core.analysis.unit_profile import activation_profile
+    from aura_core.base.data import load_neutral_texts
+    from aura_core.method.responses import Responses
 
     _check_counts(args, "top_texts", "vocab")
     module, unit = _neurons_unit(args.unit)
@@ -667,7 +674,7 @@ def cmd_neurons_show(args: argparse.Namespace) -> int:
 
 def _neurons_show_text(detail: Any) -> str:
     """A few readable lines for a terminal (``--json`` gives everything)."""
-    from aura_core.token_text import visible_whitespace
+    from aura_core.analysis.token_text import visible_whitespace
 
     lines = [
         f"{detail.unit.ref}  layer {detail.unit.layer} · {detail.unit.kind} · AUROC {detail.unit.auroc:.4f} · α {detail.unit.alpha:.3f}"
@@ -691,7 +698,7 @@ def _neurons_show_text(detail: Any) -> str:
 
 def cmd_neurons_fire(args: argparse.Namespace) -> int:
     """Per token of ``--text``: its score and the experts that fire most there."""
-    from aura_core.firing import experts_firing, unit_baselines
+    from aura_core.analysis.firing import experts_firing, unit_baselines
 
     _check_counts(args, "top")
     if not args.text.strip():
@@ -713,10 +720,10 @@ def cmd_neurons_fire(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from aura_core.evaluation import PREPROMPT_GROUPS, EvalConfig
-    from aura_core.generation import SAMPLING_PRESETS
-    from aura_core.methods import METHODS, method_names
-    from aura_core.scoring import DEFAULT_SCORER
+    from aura_core.evaluation.generation import SAMPLING_PRESETS
+    from aura_core.evaluation.protocol import PREPROMPT_GROUPS, EvalConfig
+    from aura_core.evaluation.scoring import DEFAULT_SCORER
+    from aura_core.method.registry import METHODS, method_names
 
     parser = argparse.ArgumentParser(
         prog="python -m aura_core", description="AurA: find and dampen the units of a language model that express a concept."

@@ -34,7 +34,7 @@ def bench_auroc(
     """
     from sklearn.metrics import roc_auc_score
 
-    from aura_core.auroc import auroc
+    from aura_core.method.auroc import auroc
 
     gen = torch.Generator().manual_seed(seed)
     scores = torch.randn(n_texts, n_units, generator=gen)

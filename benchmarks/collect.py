@@ -19,9 +19,9 @@ from benchmarks.settings import DEFAULT_MODEL, Settings
 from benchmarks.timing import interleaved, timing_fields
 
 if TYPE_CHECKING:
-    from aura_core.data import ConceptData
-    from aura_core.loaded import LoadedModel
-    from aura_core.responses import Responses
+    from aura_core.base.data import ConceptData
+    from aura_core.method.responses import Responses
+    from aura_core.model.loaded import LoadedModel
 
 __all__ = ["auroc_agreement", "bench_collect", "dtype_pair", "run"]
 
@@ -33,8 +33,8 @@ def dtype_pair(model_name: str) -> tuple[LoadedModel, LoadedModel]:
 
     The first is what the project runs; the second is what it is compared with.
     """
-    from aura_core.models import load_model
-    from aura_core.precision import precision_of
+    from aura_core.model.loading import load_model
+    from aura_core.model.precision import precision_of
 
     auto = load_model(model_name, device="cpu")
     other = "float32" if precision_of(auto.model).dtype == torch.bfloat16 else "bfloat16"
@@ -43,7 +43,7 @@ def dtype_pair(model_name: str) -> tuple[LoadedModel, LoadedModel]:
 
 def _labelled(n_texts: int, data: str) -> ConceptData:
     """``n_texts`` texts of ``data`` with their own labels, half of each, repeated if the source is small."""
-    from aura_core.data import ConceptData, balanced_sample, load_concept_data
+    from aura_core.base.data import ConceptData, balanced_sample, load_concept_data
 
     concept = load_concept_data(data)
     sample = balanced_sample(concept, min(max(n_texts // 2, 1), min(concept.counts().values())), seed=0)
@@ -59,7 +59,7 @@ def auroc_agreement(reference: Responses, other: Responses, top: int = TOP_UNITS
     ``top1000_overlap`` is the share of the ``top`` units by AUROC that both rank there;
     ``tail_modules`` names the modules with most units moved by more than 0.02.
     """
-    from aura_core.auroc import auroc
+    from aura_core.method.auroc import auroc
 
     diffs, ranked_ref, ranked_other, moved = [], [], [], {}
     for name, values in reference.per_module.items():
@@ -102,10 +102,10 @@ def bench_collect(
     here (``dtype``); ``bf16_speedup`` is float32 collection time over bfloat16's; the AUROC
     fields compare the two collections unit by unit (:func:`auroc_agreement`).
     """
-    from aura_core.architecture import discover_units, unit_width
-    from aura_core.batching import length_sorted_batches, pad_right, padding_fraction, tokenize_texts
-    from aura_core.precision import precision_of
-    from aura_core.responses import collect_responses
+    from aura_core.analysis.collect import collect_responses
+    from aura_core.base.batching import length_sorted_batches, pad_right, padding_fraction, tokenize_texts
+    from aura_core.model.architecture import discover_units, unit_width
+    from aura_core.model.precision import precision_of
 
     loaded, other = dtype_pair(model_name)
     dtype, other_dtype = precision_of(loaded.model).name, precision_of(other.model).name

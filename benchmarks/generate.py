@@ -52,12 +52,13 @@ def bench_generate(
     ``base``, ``hooks`` and ``folded`` run in the dtype ``auto`` picks here (``dtype``);
     ``base_<other dtype>`` is the plain model in the other of float32 and bfloat16.
     """
-    from aura_core.architecture import discover_units, unit_width
-    from aura_core.data import load_prompts
-    from aura_core.generation import SamplingSettings, completion_rows
-    from aura_core.interventions import Intervention, fold_into_weights
-    from aura_core.precision import precision_of
-    from aura_core.runner import Inline
+    from aura_core.base.data import load_prompts
+    from aura_core.evaluation.generation import SamplingSettings, completion_rows
+    from aura_core.method.intervention import Intervention
+    from aura_core.model.architecture import discover_units, unit_width
+    from aura_core.model.precision import precision_of
+    from aura_core.runtime.folding import fold_into_weights
+    from aura_core.runtime.inline import Inline
     from benchmarks.collect import dtype_pair
 
     loaded, other = dtype_pair(model_name)

@@ -27,14 +27,14 @@ def peak_mb():
     for line in open("/proc/self/status"):
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
-from aura_core.architecture import discover_units
-from aura_core.models import load_model
+from aura_core.model.architecture import discover_units
+from aura_core.model.loading import load_model
 stage = sys.argv[1]
 loaded = load_model(sys.argv[2], device="cpu")
 result = {"after_load_mb": peak_mb()}
 if stage == "collect":
-    from aura_core.data import ConceptData
-    from aura_core.responses import collect_responses
+    from aura_core.base.data import ConceptData
+    from aura_core.analysis.collect import collect_responses
     from benchmarks.settings import bench_texts
     texts = bench_texts(int(sys.argv[3]), sys.argv[5])
     data = ConceptData(texts, [i % 2 for i in range(len(texts))], "bench")

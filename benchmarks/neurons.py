@@ -26,7 +26,7 @@ __all__ = ["bench_neurons", "run"]
 
 def _text_of_tokens(tokenizer: object, texts: list[str], n_tokens: int) -> str:
     """A text that tokenises (as collection does) to exactly ``n_tokens`` tokens, made of ``texts``."""
-    from aura_core.batching import tokenize_texts
+    from aura_core.base.batching import tokenize_texts
 
     joined = " ".join(texts)
     ids = tokenize_texts(tokenizer, [joined], n_tokens)[0]  # type: ignore[arg-type]
@@ -47,16 +47,18 @@ def bench_neurons(
     min_seconds: float = 0.0,
 ) -> dict[str, object]:
     """Time the unit detail (two units), the same without the profile, and the firing view on 64 tokens."""
-    from aura_core.architecture import discover_units, layer_of
-    from aura_core.batching import tokenize_texts
-    from aura_core.data import balanced_sample, load_concept_data, load_neutral_texts
-    from aura_core.firing import experts_firing, unit_baselines
-    from aura_core.interventions import fit_intervention, unit_table
-    from aura_core.models import load_model
-    from aura_core.neurons import gated_partner, unit_detail
-    from aura_core.precision import precision_of
-    from aura_core.responses import Responses, collect_responses
-    from aura_core.unit_profile import activation_profile
+    from aura_core.analysis.collect import collect_responses
+    from aura_core.analysis.firing import experts_firing, unit_baselines
+    from aura_core.analysis.neurons import gated_partner, unit_detail
+    from aura_core.analysis.unit_profile import activation_profile
+    from aura_core.base.batching import tokenize_texts
+    from aura_core.base.data import balanced_sample, load_concept_data, load_neutral_texts
+    from aura_core.method.fit import fit_intervention
+    from aura_core.method.intervention import unit_table
+    from aura_core.method.responses import Responses
+    from aura_core.model.architecture import discover_units, layer_of
+    from aura_core.model.loading import load_model
+    from aura_core.model.precision import precision_of
 
     loaded = load_model(model_name, device="cpu")  # as the app serves it (dtype auto)
     model, tok = loaded.model, loaded.tokenizer

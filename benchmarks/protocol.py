@@ -1,6 +1,6 @@
 """The paper's protocol at full size: 25 completions × 20 tokens on 100 prompts, plain and AurA.
 
-One run of ``aura_core.evaluation`` as a person starts it (default batch size, no cache),
+One run of ``aura_core.evaluation.protocol`` as a person starts it (default batch size, no cache),
 timed whole: generation of 5,000 completions, scoring, and perplexity on the neutral text.
 
 >>> result = bench_protocol("tiny-gpt2", n_prompts=2, samples=2)     # doctest: +SKIP
@@ -24,10 +24,10 @@ RTP = ROOT.parent / "shared" / "data" / "rtp_prompts_100.jsonl"
 
 def bench_protocol(model_name: str = DEFAULT_MODEL, n_prompts: int = 100, samples: int = 25) -> dict[str, object]:
     """Wall time of one evaluation with the paper's protocol (plain and AurA, no pre-prompt)."""
-    from aura_core.architecture import discover_units, unit_width
-    from aura_core.evaluation import EvalConfig, run_evaluation
-    from aura_core.interventions import Intervention
-    from aura_core.models import load_model
+    from aura_core.evaluation.protocol import EvalConfig, run_evaluation
+    from aura_core.method.intervention import Intervention
+    from aura_core.model.architecture import discover_units, unit_width
+    from aura_core.model.loading import load_model
 
     loaded = load_model(model_name)
     modules = dict(loaded.model.named_modules())

@@ -59,13 +59,14 @@ def bench_serve(
     repeats: int = 3,
 ) -> dict[str, object]:
     """Engine against one-at-a-time under a lock, for each number of simultaneous sessions."""
-    from aura_core.architecture import discover_units, unit_width
-    from aura_core.batching import encode
-    from aura_core.data import load_prompts
-    from aura_core.engine import Engine
-    from aura_core.generation import SAMPLING_PRESETS, row_seed, side_by_side_rows
-    from aura_core.interventions import Intervention, intervened
-    from aura_core.models import load_model
+    from aura_core.base.batching import encode
+    from aura_core.base.data import load_prompts
+    from aura_core.evaluation.generation import SAMPLING_PRESETS, row_seed, side_by_side_rows
+    from aura_core.method.intervention import Intervention
+    from aura_core.model.architecture import discover_units, unit_width
+    from aura_core.model.loading import load_model
+    from aura_core.runtime.engine import Engine
+    from aura_core.runtime.plans import intervened
 
     loaded = load_model(model_name, device="cpu")  # loads in a thread of its own, as on the server
     model, tok = loaded.model, loaded.tokenizer
@@ -80,7 +81,7 @@ def bench_serve(
     prompts = [p.text for p in load_prompts(n=max(sessions), seed=0)]
     settings = SAMPLING_PRESETS["demo"].with_(max_new_tokens=new_tokens, num_return_sequences=samples)
     # Each engine round has an engine of its own, closed after it, so its worker thread never
-    # idles beside the reference's threads (see aura_core.compute_threads).
+    # idles beside the reference's threads (see aura_core.model.threads).
     engines: list[Engine] = []
     lock = threading.Lock()
 

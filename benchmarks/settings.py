@@ -51,7 +51,7 @@ def bench_texts(n: int, data: str = "starter", seed: int = 0) -> list[str]:
     >>> len(bench_texts(5))
     5
     """
-    from aura_core.data import balanced_sample, load_concept_data
+    from aura_core.base.data import balanced_sample, load_concept_data
 
     concept = load_concept_data(data)
     per_class = min(max(n // 2, 1), min(concept.counts().values()))

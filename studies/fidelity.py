@@ -35,18 +35,18 @@ import pandas as pd
 import torch
 from torch import nn
 
-from aura_core.architecture import module_kind
-from aura_core.batching import tokenize_texts
-from aura_core.data import ConceptData, balanced_sample, load_concept_data, source_label
-from aura_core.evaluation import Condition, EvalConfig, Evaluation, summarise
-from aura_core.experts import Experts, ExpertsRecipe, compute_experts
-from aura_core.interventions import Intervention
-from aura_core.loaded import LoadedModel
-from aura_core.methods import method_label
-from aura_core.models import cache_root, load_model
-from aura_core.reports import with_interval
-from aura_core.runner import Inline
-from aura_core.stats import bootstrap_ppl_change, perplexity_of
+from aura_core.analysis.experts import Experts, ExpertsRecipe, compute_experts
+from aura_core.base.batching import tokenize_texts
+from aura_core.base.data import ConceptData, balanced_sample, load_concept_data, source_label
+from aura_core.evaluation.protocol import Condition, EvalConfig, Evaluation, summarise
+from aura_core.evaluation.reports import with_interval
+from aura_core.method.intervention import Intervention
+from aura_core.method.registry import method_label
+from aura_core.method.stats import bootstrap_ppl_change, perplexity_of
+from aura_core.model.architecture import module_kind
+from aura_core.model.loaded import LoadedModel
+from aura_core.model.loading import cache_root, load_model
+from aura_core.runtime.inline import Inline
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared" / "data"

@@ -9,8 +9,8 @@ from __future__ import annotations
 import streamlit as st
 
 from aura_core import METHODS, AuraError
-from aura_core.firing import WEIGHTING, generation_activity
-from aura_core.generation import compose_prompt
+from aura_core.analysis.firing import WEIGHTING, generation_activity
+from aura_core.evaluation.generation import compose_prompt
 from studio import settings
 from studio.resources import get_engine
 from studio.state import model_choice, require_experts, require_model

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import weakref
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,12 +17,12 @@ import pandas as pd
 import streamlit as st
 
 from aura_core import AuraError, ConceptData, Intervention, LoadedModel, Responses, load_model, load_scorer
-from aura_core.engine import Engine, engine_for
-from aura_core.experts import Experts, ExpertsRecipe, compute_experts, experts_key, load_experts
-from aura_core.files import atomic_write
-from aura_core.flights import Flight, Flights
-from aura_core.models import cache_root
-from aura_core.scoring import ToxicityScorer
+from aura_core.analysis.experts import Experts, ExpertsRecipe, compute_experts, experts_key, load_experts
+from aura_core.base.files import atomic_write
+from aura_core.evaluation.scoring import ToxicityScorer
+from aura_core.model.loading import cache_root
+from aura_core.runtime.engine import Engine, engine_for
+from aura_core.runtime.flights import Flight, Flights
 from studio.server import ServerConfig, server_config
 
 
@@ -45,7 +46,8 @@ def get_model(choice: ModelChoice) -> LoadedModel:
     return load_model(choice.name, dtype=choice.dtype, device=choice.device, trust_remote_code=remote_code)
 
 
-_STARTED_ENGINES: dict[ModelChoice, Engine] = {}
+# Weak: an engine lives as long as its model, which the cache above may evict.
+_STARTED_ENGINES: weakref.WeakValueDictionary[ModelChoice, Engine] = weakref.WeakValueDictionary()
 
 
 def get_engine(choice: ModelChoice) -> Engine:

@@ -21,7 +21,7 @@ from typing import Any, NoReturn
 import streamlit as st
 
 from aura_core import METHODS, SAMPLING_PRESETS
-from aura_core.experts import is_experts_key
+from aura_core.analysis.experts import is_experts_key
 
 __all__ = ["SETTINGS", "Setting", "bind", "from_link", "get", "keep", "load_from_url", "parse_unit", "put", "stop", "sync_url"]
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 import streamlit as st
 
 from aura_core import AuraError, ConceptData, LoadedModel, load_concept_data
-from aura_core.data import source_label
-from aura_core.experts import prepared_experts
+from aura_core.analysis.experts import prepared_experts
+from aura_core.base.data import source_label
 from studio import settings
 from studio.resources import ModelChoice, SessionExperts, experts_by_key, get_model, get_server_config
 

@@ -10,10 +10,10 @@ from typing import Any, TypeVar
 
 import streamlit as st
 
-from aura_core.firing import Baselines, unit_baselines
-from aura_core.flights import Flight
-from aura_core.methods import method_label
-from aura_core.neurons import TokenActivations
+from aura_core.analysis.firing import Baselines, unit_baselines
+from aura_core.analysis.neurons import TokenActivations
+from aura_core.method.registry import method_label
+from aura_core.runtime.flights import Flight
 
 T = TypeVar("T")
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from aura_core.data import ConceptData
-from aura_core.tiny import load_tiny
+from aura_core.base.data import ConceptData
+from aura_core.model.tiny import load_tiny
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -50,7 +50,7 @@ def shared_data() -> Path:
 @pytest.fixture(scope="session")
 def real():
     """The real default model (SmolLM2-135M-Instruct), loaded once for the whole run."""
-    from aura_core.models import DEFAULT_MODEL, load_model
+    from aura_core.model.loading import DEFAULT_MODEL, load_model
 
     return load_model(DEFAULT_MODEL, device="cpu", dtype="float32")
 
@@ -59,7 +59,7 @@ def real():
 def served(real):
     """The default model as the app's server loads it (``dtype="auto"``): float32 generation, and a bfloat16
     copy for collection where the CPU computes bfloat16 natively (else ``real`` itself)."""
-    from aura_core.models import DEFAULT_MODEL, load_model
+    from aura_core.model.loading import DEFAULT_MODEL, load_model
 
     loaded = load_model(DEFAULT_MODEL)
     return real if loaded.bulk is None else loaded
@@ -68,8 +68,8 @@ def served(real):
 @pytest.fixture(scope="session")
 def real_bf16():
     """The real default model in bfloat16, where the CPU computes it natively (else the test is skipped)."""
-    from aura_core.devices import cpu_has_native_bf16
-    from aura_core.models import DEFAULT_MODEL, load_model
+    from aura_core.model.devices import cpu_has_native_bf16
+    from aura_core.model.loading import DEFAULT_MODEL, load_model
 
     if not cpu_has_native_bf16():
         pytest.skip("this CPU has no native bfloat16 (AVX-512-BF16 or AMX)")
@@ -79,10 +79,10 @@ def real_bf16():
 @pytest.fixture(scope="session")
 def real_aura(real, shared_data, tmp_path_factory):
     """AurA fitted on the real model from 200 + 200 real Jigsaw texts."""
-    from aura_core.architecture import discover_units
-    from aura_core.data import balanced_sample, load_concept_data
-    from aura_core.interventions import fit_intervention
-    from aura_core.responses import collect_responses
+    from aura_core.analysis.collect import collect_responses
+    from aura_core.base.data import balanced_sample, load_concept_data
+    from aura_core.method.fit import fit_intervention
+    from aura_core.model.architecture import discover_units
 
     data = balanced_sample(load_concept_data(shared_data / "jigsaw_balanced.csv"), 200, seed=0)
     responses = collect_responses(

@@ -4,7 +4,8 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from aura_core.architecture import (
+from aura_core.analysis.neurons import output_direction
+from aura_core.model.architecture import (
     FAMILIES,
     discover_units,
     down_projection,
@@ -16,7 +17,6 @@ from aura_core.architecture import (
     unit_axis,
     unit_width,
 )
-from aura_core.neurons import output_direction
 
 SMALL = {"vocab_size": 64, "hidden_size": 16, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 24}
 

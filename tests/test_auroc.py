@@ -3,8 +3,8 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
-from aura_core.auroc import auroc
 from aura_core.errors import DataError
+from aura_core.method.auroc import auroc
 
 
 def _reference(scores: torch.Tensor, labels: torch.Tensor) -> np.ndarray:
@@ -60,7 +60,7 @@ def test_cpu_fast_path_equals_the_torch_path_used_on_gpus():
     scores[:, :30] = torch.randint(-2, 3, (300, 30), generator=gen).float()  # ties across zero and signs
     scores[:5, 30] = -0.0
     labels = torch.randint(0, 2, (300,), generator=gen)
-    from aura_core.auroc import auroc_reference_torch
+    from aura_core.method.auroc import auroc_reference_torch
 
     assert torch.allclose(auroc(scores, labels), auroc_reference_torch(scores, labels), atol=1e-12)
 

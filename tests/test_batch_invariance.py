@@ -13,14 +13,14 @@ from dataclasses import dataclass, field
 import pytest
 import torch
 
-from aura_core.architecture import discover_units, unit_width
-from aura_core.batching import encode
-from aura_core.decoding import DecodeBatch, DecodeRow
-from aura_core.hooks import ensure_hooks
-from aura_core.interventions import Intervention
-from aura_core.models import load_model
-from aura_core.row_attention import ROW_ATTENTION, row_extents
-from aura_core.sampling import SamplingSettings
+from aura_core.base.batching import encode
+from aura_core.method.intervention import Intervention
+from aura_core.model.architecture import discover_units, unit_width
+from aura_core.model.loading import load_model
+from aura_core.model.row_attention import ROW_ATTENTION, row_extents
+from aura_core.runtime.decoding import DecodeBatch, DecodeRow
+from aura_core.runtime.hooks import ensure_hooks
+from aura_core.runtime.sampling import SamplingSettings
 
 PROMPTS = ["You are such a", "The weather today is", "I can't stand people who", "My favourite food is, in the end, what I"]
 
@@ -159,7 +159,7 @@ def test_row_extents_group_rows_by_their_real_keys_and_queries() -> None:
 def test_row_attention_matches_plain_attention_on_the_real_rows(tiny) -> None:
     model = tiny.model
     ids = [encode(tiny.tokenizer, [p])[0] for p in PROMPTS]
-    from aura_core.batching import pad_left
+    from aura_core.base.batching import pad_left
 
     input_ids, mask = pad_left(ids, tiny.tokenizer.pad_token_id, torch.device("cpu"))
     positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
@@ -175,6 +175,6 @@ def test_row_attention_matches_plain_attention_on_the_real_rows(tiny) -> None:
 
 
 def test_a_model_with_its_own_attention_is_left_alone() -> None:
-    from aura_core.row_attention import use_row_attention
+    from aura_core.model.row_attention import use_row_attention
 
     assert use_row_attention(torch.nn.Linear(2, 2)) is False

@@ -149,12 +149,12 @@ def _shown_completions(tab) -> list[str]:
 
 def _solo_completions(served, prompts: list[str]) -> list[list[str]]:
     """What the page must show for each prompt: the library's own answer, each computed alone here."""
-    from aura_core.architecture import discover_units
-    from aura_core.data import balanced_sample, load_concept_data
-    from aura_core.decoding import decode_all
-    from aura_core.generation import SAMPLING_PRESETS, side_by_side_rows
-    from aura_core.interventions import fit_intervention
-    from aura_core.responses import collect_responses
+    from aura_core.analysis.collect import collect_responses
+    from aura_core.base.data import balanced_sample, load_concept_data
+    from aura_core.evaluation.generation import SAMPLING_PRESETS, side_by_side_rows
+    from aura_core.method.fit import fit_intervention
+    from aura_core.model.architecture import discover_units
+    from aura_core.runtime.decoding import decode_all
 
     data = balanced_sample(load_concept_data("starter"), 40, seed=0)
     # The server collects with its collection copy (bfloat16 where the CPU has it) and generates in float32.

@@ -6,10 +6,11 @@ import threading
 import pytest
 import torch
 
-from aura_core.architecture import discover_units, unit_width
-from aura_core.batching import encode, pad_right, tokenize_texts
-from aura_core.hooks import CallPlan, call_plan, unwrap_output
-from aura_core.interventions import Intervention, intervened, rows_intervened
+from aura_core.base.batching import encode, pad_right, tokenize_texts
+from aura_core.method.intervention import Intervention
+from aura_core.model.architecture import discover_units, unit_width
+from aura_core.runtime.hooks import CallPlan, call_plan, unwrap_output
+from aura_core.runtime.plans import intervened, rows_intervened
 
 TEXTS = ["hello there, friend", "Zap! you are a Z", "a", "another line of text"]
 
@@ -121,7 +122,7 @@ def test_plans_naming_unknown_modules_are_refused(tiny_gpt2):
 def test_the_shared_tokenizer_survives_many_threads(tiny_gpt2):
     """A fast tokenizer asked to pad in one thread while another encodes used to fail
     ("Unable to create tensor"); the project never asks it to pad, and encodes one call at a time."""
-    from aura_core.generation import SamplingSettings, completion_rows, generate
+    from aura_core.evaluation.generation import SamplingSettings, completion_rows, generate
 
     tok, model = tiny_gpt2.tokenizer, tiny_gpt2.model
     texts = [f"{'word ' * (i % 13)}number {i}" for i in range(40)]

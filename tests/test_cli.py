@@ -12,7 +12,7 @@ from transformers import AutoModelForCausalLM
 
 from aura_core.cli import main
 from aura_core.errors import AuraError
-from aura_core.tiny import load_tiny
+from aura_core.model.tiny import load_tiny
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -100,7 +100,8 @@ def test_pipeline_end_to_end(tiny_folder, tmp_path, capsys, monkeypatch):
     assert main(["export", *model, "--intervention", str(intervention), "--out", str(export)]) == 0
     assert (export / "model.safetensors").is_file() and not list(export.glob("*.bin"))
     # Plain transformers, no project code: the exported weights give the intervened model's logits.
-    from aura_core.interventions import Intervention, intervened
+    from aura_core.method.intervention import Intervention
+    from aura_core.runtime.plans import intervened
 
     original = AutoModelForCausalLM.from_pretrained(tiny_folder).eval()
     exported = AutoModelForCausalLM.from_pretrained(export).eval()

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from aura_core import data as data_module
-from aura_core.data import (
+from aura_core.base import data as data_module
+from aura_core.base.data import (
     balanced_sample,
     load_concept_data,
     load_neutral_texts,

@@ -6,15 +6,15 @@ import time
 import pytest
 import torch
 
-from aura_core.architecture import discover_units, unit_width
-from aura_core.data import ConceptData
-from aura_core.decoding import decode_all
-from aura_core.engine import Engine, EngineTimeout
-from aura_core.flights import Flights
-from aura_core.generation import completion_rows, side_by_side_rows
-from aura_core.interventions import Intervention
-from aura_core.responses import collect_responses
-from aura_core.sampling import SamplingSettings
+from aura_core.analysis.collect import collect_responses
+from aura_core.base.data import ConceptData
+from aura_core.evaluation.generation import completion_rows, side_by_side_rows
+from aura_core.method.intervention import Intervention
+from aura_core.model.architecture import discover_units, unit_width
+from aura_core.runtime.decoding import decode_all
+from aura_core.runtime.engine import Engine, EngineTimeout
+from aura_core.runtime.flights import Flights
+from aura_core.runtime.sampling import SamplingSettings
 
 GREEDY = SamplingSettings(max_new_tokens=12, do_sample=False)
 SAMPLED = SamplingSettings(max_new_tokens=12, temperature=0.9, top_p=0.9, top_k=40, repetition_penalty=1.2)

@@ -5,12 +5,12 @@ import pandas as pd
 import pytest
 import torch
 
-from aura_core import evaluation
-from aura_core.architecture import discover_units, unit_width
 from aura_core.errors import AuraError
-from aura_core.evaluation import EvalConfig, run_evaluation, run_sweep, summarise
-from aura_core.interventions import Intervention
-from aura_core.reports import paper_table, write_reports
+from aura_core.evaluation import protocol as evaluation
+from aura_core.evaluation.protocol import EvalConfig, run_evaluation, run_sweep, summarise
+from aura_core.evaluation.reports import paper_table, write_reports
+from aura_core.method.intervention import Intervention
+from aura_core.model.architecture import discover_units, unit_width
 
 
 def test_summarise_compares_each_condition_with_both_baselines():
@@ -96,7 +96,7 @@ def test_bad_settings_are_refused_before_any_work(tiny_gpt2):
         EvalConfig(sampling="fast")
     with pytest.raises(AuraError, match="methods"):
         EvalConfig(methods=("aura", "zap"))
-    from aura_core.tiny import load_tiny
+    from aura_core.model.tiny import load_tiny
 
     other = _aura(load_tiny("tiny-llama").model)
     with pytest.raises(AuraError, match="not in this model"):
@@ -105,7 +105,7 @@ def test_bad_settings_are_refused_before_any_work(tiny_gpt2):
 
 def test_the_operating_point_is_the_best_reduction_within_the_perplexity_budget():
     """A front known by construction: more strength, more reduction, more perplexity."""
-    from aura_core.evaluation import operating_point
+    from aura_core.evaluation.protocol import operating_point
 
     sweep = pd.DataFrame(
         {
@@ -123,7 +123,7 @@ def test_the_operating_point_is_the_best_reduction_within_the_perplexity_budget(
 
 
 def test_a_sweep_over_two_methods_and_its_operating_point_on_a_tiny_model(tiny_gpt2, tmp_path):
-    from aura_core.evaluation import operating_point
+    from aura_core.evaluation.protocol import operating_point
 
     config = EvalConfig(n_prompts=3, samples=2, max_new_tokens=4, n_neutral=4, bootstrap=100)
     iv = _aura(tiny_gpt2.model).with_settings()

@@ -7,10 +7,10 @@ import threading
 import pytest
 import torch
 
+from aura_core.base.files import atomic_folder, atomic_path, atomic_write
 from aura_core.errors import AuraError, DataError, InterventionError
-from aura_core.files import atomic_folder, atomic_path, atomic_write
-from aura_core.interventions import Intervention
-from aura_core.responses import Responses
+from aura_core.method.intervention import Intervention
+from aura_core.method.responses import Responses
 
 
 def _flip_a_byte_near_the_end(path):

@@ -32,7 +32,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from safetensors.torch import save as save_tensors
 
-from aura_core.data import (
+from aura_core.base.data import (
     ConceptData,
     load_concept_data,
     load_neutral_texts,
@@ -42,8 +42,8 @@ from aura_core.data import (
     parse_prompt_bytes,
 )
 from aura_core.errors import AuraError, DataError, InterventionError
-from aura_core.interventions import Intervention
-from aura_core.responses import Responses
+from aura_core.method.intervention import Intervention
+from aura_core.method.responses import Responses
 
 LONG = os.environ.get("AURA_FUZZ", "").lower() == "long"
 EXAMPLES = int(os.environ.get("AURA_FUZZ_EXAMPLES") or (5000 if LONG else 100))

@@ -3,11 +3,12 @@ import threading
 import pytest
 import torch
 
-from aura_core.architecture import discover_units, unit_width
 from aura_core.errors import AuraError
-from aura_core.generation import SamplingSettings, compose_prompt, generate
-from aura_core.interventions import Intervention, fold_into_weights
-from aura_core.runner import Inline
+from aura_core.evaluation.generation import SamplingSettings, compose_prompt, generate
+from aura_core.method.intervention import Intervention
+from aura_core.model.architecture import discover_units, unit_width
+from aura_core.runtime.folding import fold_into_weights
+from aura_core.runtime.inline import Inline
 
 SETTINGS = SamplingSettings(max_new_tokens=6, num_return_sequences=3)
 PROMPTS = ["The cat", "Once upon a time there", "Z"]
@@ -80,8 +81,8 @@ def test_concurrent_sessions_never_see_each_others_intervention(tiny_gpt2):
 
 def test_streamed_tokens_equal_the_batched_completion(tiny):
     """The page streams a row's tokens as they come; the streamed text is the batched completion."""
-    from aura_core.engine import Engine
-    from aura_core.generation import completion_rows
+    from aura_core.evaluation.generation import completion_rows
+    from aura_core.runtime.engine import Engine
 
     settings = SamplingSettings(max_new_tokens=8)
     seen: list[list[int]] = []

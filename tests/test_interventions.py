@@ -3,17 +3,13 @@ import torch
 from conftest import logits_of
 from transformers import AutoModelForCausalLM
 
-from aura_core.architecture import discover_units, unit_width
+from aura_core.analysis.collect import collect_responses
 from aura_core.errors import AuraError, InterventionError
-from aura_core.interventions import (
-    Intervention,
-    export_model,
-    fit_intervention,
-    fold_into_weights,
-    intervened,
-    unit_table,
-)
-from aura_core.responses import collect_responses
+from aura_core.method.fit import fit_intervention
+from aura_core.method.intervention import Intervention, unit_table
+from aura_core.model.architecture import discover_units, unit_width
+from aura_core.runtime.folding import export_model, fold_into_weights
+from aura_core.runtime.plans import intervened
 
 TEXTS = ["hello there, friend", "Zap! you are a Z", "a"]
 
@@ -36,7 +32,7 @@ def _interventions(model):
 
 def test_planted_unit_gets_auroc_one_and_alpha_zero(toy_data, tmp_path):
     """A Llama unit wired to fire only on the marker byte 'Z' that every toxic text holds."""
-    from aura_core.tiny import load_tiny, plant_marker_unit
+    from aura_core.model.tiny import load_tiny, plant_marker_unit
 
     loaded = load_tiny("tiny-llama", seed=1)
     model, tok = loaded.model, loaded.tokenizer
@@ -114,7 +110,7 @@ def test_save_load_round_trip_and_overrides(tiny, tmp_path):
 
 
 def test_intervention_that_does_not_fit_the_model_is_refused(tmp_path):
-    from aura_core.tiny import load_tiny
+    from aura_core.model.tiny import load_tiny
 
     gpt2, llama = load_tiny("tiny-gpt2").model, load_tiny("tiny-llama").model
     with pytest.raises(InterventionError, match="not in this model"):

@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from aura_core.auroc import auroc
 from aura_core.errors import InterventionError
-from aura_core.methods import METHODS, AlphaInputs, null_band
+from aura_core.method.auroc import auroc
+from aura_core.method.registry import METHODS, AlphaInputs, null_band
 
 
 @pytest.mark.parametrize("name", list(METHODS))

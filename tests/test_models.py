@@ -5,12 +5,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from aura_core.architecture import discover_units, layer_of, module_kind, unit_width
-from aura_core.devices import auto_dtype
 from aura_core.errors import ModelLoadError, UnitPatternError
-from aura_core.models import Preset, load_model, loaded_model, model_fingerprint
-from aura_core.precision import precision_of
-from aura_core.tiny import load_tiny
+from aura_core.model.architecture import discover_units, layer_of, module_kind, unit_width
+from aura_core.model.devices import auto_dtype
+from aura_core.model.loading import Preset, load_model, loaded_model, model_fingerprint
+from aura_core.model.precision import precision_of
+from aura_core.model.tiny import load_tiny
 
 
 def test_discovers_the_paper_units_per_architecture():
@@ -65,7 +65,7 @@ def test_load_model_resolves_auto_from_what_torch_says_of_the_cpu(native, tmp_pa
     tiny = load_tiny("tiny-llama", seed=3)
     tiny.model.save_pretrained(tmp_path / "m")
     tiny.tokenizer.save_pretrained(tmp_path / "m")
-    from aura_core import devices
+    from aura_core.model import devices
 
     monkeypatch.setattr(devices, "cpu_has_native_bf16", lambda: native)
     loaded = load_model(str(tmp_path / "m"), device="cpu")
@@ -100,7 +100,7 @@ def test_bad_device_and_dtype(monkeypatch):
 
 
 def test_a_preset_that_is_not_installed_says_how_to_install_it(monkeypatch, tmp_path):
-    from aura_core import models
+    from aura_core.model import loading as models
 
     monkeypatch.setenv("AURA_CACHE_DIR", str(tmp_path))
     monkeypatch.setattr(models, "_package_dir", lambda package: None)
@@ -117,7 +117,7 @@ def test_names_that_can_only_be_paths_say_no_such_folder(name, tmp_path, monkeyp
 
 
 def test_owner_slash_name_is_a_local_path_only_when_its_folder_exists(tmp_path, monkeypatch):
-    from aura_core.models import _resolve_source
+    from aura_core.model.loading import _resolve_source
 
     monkeypatch.chdir(tmp_path)
     assert _resolve_source("models/my-model") == "models/my-model"  # no models/ here: a Hub id
@@ -136,7 +136,7 @@ def _fake_preset(name: str = "fake-tiny") -> Preset:
 
 
 def test_concurrent_first_loads_convert_once_and_both_get_the_model(tmp_path, monkeypatch):
-    from aura_core import models
+    from aura_core.model import loading as models
 
     monkeypatch.setenv("AURA_CACHE_DIR", str(tmp_path))
     calls: list[Path] = []
@@ -171,7 +171,7 @@ def test_concurrent_first_loads_convert_once_and_both_get_the_model(tmp_path, mo
 
 
 def test_conversion_replaces_a_half_made_folder_and_cleans_up_after_a_failure(tmp_path, monkeypatch):
-    from aura_core import models
+    from aura_core.model import loading as models
 
     monkeypatch.setenv("AURA_CACHE_DIR", str(tmp_path))
     target = tmp_path / "models" / "fake-tiny"
@@ -193,7 +193,7 @@ def test_conversion_replaces_a_half_made_folder_and_cleans_up_after_a_failure(tm
 
 
 def test_an_unwritable_cache_is_a_clear_error(tmp_path, monkeypatch):
-    from aura_core import models
+    from aura_core.model import loading as models
 
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
@@ -202,7 +202,7 @@ def test_an_unwritable_cache_is_a_clear_error(tmp_path, monkeypatch):
 
 
 def test_loading_runs_in_a_thread_that_ends_before_load_model_returns(monkeypatch):
-    import aura_core.models as models
+    import aura_core.model.loading as models
 
     seen = []
     real = models._load_model

@@ -3,16 +3,18 @@
 import pytest
 import torch
 
-from aura_core.architecture import discover_units, unit_width
+from aura_core.analysis.collect import collect_responses
+from aura_core.analysis.firing import expert_weights, experts_firing, generation_activity, unit_baselines
+from aura_core.analysis.neurons import check_unit, parse_unit, token_activations, unit_detail, unit_widths
+from aura_core.analysis.token_text import readable_token, text_pieces, visible_whitespace
+from aura_core.analysis.unit_profile import activation_profile, youden_thresholds
 from aura_core.errors import DataError, UnitPatternError
-from aura_core.firing import expert_weights, experts_firing, generation_activity, unit_baselines
-from aura_core.hooks import forward_until_recorded
-from aura_core.interventions import Intervention, fit_intervention
-from aura_core.neurons import check_unit, parse_unit, token_activations, unit_detail, unit_widths
-from aura_core.responses import Responses, collect_responses
-from aura_core.tiny import byte_tokenizer, load_tiny, plant_marker_unit
-from aura_core.token_text import readable_token, text_pieces, visible_whitespace
-from aura_core.unit_profile import activation_profile, youden_thresholds
+from aura_core.method.fit import fit_intervention
+from aura_core.method.intervention import Intervention
+from aura_core.method.responses import Responses
+from aura_core.model.architecture import discover_units, unit_width
+from aura_core.model.tiny import byte_tokenizer, load_tiny, plant_marker_unit
+from aura_core.runtime.hooks import forward_until_recorded
 
 PLANTED = ("model.layers.0.mlp.up_proj", 0)
 

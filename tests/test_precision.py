@@ -5,16 +5,17 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, Gemma2Config
 
-from aura_core.architecture import discover_units
-from aura_core.auroc import auroc
-from aura_core.data import balanced_sample, load_concept_data
-from aura_core.interventions import fit_intervention, unit_table
-from aura_core.models import load_model
-from aura_core.packed_linear import can_pack, is_product, pack_linears, packed_forward
-from aura_core.precision import Precision, calibration_batch, compute_in_bf16, precision_of
-from aura_core.responses import _Pooler, collect_responses
-from aura_core.scoring import float32_logits, text_nll
-from aura_core.tiny import byte_tokenizer, load_tiny, plant_marker_unit
+from aura_core.analysis.collect import _Pooler, collect_responses
+from aura_core.base.data import balanced_sample, load_concept_data
+from aura_core.evaluation.scoring import float32_logits, text_nll
+from aura_core.method.auroc import auroc
+from aura_core.method.fit import fit_intervention
+from aura_core.method.intervention import unit_table
+from aura_core.model.architecture import discover_units
+from aura_core.model.loading import load_model
+from aura_core.model.packed_linear import can_pack, is_product, pack_linears, packed_forward
+from aura_core.model.precision import Precision, calibration_batch, compute_in_bf16, precision_of
+from aura_core.model.tiny import byte_tokenizer, load_tiny, plant_marker_unit
 
 TEXTS = ["the quick brown fox", "a b", "jumps over the lazy dog again and again", "hello there"]
 
@@ -61,7 +62,7 @@ def test_a_block_with_massive_outputs_stays_float32():
 
 
 def test_a_setup_the_architecture_cannot_run_falls_back_to_plain_bf16(monkeypatch):
-    from aura_core import precision
+    from aura_core.model import precision
 
     def broken(*args, **kwargs):
         raise RuntimeError("expected mat1 and mat2 to have the same dtype")

@@ -3,13 +3,15 @@
 import numpy as np
 import torch
 
-from aura_core.architecture import discover_units
-from aura_core.batching import pad_right, tokenize_texts
-from aura_core.data import load_prompts
-from aura_core.engine import Engine
-from aura_core.generation import SamplingSettings, completion_rows, generate
-from aura_core.interventions import fold_into_weights, intervened, rows_intervened, unit_table
-from aura_core.scoring import load_scorer
+from aura_core.base.batching import pad_right, tokenize_texts
+from aura_core.base.data import load_prompts
+from aura_core.evaluation.generation import SamplingSettings, completion_rows, generate
+from aura_core.evaluation.scoring import load_scorer
+from aura_core.method.intervention import unit_table
+from aura_core.model.architecture import discover_units
+from aura_core.runtime.engine import Engine
+from aura_core.runtime.folding import fold_into_weights
+from aura_core.runtime.plans import intervened, rows_intervened
 
 TEXTS = ["You are such a", "The weather in Paris is lovely in", "I hate", "Thank you so much for"]
 

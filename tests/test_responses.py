@@ -1,9 +1,10 @@
 import pytest
 import torch
 
-from aura_core.architecture import discover_units
+from aura_core.analysis.collect import CollectionCancelled, collect_responses
 from aura_core.errors import DataError
-from aura_core.responses import CollectionCancelled, Responses, collect_responses
+from aura_core.method.responses import Responses
+from aura_core.model.architecture import discover_units
 
 
 def _collect(loaded, data, tmp_path, **kwargs):

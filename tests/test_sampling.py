@@ -2,7 +2,7 @@
 
 import torch
 
-from aura_core.sampling import SamplingSettings, next_tokens, row_generator
+from aura_core.runtime.sampling import SamplingSettings, next_tokens, row_generator
 
 VOCAB = 20_000
 

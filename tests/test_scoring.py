@@ -3,10 +3,10 @@ import math
 import pytest
 import torch
 
-from aura_core.architecture import discover_units, unit_width
 from aura_core.errors import AuraError
-from aura_core.interventions import Intervention
-from aura_core.scoring import HFClassifierScorer, load_scorer, perplexity
+from aura_core.evaluation.scoring import HFClassifierScorer, load_scorer, perplexity
+from aura_core.method.intervention import Intervention
+from aura_core.model.architecture import discover_units, unit_width
 
 
 def test_default_scorer_separates_toxic_from_kind_text():

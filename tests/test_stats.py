@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from aura_core.errors import AuraError
-from aura_core.stats import (
+from aura_core.method.stats import (
     bootstrap_ppl_change,
     bootstrap_ratio,
     interval,

@@ -7,12 +7,12 @@ from dataclasses import replace
 import streamlit as st
 
 from aura_core import SAMPLING_PRESETS, AuraError, load_preprompts
-from aura_core.evaluation import PREPROMPT_GROUPS, EvalConfig, operating_point, run_evaluation, run_sweep
-from aura_core.experts import save_operating_point
-from aura_core.methods import METHODS, method_label, method_names
-from aura_core.models import cache_root
-from aura_core.plots import condition_figure, tradeoff_figure
-from aura_core.reports import describe_operating_point, paper_table, report_html, report_json, wide_intervals
+from aura_core.analysis.experts import save_operating_point
+from aura_core.evaluation.plots import condition_figure, tradeoff_figure
+from aura_core.evaluation.protocol import PREPROMPT_GROUPS, EvalConfig, EvalResult, operating_point, run_evaluation, run_sweep
+from aura_core.evaluation.reports import describe_operating_point, paper_table, report_html, report_json, wide_intervals
+from aura_core.method.registry import METHODS, method_label, method_names
+from aura_core.model.loading import cache_root
 from studio import settings
 from studio.resources import get_engine, get_scorer, get_server_config
 from studio.state import model_choice, require_experts, require_model
@@ -33,7 +33,7 @@ config_of_server = get_server_config()
 preprompts = load_preprompts()
 sources = ["starter", "starter (provocative only)"] + (["file on the server"] if config_of_server.allow_server_paths else [])
 with st.form("eval_form"):
-    cols = st.columns(4)
+    cols = list(st.columns(4))
     prompt_source = cols[0].selectbox("Prompt set", sources, key="eval_prompts")
     prompt_path = ""
     if config_of_server.allow_server_paths:
@@ -53,16 +53,16 @@ with st.form("eval_form"):
     )
     samples = cols[2].number_input("Completions per prompt (0 = preset)", 0, 50, 0, key="eval_samples")
     seed = cols[2].number_input("Seed", 0, 2**31 - 1, DEFAULTS.seed, key="eval_seed")
-    n_neutral = cols[3].number_input("Neutral texts for perplexity", 2, 1000, DEFAULTS.n_neutral, key="eval_n_neutral")
+    n_neutral = cols[3].number_input("Neutral texts for perplexity", 2, 1000, DEFAULTS.n_neutral or 1000, key="eval_n_neutral")
     bootstrap = cols[3].number_input("Bootstrap resamples", 100, 20_000, DEFAULTS.bootstrap, step=100, key="eval_bootstrap")
-    cols = st.columns(4)
+    cols = list(st.columns(4))
     methods = cols[0].multiselect(
         "Methods", method_names(with_plain=True), default=list(DEFAULTS.methods), format_func=method_label, key="eval_methods"
     )
     groups = cols[1].multiselect("Pre-prompts", list(PREPROMPT_GROUPS), default=list(DEFAULTS.preprompts), key="eval_groups")
     favourable = cols[2].selectbox("Favourable", [p["name"] for p in preprompts["favourable"]], key="eval_favourable")
     adversarial = cols[3].selectbox("Adversarial", [p["name"] for p in preprompts["adversarial"]], key="eval_adversarial")
-    cols = st.columns(3)
+    cols = list(st.columns(3))
     strength = cols[0].slider("Strength λ", 0.0, 1.0, DEFAULTS.strength, 0.05, key="eval_strength")
     k = cols[1].number_input(
         "k for Det0 / Damp", 1, experts.intervention.n_units, min(DEFAULTS.k, experts.intervention.n_units), key="eval_k"
@@ -110,7 +110,7 @@ if run:
             board.dataframe(rows, hide_index=True)
 
         try:
-            result = run_evaluation(
+            finished = run_evaluation(
                 loaded.model,
                 loaded.tokenizer,
                 experts.intervention,
@@ -121,14 +121,14 @@ if run:
                 runner=get_engine(model_choice()),
                 condition_progress=show_conditions,
             )
-            result.provenance["model"] = loaded.name
-            st.session_state["eval_result"] = result
+            finished.provenance["model"] = loaded.name
+            st.session_state["eval_result"] = finished
             status.update(label="Evaluation finished", state="complete", expanded=False)
         except AuraError as err:
             status.update(label="Evaluation failed", state="error")
             st.error(str(err))
 
-result = st.session_state.get("eval_result")
+result: EvalResult | None = st.session_state.get("eval_result")
 if result is None:
     st.info("Choose the settings and press **Run evaluation**. The default finishes in a few minutes on a laptop CPU.")
     settings.stop()
@@ -148,7 +148,7 @@ with st.expander("Every figure of every condition"):
     st.dataframe(result.metrics.round(4), hide_index=True, width="stretch")
 
 st.subheader("Strength sweep and the operating point")
-cols = st.columns([2, 2, 1, 2, 1])
+cols = list(st.columns([2, 2, 1, 2, 1]))
 grid = cols[0].multiselect("λ grid", [0.1, 0.25, 0.5, 0.75, 0.9, 1.0], default=[0.25, 0.5, 0.75, 1.0], key="sweep_grid")
 sweep_methods = cols[1].multiselect(
     "Methods", method_names(), default=["aura", "aura-null"], format_func=method_label, key="sweep_methods"
@@ -193,7 +193,7 @@ if result.sweep is not None:
     st.dataframe(result.sweep.round(4), hide_index=True, width="stretch")
 
 st.subheader("Downloads")
-cols = st.columns(4)
+cols = list(st.columns(4))
 cols[0].download_button("Metrics (CSV)", result.metrics.to_csv(index=False).encode(), "metrics.csv", "text/csv")
 cols[1].download_button(
     "Generations (CSV)", result.generations.to_csv(index=False).encode(), "evaluation_generations.csv", "text/csv"

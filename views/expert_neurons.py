@@ -9,9 +9,7 @@ import pandas as pd
 import streamlit as st
 
 from aura_core import AuraError, load_neutral_texts, unit_table
-from aura_core.architecture import layer_of, module_kind
-from aura_core.flights import Flight, Flights
-from aura_core.neurons import (
+from aura_core.analysis.neurons import (
     VOCABULARY_NOTE,
     TokenActivations,
     UnitDetail,
@@ -21,8 +19,10 @@ from aura_core.neurons import (
     unit_ref,
     unit_widths,
 )
-from aura_core.plots import activation_histogram, unit_classifier_figure
-from aura_core.unit_profile import DENSITY_RULE, ActivationProfile, activation_profile
+from aura_core.analysis.unit_profile import DENSITY_RULE, ActivationProfile, activation_profile
+from aura_core.evaluation.plots import activation_histogram, unit_classifier_figure
+from aura_core.model.architecture import layer_of, module_kind
+from aura_core.runtime.flights import Flight, Flights
 from studio import settings
 from studio.resources import SessionExperts, get_engine, get_server_config
 from studio.state import model_choice, require_experts, require_model
@@ -70,7 +70,7 @@ table = table_of(experts.key, experts)
 
 with st.form("unit_search", border=True):
     st.markdown("**Open a unit**")
-    cols = st.columns([1, 1, 1, 1])
+    cols = list(st.columns([1, 1, 1, 1]))
     search_layer = cols[0].selectbox("Layer", sorted(table.layer.unique()), key="search_layer")
     search_kind = cols[1].selectbox("Kind", sorted(table.kind.unique()), key="search_kind")
     search_index = cols[2].number_input("Index", 0, max(widths.values()) - 1, 0, key="search_index")
@@ -87,7 +87,7 @@ with st.form("unit_search", border=True):
 
 jump = st.empty()
 with st.container(border=True):
-    cols = st.columns([1, 1, 2, 1])
+    cols = list(st.columns([1, 1, 2, 1]))
     kinds = cols[0].multiselect("Module kind", sorted(table.kind.unique()), key="neuron_kinds")
     layers = sorted(table.layer.unique())
     layer_range = cols[1].select_slider("Layers", options=layers, value=(layers[0], layers[-1]), key="neuron_layers")
@@ -254,7 +254,7 @@ with heading:
             f"**Gated neuron.** This model's MLP neurons output act(gate) × up, so {partner.kind} {partner.unit} is the "
             f"other half of neuron {unit.unit}: both are shown, here and on every text below."
         )
-        cols = st.columns(2)
+        cols = list(st.columns(2))
         for col, half in zip(cols, (unit, partner) if unit.kind < partner.kind else (partner, unit), strict=True):
             col.metric(f"{half.kind} {half.unit}", f"AUROC {half.auroc:.4f}", f"α = {half.alpha:.3f}", "off", delta_arrow="off")
         if st.button(f"Open {partner.kind} {partner.unit}", key="open_partner"):
@@ -275,7 +275,7 @@ with texts_section:
 density = detail.density
 if density is not None:
     with density_section:
-        cols = st.columns(4)
+        cols = list(st.columns(4))
         cols[0].metric(
             "Activation density",
             f"{density.density:.2%}",

@@ -3,9 +3,9 @@
 import streamlit as st
 
 from aura_core import AuraError, CollectionCancelled, balanced_sample, load_concept_data, parse_concept_bytes, unit_table
-from aura_core.data import source_label
-from aura_core.experts import ExpertsRecipe
-from aura_core.plots import alpha_histogram, auroc_by_layer, experts_per_layer
+from aura_core.analysis.experts import ExpertsRecipe
+from aura_core.base.data import source_label
+from aura_core.evaluation.plots import alpha_histogram, auroc_by_layer, experts_per_layer
 from studio import settings
 from studio.resources import experts_by_key, find_experts, get_server_config
 from studio.state import (

@@ -6,9 +6,9 @@ import pandas as pd
 import streamlit as st
 
 from aura_core import AuraError
-from aura_core.architecture import layer_of, module_kind
-from aura_core.firing import WEIGHTING, Firing, experts_firing
-from aura_core.token_text import visible_whitespace
+from aura_core.analysis.firing import WEIGHTING, Firing, experts_firing
+from aura_core.analysis.token_text import visible_whitespace
+from aura_core.model.architecture import layer_of, module_kind
 from studio import settings
 from studio.resources import get_engine
 from studio.state import model_choice, require_experts, require_model

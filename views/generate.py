@@ -10,14 +10,14 @@ import pandas as pd
 import streamlit as st
 
 from aura_core import METHODS, SAMPLING_PRESETS, AuraError, SamplingSettings, load_preprompts, load_prompts, method_label
-from aura_core.data import resolve_preprompt
-from aura_core.experts import load_operating_point
-from aura_core.generation import side_by_side_rows
-from aura_core.interventions import export_model
-from aura_core.methods import method_names
-from aura_core.models import cache_root
-from aura_core.reports import describe_operating_point
-from aura_core.stats import TOXIC_THRESHOLD, bootstrap_mean, bootstrap_ratio
+from aura_core.analysis.experts import load_operating_point
+from aura_core.base.data import resolve_preprompt
+from aura_core.evaluation.generation import side_by_side_rows
+from aura_core.evaluation.reports import describe_operating_point
+from aura_core.method.registry import method_names
+from aura_core.method.stats import TOXIC_THRESHOLD, bootstrap_mean, bootstrap_ratio
+from aura_core.model.loading import cache_root
+from aura_core.runtime.folding import export_model
 from studio import settings
 from studio.expert_activity import draw_expert_activity
 from studio.resources import generation_key, get_engine, get_scorer, get_server_config, load_generation, store_generation
@@ -119,7 +119,7 @@ with right:
         st.slider("Damp α", 0.0, 1.0, step=0.05, key=settings.bind("damp_alpha"), disabled=not METHODS[method].uses_damp_alpha),
     )
 with st.expander("Sampling", expanded=False):
-    cols = st.columns(6)
+    cols = list(st.columns(6))
     preset_name = settings.keep("sampling", cols[0].selectbox("Preset", list(SAMPLING_PRESETS), key=settings.bind("sampling")))
     base = SAMPLING_PRESETS[preset_name]
     max_new = cols[1].number_input(
@@ -176,7 +176,7 @@ if st.button("Generate", type="primary", disabled=not prompt.strip()) or (autoru
     live = st.empty()  # the streaming view; the stored result replaces it in this same run
     with live.container():
         note = st.empty()
-        columns = st.columns(2)
+        columns = list(st.columns(2))
         slots = {}
         for column, side in zip(columns, sides, strict=True):
             with column:
@@ -226,31 +226,31 @@ if result is None:
     settings.stop()
 
 frame = result["samples"]
-sides = list(dict.fromkeys(frame.side))
+side_names = list(dict.fromkeys(frame.side))
 first = frame[frame["sample"] == 0].set_index("side")
 st.caption(
     f"Prompt “{result['prompt']}” · pre-prompt: {result['pre_prompt'] or 'none'} · seed {result['seed']} · "
-    f"sample 1 of {int((frame.side == sides[0]).sum())} per side, same random stream on both sides"
+    f"sample 1 of {int((frame.side == side_names[0]).sum())} per side, same random stream on both side_names"
 )
-scores = [float(first.loc[side, "toxicity"]) for side in sides]
-bodies = word_diff_html(str(first.loc[sides[0], "completion"]), str(first.loc[sides[1], "completion"]), *scores)
-columns = st.columns(2)
-for column, side, score, body in zip(columns, sides, scores, bodies, strict=True):
+scores = [float(first.loc[side, "toxicity"]) for side in side_names]
+bodies = word_diff_html(str(first.loc[side_names[0], "completion"]), str(first.loc[side_names[1], "completion"]), *scores)
+columns = list(st.columns(2))
+for column, side, score, body in zip(columns, side_names, scores, bodies, strict=True):
     with column, st.container(border=True):
         st.markdown(f"**{side_title(side, result['strength'])}** · {toxicity_badge(score)}", unsafe_allow_html=True)
         st.markdown(f"<span style='color:#888'>{inline_html(result['prompt'])}</span>{body}", unsafe_allow_html=True)
 
-per_side = {side: frame[frame.side == side].sort_values("sample").toxicity.to_numpy() for side in sides}
-cols = st.columns(3)
-for col, side in zip(cols, sides, strict=False):
+per_side = {side: frame[frame.side == side].sort_values("sample").toxicity.to_numpy() for side in side_names}
+cols = list(st.columns(3))
+for col, side in zip(cols, side_names, strict=False):
     mean, low, high = bootstrap_mean(per_side[side], seed=int(result["seed"]))
     toxic = int((per_side[side] > TOXIC_THRESHOLD).sum())
     col.metric(
         f"{side_title(side, result['strength'])}: mean toxicity", f"{mean:.3f}", help="95% bootstrap interval over the samples"
     )
     col.caption(f"[{low:.3f}, {high:.3f}] · {toxic} of {len(per_side[side])} completions toxic (score > {TOXIC_THRESHOLD})")
-if len(per_side[sides[0]]) > 1:
-    factor, low, high = bootstrap_ratio(per_side[sides[0]], per_side[sides[1]], seed=int(result["seed"]))
+if len(per_side[side_names[0]]) > 1:
+    factor, low, high = bootstrap_ratio(per_side[side_names[0]], per_side[side_names[1]], seed=int(result["seed"]))
     cols[2].metric("Baseline ÷ intervened mean toxicity", f"{factor:.2f}×" if factor != float("inf") else "∞")
     cols[2].caption(
         f"95% interval [{low:.2f}, {high:.2f}], paired by sample"

@@ -4,7 +4,7 @@ import numpy as np
 import streamlit as st
 
 from aura_core import unit_table
-from aura_core.plots import experts_per_layer
+from aura_core.evaluation.plots import experts_per_layer
 from studio.state import concept_data, require_model, session_experts
 
 st.title("Learn: how AurA finds and quiets toxic neurons")

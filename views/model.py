@@ -6,10 +6,10 @@ import pandas as pd
 import streamlit as st
 
 from aura_core import PRESETS, AuraError, discover_units
-from aura_core.architecture import layer_of, module_kind, unit_width
-from aura_core.devices import resolve_auto_dtype
-from aura_core.models import preset_status
-from aura_core.precision import describe_precision, precision_of
+from aura_core.model.architecture import layer_of, module_kind, unit_width
+from aura_core.model.devices import resolve_auto_dtype
+from aura_core.model.loading import preset_status
+from aura_core.model.precision import describe_precision, precision_of
 from studio import settings
 from studio.resources import ModelChoice, get_model, get_server_config
 from studio.state import model_choice, set_model_choice

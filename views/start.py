@@ -3,7 +3,7 @@
 import streamlit as st
 
 from aura_core import AuraError, balanced_sample, load_concept_data, load_prompts
-from aura_core.experts import ExpertsRecipe
+from aura_core.analysis.experts import ExpertsRecipe
 from studio import settings
 from studio.resources import experts_by_key, find_experts, get_server_config
 from studio.state import STARTER_LABEL, model_choice, require_model, session_experts, set_session_experts

@@ -1,0 +1,1 @@
+"""Reading units: response collection, experts, neuron pages, firing and unit profiles."""

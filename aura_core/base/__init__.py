@@ -1,0 +1,1 @@
+"""Plain values and files under everything: atomic files, tokenised batches, concept data."""

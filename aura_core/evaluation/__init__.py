@@ -1,0 +1,1 @@
+"""Measuring the effect: generation, scoring, the evaluation protocol, reports and plots."""

@@ -1,0 +1,521 @@
+"""The paper's measurement: toxicity of seeded completions and perplexity, per method × pre-prompt.
+
+Each condition's scored completions and each method's per-text perplexity terms are saved in
+the run folder as soon as they exist, so an interrupted evaluation resumes where it stopped.
+
+>>> config = EvalConfig(n_prompts=20)                                              # doctest: +SKIP
+>>> result = run_evaluation(loaded.model, loaded.tokenizer, aura, config, out_dir="runs/eval")   # doctest: +SKIP
+>>> result.metrics[["method", "preprompt", "mean_toxicity", "reduction"]]          # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from torch import nn
+
+from aura_core.base.batching import Tokenizer
+from aura_core.base.data import load_neutral_texts, load_preprompts, load_prompts, resolve_preprompt
+from aura_core.base.files import atomic_write
+from aura_core.errors import AuraError
+from aura_core.evaluation.generation import PREPROMPT_FORMS, SAMPLING_PRESETS, Generation, SamplingSettings, completion_rows
+from aura_core.evaluation.scoring import DEFAULT_SCORER, ToxicityScorer, load_scorer, text_nll
+from aura_core.method.intervention import Intervention
+from aura_core.method.registry import METHODS, PLAIN, method_names
+from aura_core.method.stats import MEASURES, bootstrap_ppl_change, paired_reduction, perplexity_of, toxicity_metrics
+from aura_core.model.loading import model_fingerprint
+from aura_core.runtime.decoding import DecodeRow
+from aura_core.runtime.inline import Inline
+from aura_core.runtime.runner import Runner
+
+__all__ = [
+    "PREPROMPT_GROUPS",
+    "Condition",
+    "EvalConfig",
+    "EvalResult",
+    "Evaluation",
+    "operating_point",
+    "run_evaluation",
+    "run_sweep",
+    "summarise",
+]
+
+PREPROMPT_GROUPS = ("none", "favourable", "adversarial")
+Progress = Callable[[str, int, int], None]
+ConditionProgress = Callable[[dict[str, tuple[int, int]]], None]
+
+
+@dataclass
+class EvalConfig:
+    """Every setting of an evaluation; recorded in each report so a run can be repeated exactly."""
+
+    prompts: str = "starter"
+    n_prompts: int | None = 50
+    prompt_kind: str | None = None
+    sampling: str = "paper"
+    samples: int | None = None
+    max_new_tokens: int | None = None
+    seed: int = 0
+    prompt_seed: int = 0
+    scorer: str = DEFAULT_SCORER
+    neutral: str = "starter"
+    n_neutral: int | None = 60
+    ppl_max_tokens: int = 128
+    methods: tuple[str, ...] = ("none", "aura")
+    preprompts: tuple[str, ...] = ("none", "favourable", "adversarial")
+    favourable: str | None = None
+    adversarial: str | None = None
+    preprompt_form: str = "text"
+    strength: float = 1.0
+    k: int = 200
+    damp_alpha: float = 0.5
+    bootstrap: int = 1000
+    batch_size: int = 32
+
+    def __post_init__(self) -> None:
+        if self.sampling not in SAMPLING_PRESETS:
+            raise AuraError(f"unknown sampling preset {self.sampling!r}: one of {', '.join(SAMPLING_PRESETS)}")
+        if self.preprompt_form not in PREPROMPT_FORMS:
+            raise AuraError(f"pre-prompt form must be one of {', '.join(PREPROMPT_FORMS)}, not {self.preprompt_form!r}")
+        allowed = method_names(with_plain=True)
+        bad = [m for m in self.methods if m not in allowed]
+        if bad or not self.methods:
+            raise AuraError(f"methods must be among {', '.join(allowed)} (got {', '.join(bad) or 'none at all'})")
+        bad = [p for p in self.preprompts if p not in PREPROMPT_GROUPS]
+        if bad or not self.preprompts:
+            raise AuraError(f"pre-prompts must be among {', '.join(PREPROMPT_GROUPS)} (got {', '.join(bad) or 'none at all'})")
+        if self.bootstrap < 100:
+            raise AuraError("bootstrap needs at least 100 resamples")
+        self.methods = tuple(self.methods)
+        self.preprompts = tuple(self.preprompts)
+
+    def sampling_settings(self) -> SamplingSettings:
+        settings = SAMPLING_PRESETS[self.sampling]
+        changes = {"num_return_sequences": self.samples, "max_new_tokens": self.max_new_tokens}
+        return settings.with_(**{k: v for k, v in changes.items() if v is not None})
+
+    def preprompt_text(self, group: str) -> str:
+        if group == "none":
+            return ""
+        wanted = self.favourable if group == "favourable" else self.adversarial
+        if wanted is None:
+            return load_preprompts()[group][0]["text"]
+        return resolve_preprompt(wanted, group)  # a starter name, or a custom text as given
+
+    def as_dict(self) -> dict[str, object]:
+        return {**asdict(self), "sampling_settings": asdict(self.sampling_settings())}
+
+
+@dataclass
+class EvalResult:
+    config: EvalConfig
+    generations: pd.DataFrame
+    metrics: pd.DataFrame
+    perplexity_terms: dict[str, tuple[np.ndarray, np.ndarray]]
+    provenance: dict[str, object] = field(default_factory=dict)
+    sweep: pd.DataFrame | None = None
+    operating_point: dict[str, object] | None = None
+
+
+def _score_matrix(frame: pd.DataFrame) -> np.ndarray:
+    matrix: np.ndarray = frame.pivot(index="prompt_index", columns="sample", values="toxicity").sort_index().to_numpy()
+    return matrix
+
+
+def summarise(
+    generations: pd.DataFrame,
+    ppl_terms: dict[str, tuple[np.ndarray, np.ndarray]],
+    *,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """One row per condition: toxicity measures, perplexity, and the change against the baselines.
+
+    For each measure of :data:`aura_core.stats.MEASURES` (toxic share first, as the paper),
+    ``<measure>_reduction`` compares with the plain model without pre-prompt (the paper's
+    reference) and ``<measure>_reduction_same_preprompt`` with the plain model under the same
+    pre-prompt, each with a paired bootstrap interval (``_low``, ``_high``).
+    """
+    conditions = generations[["method", "preprompt"]].drop_duplicates().itertuples(index=False)
+    per_prompt = {
+        (m, p): _score_matrix(generations[(generations.method == m) & (generations.preprompt == p)]) for m, p in conditions
+    }
+    plain_key = (PLAIN, "none")
+    rows = []
+    for (method, preprompt), scores in per_prompt.items():
+        row: dict[str, object] = {
+            "method": method,
+            "preprompt": preprompt,
+            "prompts": scores.shape[0],
+            "samples": scores.shape[1],
+        }
+        row.update(toxicity_metrics(scores))
+        for suffix, reference in (("", plain_key), ("_same_preprompt", (PLAIN, preprompt))):
+            if reference not in per_prompt or per_prompt[reference].shape != scores.shape:
+                continue
+            for measure in MEASURES:
+                point, low, high = paired_reduction(per_prompt[reference], scores, measure, n_boot=n_boot, seed=seed)
+                name = f"{measure}_reduction{suffix}"
+                row.update({name: point, f"{name}_low": low, f"{name}_high": high})
+        if method in ppl_terms:
+            row["perplexity"] = perplexity_of(*ppl_terms[method])
+            if PLAIN in ppl_terms:
+                for name, relative in (("ppl_change", False), ("ppl_change_rel", True)):
+                    change, low, high = bootstrap_ppl_change(
+                        ppl_terms[PLAIN], ppl_terms[method], relative=relative, n_boot=n_boot, seed=seed
+                    )
+                    row.update({name: change, f"{name}_low": low, f"{name}_high": high})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _hash(*parts: object) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+class _RunFolder:
+    """Where finished pieces of a run are kept (JSON files written atomically)."""
+
+    def __init__(self, folder: Path | None) -> None:
+        self.folder = folder
+        if folder is not None:
+            (folder / "pieces").mkdir(parents=True, exist_ok=True)
+
+    def load(self, key: str) -> object | None:
+        if self.folder is None:
+            return None
+        path = self.folder / "pieces" / f"{key}.json"
+        if not path.is_file():
+            return None
+        try:
+            piece: object = json.loads(path.read_text())
+        except json.JSONDecodeError:  # a piece cut short by a crash is recomputed
+            return None
+        return piece
+
+    def save(self, key: str, value: object) -> None:
+        if self.folder is not None:
+            atomic_write(self.folder / "pieces" / f"{key}.json", json.dumps(value))
+
+
+@dataclass(frozen=True)
+class Condition:
+    """One set of completions to produce: a label, the pre-prompt text and the intervention."""
+
+    label: str
+    pre_text: str
+    intervention: Intervention | None
+
+
+class Evaluation:
+    """One evaluation: a model, its prompts and neutral texts, where finished pieces are kept, where work runs.
+
+    ``runner`` is a server's shared engine, or (by default) inline with ``config.batch_size``
+    rows decoding at once. Every finished piece (a condition's scored completions, a method's
+    perplexity terms) is kept in ``out_dir`` at once, so a rerun resumes.
+
+    >>> evaluation = Evaluation(model, tok, aura, EvalConfig(n_prompts=20), out_dir="runs/eval")   # doctest: +SKIP
+    >>> result = evaluation.run()                                                                   # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        tokenizer: Tokenizer,
+        intervention: Intervention | None,
+        config: EvalConfig,
+        *,
+        out_dir: str | Path | None = None,
+        scorer: ToxicityScorer | None = None,
+        progress: Progress | None = None,
+        runner: Runner | None = None,
+        condition_progress: ConditionProgress | None = None,
+    ) -> None:
+        if intervention is not None:
+            intervention.check_fits(model)  # before any work: a mismatch is an error, not a late crash
+        self.model, self.tokenizer, self.intervention, self.config = model, tokenizer, intervention, config
+        # The prompt subsample has its own seed, so sampling seeds can be compared on the same prompts.
+        self.prompts = load_prompts(config.prompts, n=config.n_prompts, seed=config.prompt_seed, kind=config.prompt_kind)
+        neutral = load_neutral_texts(config.neutral)
+        self.neutral = neutral if config.n_neutral is None else neutral[: config.n_neutral]
+        self.scorer = scorer or load_scorer(config.scorer)
+        self.settings = config.sampling_settings()
+        self.pieces = _RunFolder(Path(out_dir) if out_dir else None)
+        self.progress = progress
+        self.condition_progress = condition_progress
+        self.runner = runner or Inline(max_rows=config.batch_size)
+        self.fingerprint = model_fingerprint(model)
+
+    def intervention_for(self, method: str, *, strength: float | None = None, k: int | None = None) -> Intervention | None:
+        """The fitted intervention with ``method`` and the config's settings (None for the plain model)."""
+        if method == PLAIN:
+            return None
+        if self.intervention is None:
+            raise AuraError(f"method {method} needs an intervention (fit one first)")
+        return self.intervention.with_settings(
+            method=method,
+            strength=self.config.strength if strength is None else strength,
+            k=(k or self.config.k) if METHODS[method].uses_k else None,
+            damp_alpha=self.config.damp_alpha,
+        )
+
+    def _stage(self, label: str, done: int, total: int) -> None:
+        if self.progress:
+            self.progress(label, done, total)
+
+    def completions(self, conditions: list[Condition]) -> dict[str, list[dict[str, object]]]:
+        """Scored completions of every condition; those not already kept are decoded in one go.
+
+        All conditions' rows go to the runner together, so they share batches (across prompts
+        and conditions); each condition is scored and kept as soon as all of its rows are done.
+        """
+        texts = [p.text for p in self.prompts]
+
+        def key_of(condition: Condition) -> str:
+            intervention = "none" if condition.intervention is None else condition.intervention.key()
+            settings = asdict(self.settings)
+            # The pre-prompt's form joins the key only when it is not plain text, so earlier runs stay valid.
+            pre = condition.pre_text if self.config.preprompt_form == "text" else [condition.pre_text, self.config.preprompt_form]
+            return _hash("gen", self.fingerprint, intervention, texts, pre, settings, self.config.seed, self.scorer.name)
+
+        results: dict[str, list[dict[str, object]]] = {}
+        todo: dict[str, tuple[Condition, list[DecodeRow]]] = {}
+        for condition in conditions:
+            cached = self.pieces.load(key_of(condition))
+            if isinstance(cached, list):
+                results[condition.label] = cached
+                continue
+            rows = completion_rows(
+                self.tokenizer,
+                texts,
+                pre_prompt=condition.pre_text or None,
+                settings=self.settings,
+                seed=self.config.seed,
+                intervention=condition.intervention,
+                preprompt_form=self.config.preprompt_form,
+            )
+            todo[condition.label] = (condition, rows)
+
+        def finish(label: str) -> None:
+            condition, rows = todo.pop(label)
+            completions = self.tokenizer.batch_decode([row.tokens for row in rows], skip_special_tokens=True)
+            scores = self.scorer.score(completions)
+            samples = self.settings.num_return_sequences
+            scored = [
+                {
+                    **Generation(i // samples, i % samples, texts[i // samples], condition.pre_text, text).as_dict(),
+                    "toxicity": float(score),
+                }
+                for i, (text, score) in enumerate(zip(completions, scores, strict=True))
+            ]
+            self.pieces.save(key_of(condition), scored)
+            results[label] = scored
+
+        every = [row for _, rows in todo.values() for row in rows]
+        stage = f"generating {len(every):,} completions ({len(todo)} conditions)"
+
+        sizes = {c.label: len(texts) * self.settings.num_return_sequences for c in conditions}
+
+        def report() -> None:
+            if self.condition_progress:
+                running = {label: sum(row.done for row in rows) for label, (_, rows) in todo.items()}
+                self.condition_progress({label: (running.get(label, size), size) for label, size in sizes.items()})
+
+        def on_progress(done: int, total: int) -> None:
+            report()
+            for label in [label for label, (_, rows) in todo.items() if all(row.done for row in rows)]:
+                finish(label)
+            self._stage(stage, done, total)
+
+        report()
+        if every:
+            self._stage(stage, 0, len(every))
+            self.runner.decode(self.model, every, priority="bulk", progress=on_progress)
+            for label in list(todo):
+                finish(label)
+        return results
+
+    def perplexity_terms(self, intervention: Intervention | None, label: str) -> tuple[np.ndarray, np.ndarray]:
+        """Per neutral text: summed NLL and token count under ``intervention`` (kept for a rerun)."""
+        intervention_key = "none" if intervention is None else intervention.key()
+        key = _hash("ppl", self.fingerprint, intervention_key, self.neutral, self.config.ppl_max_tokens)
+        cached = self.pieces.load(key)
+        if not isinstance(cached, dict):
+            self._stage(label, 0, 1)
+            sums, counts = text_nll(
+                self.model,
+                self.tokenizer,
+                self.neutral,
+                max_tokens=self.config.ppl_max_tokens,
+                intervention=intervention,
+                runner=self.runner,
+            )
+            cached = {"nll": sums.tolist(), "count": counts.tolist()}
+            self.pieces.save(key, cached)
+        self._stage(label, 1, 1)
+        return np.array(cached["nll"]), np.array(cached["count"])
+
+    def provenance(self) -> dict[str, object]:
+        provenance: dict[str, object] = {
+            "model_fingerprint": self.fingerprint,
+            "dtype": str(next(self.model.parameters()).dtype).replace("torch.", ""),
+            "scorer": self.scorer.name,
+            "n_prompts": len(self.prompts),
+            "n_neutral": len(self.neutral),
+        }
+        if self.intervention is not None:
+            provenance["intervention"] = {
+                "fitted_on": self.intervention.meta,
+                "auroc_hash": self.intervention.with_strength(1.0).key(),
+            }
+        return provenance
+
+    def run(self) -> EvalResult:
+        """Generate, score and measure every method × pre-prompt condition of the config."""
+        config = self.config
+        cells = [(method, group) for method in config.methods for group in config.preprompts]
+        labels = {cell: f"{cell[0]} · pre-prompt {cell[1]}" for cell in cells}
+        conditions = [Condition(labels[(m, g)], config.preprompt_text(g), self.intervention_for(m)) for m, g in cells]
+        scored = self.completions(conditions)
+        generations = pd.concat(
+            [pd.DataFrame(scored[labels[(m, g)]]).assign(method=m, preprompt=g) for m, g in cells], ignore_index=True
+        )
+        ppl = {
+            method: self.perplexity_terms(self.intervention_for(method), f"{method} · perplexity") for method in config.methods
+        }
+        metrics = summarise(generations, ppl, n_boot=config.bootstrap, seed=config.seed)
+        return EvalResult(config, generations, metrics, ppl, self.provenance())
+
+    def sweep(
+        self,
+        methods: tuple[str, ...] | str = "aura",
+        strengths: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0),
+        ks: tuple[int, ...] | None = None,
+    ) -> pd.DataFrame:
+        """Toxicity and perplexity over a grid of methods × λ (× k for Det0/Damp), without pre-prompt.
+
+        Every point has its reductions against the plain model, and its absolute and relative
+        perplexity change, each with a paired bootstrap interval.
+        """
+        if self.intervention is None:
+            raise AuraError("a sweep needs an intervention (fit one first)")
+        methods = (methods,) if isinstance(methods, str) else tuple(methods)
+        base_ppl = self.perplexity_terms(None, f"{PLAIN} · perplexity")
+        grid = [
+            (method, k, strength)
+            for method in methods
+            for k in (ks if (METHODS[method].uses_k and ks) else (self.config.k,))
+            for strength in strengths
+            if strength > 0
+        ]
+
+        def label_of(method: str, k: int, strength: float) -> str:
+            return f"{method} λ={strength:g}" + (f" k={k}" if METHODS[method].uses_k else "")
+
+        conditions = [Condition("plain", "", None)]
+        conditions += [Condition(label_of(m, k, s), "", self.intervention_for(m, strength=s, k=k)) for m, k, s in grid]
+        scored = self.completions(conditions)
+        plain = _score_matrix(pd.DataFrame(scored["plain"]))
+        n_boot, seed = self.config.bootstrap, self.config.seed
+        rows = []
+        for method, k, strength in [(m, self.config.k, 0.0) for m in methods] + grid:
+            label = label_of(method, k, strength) if strength > 0 else "plain"
+            intervention = conditions[[c.label for c in conditions].index(label)].intervention
+            terms = base_ppl if strength == 0 else self.perplexity_terms(intervention, f"{label} · perplexity")
+            scores = _score_matrix(pd.DataFrame(scored[label]))
+            row: dict[str, object] = {"method": method, "strength": strength, "k": k if METHODS[method].uses_k else None}
+            row.update(toxicity_metrics(scores))
+            for measure in MEASURES:
+                point, low, high = paired_reduction(plain, scores, measure, n_boot=n_boot, seed=seed)
+                row.update({f"{measure}_reduction": point, f"{measure}_reduction_low": low, f"{measure}_reduction_high": high})
+            row["perplexity"] = perplexity_of(*terms)
+            for name, relative in (("ppl_change", False), ("ppl_change_rel", True)):
+                change, low, high = bootstrap_ppl_change(base_ppl, terms, relative=relative, n_boot=n_boot, seed=seed)
+                row.update({name: change, f"{name}_low": low, f"{name}_high": high})
+            rows.append(row)
+        return pd.DataFrame(rows)
+
+
+def _plain(value: object) -> object:
+    """A table cell as a plain Python value (NaN becomes None), for JSON and for people."""
+    if value is None or (isinstance(value, float | np.floating) and np.isnan(value)):
+        return None
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def operating_point(sweep: pd.DataFrame, ppl_budget: float, measure: str = "toxic_share") -> dict[str, object] | None:
+    """The sweep point with the largest ``measure`` reduction whose relative perplexity change stays within budget.
+
+    Ties go to the smaller λ (the lighter touch). None when no point with an intervention fits.
+
+    >>> sweep = pd.DataFrame({"method": ["aura"] * 3, "strength": [0.0, 0.5, 1.0], "k": [None] * 3,
+    ...     "toxic_share_reduction": [1.0, 1.8, 2.4], "ppl_change_rel": [0.0, 0.04, 0.2]})
+    >>> operating_point(sweep, 0.05)["strength"]
+    0.5
+    """
+    column = f"{measure}_reduction"
+    fits = sweep[(sweep.strength > 0) & (sweep.ppl_change_rel <= ppl_budget) & sweep[column].notna()]
+    if fits.empty:
+        return None
+    best = fits.sort_values([column, "strength"], ascending=[False, True]).iloc[0]
+    point = {str(key): _plain(value) for key, value in best.items()}
+    point["ppl_budget"] = ppl_budget
+    point["measure"] = measure
+    return point
+
+
+def run_evaluation(
+    model: nn.Module,
+    tokenizer: Tokenizer,
+    intervention: Intervention | None,
+    config: EvalConfig,
+    *,
+    out_dir: str | Path | None = None,
+    scorer: ToxicityScorer | None = None,
+    progress: Progress | None = None,
+    runner: Runner | None = None,
+    condition_progress: ConditionProgress | None = None,
+) -> EvalResult:
+    """Generate, score and measure every method × pre-prompt condition of ``config`` (see :class:`Evaluation`).
+
+    ``condition_progress`` receives ``{condition: (done, total)}`` from the start and after each step.
+    """
+    evaluation = Evaluation(
+        model,
+        tokenizer,
+        intervention,
+        config,
+        out_dir=out_dir,
+        scorer=scorer,
+        progress=progress,
+        runner=runner,
+        condition_progress=condition_progress,
+    )
+    return evaluation.run()
+
+
+def run_sweep(
+    model: nn.Module,
+    tokenizer: Tokenizer,
+    intervention: Intervention,
+    config: EvalConfig,
+    *,
+    method: str | tuple[str, ...] = "aura",
+    strengths: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0),
+    ks: tuple[int, ...] | None = None,
+    out_dir: str | Path | None = None,
+    scorer: ToxicityScorer | None = None,
+    progress: Progress | None = None,
+    runner: Runner | None = None,
+) -> pd.DataFrame:
+    """Toxicity and perplexity over a grid of methods × λ (and of k for Det0/Damp), without pre-prompt."""
+    evaluation = Evaluation(
+        model, tokenizer, intervention, config, out_dir=out_dir, scorer=scorer, progress=progress, runner=runner
+    )
+    return evaluation.sweep(method, strengths, ks)

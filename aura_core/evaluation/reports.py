@@ -1,0 +1,188 @@
+"""Evaluation reports: CSV and JSON for machines, one self-contained HTML page for people.
+
+>>> paths = write_reports(result, "runs/eval")           # doctest: +SKIP
+>>> sorted(paths)                                        # doctest: +SKIP
+['generations', 'html', 'json', 'metrics', 'sweep']
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pandas as pd
+import plotly.io as pio
+
+from aura_core.base.files import atomic_write
+from aura_core.evaluation.plots import condition_figure, tradeoff_figure
+from aura_core.evaluation.protocol import EvalResult
+from aura_core.method.registry import method_label
+
+__all__ = [
+    "describe_operating_point",
+    "paper_table",
+    "report_html",
+    "report_json",
+    "wide_intervals",
+    "with_interval",
+    "write_reports",
+]
+
+
+def _clean(value: object) -> object:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def with_interval(point: object, low: object = None, high: object = None, fmt: str = "{:.2f}") -> str:
+    """``2.40 [1.20, 3.10]``; ∞ for an infinite value, – for none, and no brackets without an interval.
+
+    >>> with_interval(2.4, 1.2, 3.1), with_interval(float("inf"), None, None), with_interval(None)
+    ('2.40 [1.20, 3.10]', '∞', '–')
+    """
+
+    def one(value: object) -> str:
+        if not isinstance(value, int | float) or pd.isna(value):
+            return "–"
+        return fmt.format(value) if math.isfinite(value) else "∞"
+
+    text = one(point)
+    if text != "–" and isinstance(low, int | float) and not pd.isna(low):
+        text += f" [{one(low)}, {one(high)}]"
+    return text
+
+
+def _ci(row: pd.Series, name: str, fmt: str) -> str:
+    return with_interval(row.get(name), row.get(f"{name}_low"), row.get(f"{name}_high"), fmt)
+
+
+def paper_table(metrics: pd.DataFrame) -> pd.DataFrame:
+    """Rows: pre-prompt; for each method the paper's measures first, each × with its 95% interval.
+
+    Columns per method: toxic share of completions and its × less than the plain model without
+    pre-prompt; share of prompts with a toxic completion and its ×; mean score and its ×;
+    perplexity with its relative change.
+    """
+    rows = []
+    for preprompt, part in metrics.groupby("preprompt", sort=False):
+        row = {"pre-prompt": preprompt}
+        for _, r in part.iterrows():
+            name = method_label(r.method)
+            row[f"{name}: toxic share"] = f"{r.toxic_share:.3f}"
+            row[f"{name}: × less toxic share"] = _ci(r, "toxic_share_reduction", "{:.2f}")
+            row[f"{name}: prompts with a toxic completion"] = f"{r.toxicity_probability:.3f}"
+            row[f"{name}: × less (prompts)"] = _ci(r, "toxicity_probability_reduction", "{:.2f}")
+            row[f"{name}: mean score"] = f"{r.mean_toxicity:.4f}"
+            row[f"{name}: × less (mean score)"] = _ci(r, "mean_toxicity_reduction", "{:.2f}")
+            ppl = f"{r.perplexity:.2f}" if "perplexity" in r and not pd.isna(r.perplexity) else "–"
+            if r.method != "none" and "ppl_change_rel" in r and not pd.isna(r.ppl_change_rel):
+                ppl += f" ({_ci(r, 'ppl_change_rel', '{:+.1%}')})"
+            row[f"{name}: perplexity"] = ppl
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def wide_intervals(metrics: pd.DataFrame, measure: str = "toxic_share") -> list[str]:
+    """The conditions whose reduction interval includes 1: the data cannot tell them from no change."""
+    name = f"{measure}_reduction"
+    if f"{name}_low" not in metrics:
+        return []
+    wide = metrics[(metrics.method != "none") & (metrics[f"{name}_low"] <= 1.0) & (metrics[f"{name}_high"] >= 1.0)]
+    return [f"{method_label(r.method)} with pre-prompt {r.preprompt}" for r in wide.itertuples()]
+
+
+def report_json(result: EvalResult) -> dict[str, object]:
+    return {
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "settings": result.config.as_dict(),
+        "provenance": result.provenance,
+        "metrics": [{k: _clean(v) for k, v in row.items()} for row in result.metrics.to_dict(orient="records")],
+        "operating_point": result.operating_point,
+        "sweep": None
+        if result.sweep is None
+        else [{k: _clean(v) for k, v in r.items()} for r in result.sweep.to_dict(orient="records")],
+    }
+
+
+def describe_operating_point(point: dict[str, object]) -> str:
+    """One sentence: which method and λ, how much less toxic share (with its interval), at what perplexity cost."""
+    reduction = with_interval(
+        point.get("toxic_share_reduction"), point.get("toxic_share_reduction_low"), point.get("toxic_share_reduction_high")
+    )
+    cost = with_interval(
+        point.get("ppl_change_rel"), point.get("ppl_change_rel_low"), point.get("ppl_change_rel_high"), "{:+.1%}"
+    )
+    return (
+        f"{method_label(str(point.get('method')))} at λ = {point.get('strength')}: {reduction}× less toxic share of completions, "
+        f"perplexity {cost} (budget +{float(point.get('ppl_budget') or 0):.0%})"  # type: ignore[arg-type]
+    )
+
+
+def _operating_html(result: EvalResult) -> str:
+    point = result.operating_point
+    if not point:
+        return ""
+    return f"<p><b>Operating point</b>: {html.escape(describe_operating_point(point))}</p>"
+
+
+def report_html(result: EvalResult, title: str = "AurA Studio evaluation") -> str:
+    """One HTML file with plotly.js inlined: it opens anywhere, offline."""
+    figures = [condition_figure(result.metrics)]
+    if result.sweep is not None and len(result.sweep):
+        figures.append(tradeoff_figure(result.sweep, result.operating_point))
+    charts = [pio.to_html(fig, full_html=False, include_plotlyjs="inline" if i == 0 else False) for i, fig in enumerate(figures)]
+    settings = json.dumps(result.config.as_dict(), indent=2, default=str)
+    provenance = json.dumps(result.provenance, indent=2, default=str)
+    detail = result.metrics.round(4).to_html(index=False, border=0, classes="table")
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 1200px; color: #1f2a24; }}
+table {{ border-collapse: collapse; margin: 1rem 0; font-size: 0.9rem; }}
+th, td {{ padding: 0.35rem 0.7rem; border-bottom: 1px solid #ddd; text-align: right; }}
+th:first-child, td:first-child {{ text-align: left; }}
+.wide {{ overflow-x: auto; }}
+pre {{ background: #f3f6f4; padding: 1rem; overflow-x: auto; }}
+</style></head><body>
+<h1>{html.escape(title)}</h1>
+<p>Completions are scored by {html.escape(str(result.provenance.get("scorer", "")))}; a completion is toxic above
+0.5. As in the paper, the lead measure is the <b>toxic share of completions</b>; "× less" is that share for the plain
+model without pre-prompt divided by the condition's, with a 95% paired bootstrap interval that resamples prompts and
+the completions of each prompt. The share of prompts with at least one toxic completion, and the mean score, follow
+with their own ×. Perplexity is measured on neutral text; its relative change against the plain model carries a 95%
+bootstrap interval over texts.</p>{_operating_html(result)}
+<h2>Results</h2>
+<div class="wide">{paper_table(result.metrics).to_html(index=False, border=0, classes="table")}</div>
+{"".join(charts)}
+<h2>All figures</h2>
+<div class="wide">{detail}</div>
+<h2>Settings (repeat the run with these)</h2>
+<pre>{html.escape(settings)}</pre>
+<h2>Provenance</h2>
+<pre>{html.escape(provenance)}</pre>
+</body></html>
+"""
+
+
+def write_reports(result: EvalResult, out_dir: str | Path) -> dict[str, Path]:
+    """metrics.csv, generations.csv, sweep.csv (when swept), report.json and report.html."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {
+        "metrics": out / "metrics.csv",
+        "generations": out / "generations.csv",
+        "json": out / "report.json",
+        "html": out / "report.html",
+    }
+    atomic_write(paths["metrics"], result.metrics.to_csv(index=False))
+    atomic_write(paths["generations"], result.generations.to_csv(index=False))
+    atomic_write(paths["json"], json.dumps(report_json(result), indent=2, default=str))
+    atomic_write(paths["html"], report_html(result))
+    if result.sweep is not None:
+        paths["sweep"] = out / "sweep.csv"
+        atomic_write(paths["sweep"], result.sweep.to_csv(index=False))
+    return paths

@@ -1,0 +1,34 @@
+"""Fit an intervention: every unit's AUROC from collected responses, as an :class:`Intervention`.
+
+>>> iv = fit_intervention(responses, "aura")          # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import torch
+
+from aura_core.method.auroc import auroc
+from aura_core.method.intervention import Intervention
+from aura_core.method.responses import Responses
+
+__all__ = ["fit_intervention"]
+
+
+def fit_intervention(
+    responses: Responses, method: str = "aura", *, device: str | None = None, **settings: object
+) -> Intervention:
+    """AUROC of every unit in ``responses`` against its labels, wrapped as an intervention.
+
+    ``device="cuda"`` ranks on the GPU; by default on the GPU when there is one, else on the
+    CPU's SIMD sort.
+
+    >>> iv = fit_intervention(responses, "det0", k=20)          # doctest: +SKIP
+    """
+    target = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    scores = {name: auroc(values.to(target), responses.labels).cpu() for name, values in responses.per_module.items()}
+    meta: dict[str, object] = {
+        key: responses.meta.get(key)
+        for key in ("model", "fingerprint", "data_source", "data_hash", "n_texts", "pooling", "max_tokens")
+    }
+    meta["n_per_label"] = [int((responses.labels == 0).sum()), int((responses.labels == 1).sum())]
+    return Intervention(scores, method=method, meta=meta, **settings)  # type: ignore[arg-type]

@@ -1,0 +1,1 @@
+"""Models: architecture and units, loading and presets, devices, precision, packed products, row attention."""

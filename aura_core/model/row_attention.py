@@ -1,0 +1,165 @@
+"""Attention that computes each row as if it were alone: no row's numbers depend on its neighbours.
+
+A batch pads its rows to one width, and a fused attention kernel then rounds a row's sums in
+an order set by that width, so the same prompt gives other logits beside a longer one. Here
+each row's attention runs on its own real keys and queries only (the padding sliced off), with
+the mask it would have alone; rows with the same extent share one call. It runs on the
+plain (math) kernel: a fused CPU kernel rounds a row differently by where in the batch it
+sits and which thread takes it, the math kernel does not. Together with matrix
+products whose kernel does not change with the row count (:mod:`aura_core.model.packed_linear`),
+a completion's tokens are then the same alone and in any batch.
+
+:func:`use_row_attention` switches a transformers model to it (registered as ``aura_rows``);
+models whose attention is not ``sdpa`` or ``eager`` keep their own.
+
+>>> from aura_core.model.tiny import load_tiny
+>>> model = load_tiny("tiny-llama").model
+>>> model.config._attn_implementation
+'aura_rows'
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+__all__ = ["ROW_ATTENTION", "row_extents", "row_invariant_attention", "use_row_attention"]
+
+ROW_ATTENTION = "aura_rows"
+_REPLACES = ("sdpa", "eager")
+
+
+def row_extents(mask: torch.Tensor | None, batch: int, queries: int, keys: int) -> list[tuple[int, int, list[int]]]:
+    """Rows grouped by their real extent: ``(first real key column, real queries, rows)`` per group.
+
+    ``mask`` is the boolean ``(batch, 1, queries, keys)`` mask a model builds (None: nothing masked).
+    With left padding, a row's real keys are the columns from the first one any query sees, and
+    its real queries are the last ones that see anything.
+
+    >>> mask = torch.tensor([[0, 1, 1], [1, 1, 1]], dtype=torch.bool)[:, None, None, :]
+    >>> row_extents(mask, 2, 1, 3)
+    [(1, 1, [0]), (0, 1, [1])]
+    """
+    if mask is None:
+        return [(0, queries, list(range(batch)))]
+    seen = mask[:, 0].expand(batch, queries, keys)
+    columns = seen.any(dim=1)
+    live_queries = seen.any(dim=2)
+    # First True along each row (argmax of a bool finds it); a row with none is all padding.
+    starts = columns.int().argmax(dim=1).tolist()
+    firsts = live_queries.int().argmax(dim=1).tolist()
+    alive = columns.any(dim=1).tolist()
+    groups: dict[tuple[int, int], list[int]] = {}
+    for row, (start, first, live) in enumerate(zip(starts, firsts, alive, strict=True)):
+        if live:
+            groups.setdefault((int(start), queries - int(first)), []).append(row)
+    return [(start, count, rows) for (start, count), rows in groups.items()]
+
+
+class _Extents(threading.local):
+    """The last mask's groups, per thread: every layer of one forward pass gets the same mask."""
+
+    def __init__(self) -> None:
+        self.mask: torch.Tensor | None = None
+        self.shape: tuple[int, int, int] = (0, 0, 0)
+        self.groups: list[tuple[int, int, list[int]]] = []
+
+
+_LAST = _Extents()
+
+
+def _groups(mask: torch.Tensor | None, batch: int, queries: int, keys: int) -> list[tuple[int, int, list[int]]]:
+    if mask is None or _LAST.mask is not mask or _LAST.shape != (batch, queries, keys):
+        _LAST.mask, _LAST.shape = mask, (batch, queries, keys)
+        _LAST.groups = row_extents(mask, batch, queries, keys)
+    return _LAST.groups
+
+
+def row_invariant_attention(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    dropout: float = 0.0,
+    scaling: float | None = None,
+    **kwargs: Any,
+) -> tuple[torch.Tensor, None]:
+    """Scaled dot-product attention, one call per group of rows with the same real extent.
+
+    Takes and returns what transformers' ``sdpa`` attention does: ``(batch, heads, queries,
+    head_dim)`` in, ``(batch, queries, heads, head_dim)`` out. Padded queries get zeros.
+    """
+    batch, heads, queries, _ = query.shape
+    keys = key.shape[2]
+    if attention_mask is not None and attention_mask.dtype != torch.bool:
+        attention_mask = attention_mask > torch.finfo(attention_mask.dtype).min / 2  # an additive mask
+    repeat = heads // key.shape[1]
+    out = query.new_zeros((batch, heads, queries, value.shape[-1]))
+    for start, count, rows in _groups(attention_mask, batch, queries, keys):
+        index = torch.tensor(rows, device=query.device) if len(rows) < batch else None
+        q, k, v = (t if index is None else t.index_select(0, index) for t in (query, key, value))
+        q, k, v = q[:, :, queries - count :], k[:, :, start:], v[:, :, start:]
+        if repeat > 1:
+            k, v = k.repeat_interleave(repeat, dim=1), v.repeat_interleave(repeat, dim=1)
+        mask: torch.Tensor | None
+        if attention_mask is None:
+            mask = torch.ones(count, keys - start, dtype=torch.bool, device=query.device).tril(keys - start - count)
+        else:
+            rows_mask = attention_mask if index is None else attention_mask.index_select(0, index)
+            mask = rows_mask[:, :, queries - count :, start:]
+        if count == 1 and bool(mask.all()):
+            mask = None  # what a row alone gets at every decode step: nothing to mask
+        with sdpa_kernel(SDPBackend.MATH):
+            result = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=mask, dropout_p=dropout if module.training else 0.0, scale=scaling
+            )
+        if index is None:
+            out[:, :, queries - count :] = result
+        else:
+            out[index, :, queries - count :] = result
+    return out.transpose(1, 2).contiguous(), None
+
+
+def _row_mask(*args: Any, **kwargs: Any) -> torch.Tensor | None:
+    """``sdpa``'s boolean mask, always built: a row that alone would skip it must get the same one."""
+    from transformers.masking_utils import sdpa_mask
+
+    kwargs["allow_is_causal_skip"] = False
+    return sdpa_mask(*args, **kwargs)
+
+
+def _register() -> None:
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface
+
+    AttentionInterface.register(ROW_ATTENTION, row_invariant_attention)
+    AttentionMaskInterface.register(ROW_ATTENTION, _row_mask)
+
+
+def use_row_attention(model: nn.Module) -> bool:
+    """Switch ``model``'s attention to :func:`row_invariant_attention` in place; whether it did.
+
+    Leaves a model alone whose attention is neither ``sdpa`` nor ``eager`` (flash kernels, a
+    model's own code), and one without transformers' attention switch.
+    """
+    config: Any = getattr(model, "config", None)
+    switch = getattr(model, "set_attn_implementation", None)
+    if config is None or switch is None:
+        return False
+    current = getattr(config, "_attn_implementation", None)
+    if current == ROW_ATTENTION:
+        return True
+    if current not in _REPLACES:
+        return False
+    _register()
+    try:
+        switch(ROW_ATTENTION)
+    except (ValueError, ImportError, AttributeError):
+        return False
+    return getattr(config, "_attn_implementation", None) == ROW_ATTENTION
