@@ -13,7 +13,6 @@ are untrusted: each one is parsed and checked, and a bad one is dropped with a n
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NoReturn
@@ -21,7 +20,9 @@ from typing import Any, NoReturn
 import streamlit as st
 
 from aura_core import METHODS, SAMPLING_PRESETS
+from aura_core.analysis import neurons
 from aura_core.analysis.experts import is_experts_key
+from aura_core.errors import UnitPatternError
 
 __all__ = ["SETTINGS", "Setting", "bind", "from_link", "get", "keep", "load_from_url", "parse_unit", "put", "stop", "sync_url"]
 
@@ -29,11 +30,11 @@ _STORE = "_settings"
 
 
 def parse_unit(text: str) -> tuple[str, int]:
-    """``module:index`` → ``(module, index)``; a ValueError for anything else."""
-    module, sep, index = text.rpartition(":")
-    if not sep or not re.fullmatch(r"[A-Za-z0-9_.]{1,200}", module) or not index.isdigit():
-        raise ValueError(f"{text!r} is not module:index")
-    return module, int(index)
+    """``module:index`` → ``(module, index)`` by the library's one rule; a ValueError for anything else."""
+    try:
+        return neurons.parse_unit(text)
+    except UnitPatternError as err:
+        raise ValueError(str(err)) from None
 
 
 def _choice(options: tuple[str, ...]) -> Callable[[str], str]:

@@ -97,3 +97,24 @@ def test_final_norm_scale_includes_the_family_offset(model):
     if family_of(model).norm_offset:
         # Gemma stores its RMSNorm scale as an offset from 1: a fresh model's zeros mean a scale of 1.
         assert torch.allclose(scale, torch.ones_like(scale))
+
+
+def test_a_pattern_that_backtracks_without_bound_ends_quickly_or_with_a_clear_error(monkeypatch) -> None:
+    """``re`` took 79 s over a tiny GPT-2's names with this pattern, holding the interpreter lock throughout."""
+    import time
+
+    from aura_core.errors import UnitPatternError
+    from aura_core.model import architecture
+    from aura_core.model.architecture import discover_units
+    from aura_core.model.tiny import load_tiny
+
+    model = load_tiny("tiny-gpt2").model
+    started = time.monotonic()
+    with pytest.raises(UnitPatternError, match="matches no module"):
+        discover_units(model, "(.|.)*!")
+    assert time.monotonic() - started < architecture.UNIT_PATTERN_SECONDS + 5
+    monkeypatch.setattr(architecture, "UNIT_PATTERN_SECONDS", 1e-9)
+    with pytest.raises(UnitPatternError, match="takes too long"):
+        discover_units(model, r"transformer\.h\.\d+\.mlp\.c_fc")
+    with pytest.raises(UnitPatternError, match="at most"):
+        discover_units(model, "a" * 10_000)

@@ -121,3 +121,28 @@ def test_a_deep_copy_of_a_hooked_model_takes_its_own_interventions(name: str) ->
     with intervened(original, aura):
         assert torch.equal(_logits(twin), plain), "the copy is untouched by the original's"
         assert torch.equal(_logits(original), changed)
+
+
+def test_a_fault_outside_the_step_fails_the_work_held_with_its_cause_and_the_worker_restarts(monkeypatch) -> None:
+    model = load_tiny("tiny-gpt2").model
+    engine = Engine(model)
+    try:
+        expected = engine.submit(_rows(1)).result(timeout=60)[0].tokens
+        admit = engine._admit
+        calls = {"n": 0}
+
+        def failing_admit() -> None:
+            calls["n"] += 1
+            if calls["n"] == 1:
+                raise RuntimeError("a fault in the scheduler")
+            admit()
+
+        monkeypatch.setattr(engine, "_admit", failing_admit)
+        began = time.monotonic()
+        with pytest.raises(EngineBusy, match="a fault in the scheduler") as info:
+            engine.submit(_rows(2)).result(timeout=60)
+        assert time.monotonic() - began < 30, "the caller heard at once, not at its timeout"
+        assert isinstance(info.value.__cause__, RuntimeError)
+        assert engine.submit(_rows(1)).result(timeout=60)[0].tokens == expected, "a new worker serves"
+    finally:
+        engine.close()

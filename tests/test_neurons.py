@@ -251,3 +251,16 @@ def test_baselines_must_fit_the_intervention(tiny_gpt2):
     wrong = Responses({name: torch.zeros(4, 3)}, torch.tensor([0, 1, 0, 1]))
     with pytest.raises(DataError, match="baselines"):
         experts_firing(model, tiny_gpt2.tokenizer, aura, "hi", baselines=unit_baselines(wrong))
+
+
+@pytest.mark.parametrize("text", ["h.0.mlp.c_fc:²", "h.0.mlp.c_fc:٣", "h.0.mlp.c_fc:1e3", "../etc:1", "h.0:" + "9" * 12, ":3"])
+def test_one_unit_rule_refuses_what_int_cannot_read_in_the_library_and_in_links(text: str) -> None:
+    from aura_core.analysis.neurons import parse_unit
+    from aura_core.errors import UnitPatternError
+    from studio.settings import parse_unit as parse_link_unit
+
+    with pytest.raises(UnitPatternError):
+        parse_unit(text)
+    with pytest.raises(ValueError):
+        parse_link_unit(text)
+    assert parse_link_unit("model.layers.5.mlp.gate_proj:1343") == ("model.layers.5.mlp.gate_proj", 1343)

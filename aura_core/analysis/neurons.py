@@ -15,6 +15,7 @@ when they cannot be), and lists of single tokens show their whitespace (``␣`` 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from functools import partial
@@ -94,11 +95,21 @@ def parse_unit(text: str) -> tuple[str, int]:
     Traceback (most recent call last):
     ...
     aura_core.errors.UnitPatternError: unit 'h.0.mlp.c_fc' is not MODULE:INDEX (e.g. model.layers.5.mlp.gate_proj:1343)
+    >>> parse_unit("h.0.mlp.c_fc:²")[1]
+    Traceback (most recent call last):
+    ...
+    aura_core.errors.UnitPatternError: unit 'h.0.mlp.c_fc:²' is not MODULE:INDEX (e.g. model.layers.5.mlp.gate_proj:1343)
     """
     module, sep, index = text.strip().rpartition(":")
-    if not sep or not module or not index.strip().isdigit():
-        raise UnitPatternError(f"unit {text!r} is not MODULE:INDEX (e.g. model.layers.5.mlp.gate_proj:1343)")
-    return module.strip(), int(index)
+    module, index = module.strip(), index.strip()
+    # ASCII only: str.isdigit() takes "²", which int() then refuses.
+    if not sep or not _MODULE_NAME.fullmatch(module) or not _UNIT_INDEX.fullmatch(index):
+        raise UnitPatternError(f"unit {text[:80]!r} is not MODULE:INDEX (e.g. model.layers.5.mlp.gate_proj:1343)")
+    return module, int(index)
+
+
+_MODULE_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,200}")
+_UNIT_INDEX = re.compile(r"[0-9]{1,9}")
 
 
 def unit_widths(model: nn.Module) -> dict[str, int]:

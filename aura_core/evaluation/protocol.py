@@ -23,6 +23,7 @@ from torch import nn
 from aura_core.base.batching import Tokenizer
 from aura_core.base.data import load_neutral_texts, load_preprompts, load_prompts, resolve_preprompt
 from aura_core.base.files import atomic_write
+from aura_core.base.numbers import check_finite
 from aura_core.errors import AuraError
 from aura_core.evaluation.generation import PREPROMPT_FORMS, SAMPLING_PRESETS, Generation, SamplingSettings, completion_rows
 from aura_core.evaluation.scoring import DEFAULT_SCORER, ToxicityScorer, load_scorer, text_nll
@@ -79,6 +80,7 @@ class EvalConfig:
     batch_size: int = 32
 
     def __post_init__(self) -> None:
+        check_finite(self)
         if self.sampling not in SAMPLING_PRESETS:
             raise AuraError(f"unknown sampling preset {self.sampling!r}: one of {', '.join(SAMPLING_PRESETS)}")
         if self.preprompt_form not in PREPROMPT_FORMS:

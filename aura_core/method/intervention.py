@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -53,6 +54,9 @@ class Intervention:
     meta: dict[str, object] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        for name in ("strength", "damp_alpha"):
+            if not math.isfinite(float(getattr(self, name))):
+                raise InterventionError(f"{name.replace('_', ' ')} must be a finite number, not {getattr(self, name)}")
         method = METHODS.get(self.method)
         if method is None:
             raise InterventionError(f"unknown method {self.method!r}: use one of {', '.join(METHODS)}")

@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import difflib
 import re
+import time
 from dataclasses import dataclass
 
+import regex
 import torch
 from torch import nn
 
@@ -150,8 +152,8 @@ def unit_width(module: nn.Module) -> int:
 def discover_units(model: nn.Module, pattern: str | None = None) -> list[str]:
     """Names of the modules whose outputs are AurA units: the family's, or those ``pattern`` matches.
 
-    ``pattern`` is matched with ``re.fullmatch`` against ``named_modules()`` names. A pattern
-    that matches nothing raises :class:`UnitPatternError` listing the closest names.
+    ``pattern`` is a regex matched in full against ``named_modules()`` names, within a time
+    limit. A pattern that matches nothing raises :class:`UnitPatternError` listing the closest names.
 
     >>> from transformers import GPT2Config, GPT2LMHeadModel
     >>> tiny = GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=16, n_head=2))
@@ -168,14 +170,42 @@ def discover_units(model: nn.Module, pattern: str | None = None) -> list[str]:
                 r"'.*layers\.\d+\.mlp\.(up_proj|down_proj)'"
             )
         pattern = family.unit_pattern
-    try:
-        compiled = re.compile(pattern)
-    except re.error as err:
-        raise UnitPatternError(f"unit pattern {pattern!r} is not a valid regex: {err}") from err
-    matched = [name for name in names if compiled.fullmatch(name)]
+    matched = _matching(pattern, names)
     if not matched:
         close = difflib.get_close_matches(pattern, names, n=5, cutoff=0.0)
         raise UnitPatternError(f"unit pattern {pattern!r} matches no module; closest names: {', '.join(close)}")
+    return matched
+
+
+UNIT_PATTERN_SECONDS = 1.0
+"""The most time a unit pattern may take over all of a model's module names."""
+UNIT_PATTERN_CHARS = 500
+
+
+def _matching(pattern: str, names: list[str]) -> list[str]:
+    """The names ``pattern`` fully matches, within :data:`UNIT_PATTERN_SECONDS`.
+
+    ``regex`` (not ``re``) matches with a time limit and without holding the interpreter lock,
+    so a pattern that backtracks without bound ends in an error instead of freezing a server.
+    """
+    if len(pattern) > UNIT_PATTERN_CHARS:
+        raise UnitPatternError(f"unit pattern is {len(pattern)} characters long; at most {UNIT_PATTERN_CHARS}")
+    try:
+        compiled = regex.compile(pattern)
+    except (regex.error, OverflowError, RecursionError) as err:
+        raise UnitPatternError(f"unit pattern {pattern!r} is not a valid regex: {err}") from None
+    deadline = time.monotonic() + UNIT_PATTERN_SECONDS
+    matched = []
+    try:
+        for name in names:
+            if compiled.fullmatch(name, timeout=max(deadline - time.monotonic(), 1e-6), concurrent=True):
+                matched.append(name)
+            if time.monotonic() > deadline:
+                raise TimeoutError
+    except TimeoutError:
+        raise UnitPatternError(
+            f"unit pattern {pattern[:80]!r} takes too long to match (over {UNIT_PATTERN_SECONDS:g} s): simplify it"
+        ) from None
     return matched
 
 

@@ -231,11 +231,17 @@ class Engine:
         *,
         priority: Priority = "bulk",
         progress: Callable[[int, int], None] | None = None,
-        timeout_s: float = 24 * 3600.0,
+        timeout_s: float | None = None,
     ) -> None:
-        """Decode rows to their end through the shared batch (a Runner); cancelled if the caller stops."""
+        """Decode rows to their end through the shared batch (a Runner); cancelled if the caller stops.
+
+        The time limit follows the work: 2 minutes, plus half a second per token asked for
+        (a pace far below any machine's), unless ``timeout_s`` says otherwise.
+        """
         if model is not self.model:
             raise AuraError("this engine serves another model")
+        if timeout_s is None:
+            timeout_s = 120.0 + 0.5 * sum(row.settings.max_new_tokens for row in rows)
         request = self.submit(rows, priority=priority)
         try:
             for state in request.states(poll_s=0.25, timeout_s=timeout_s):
@@ -289,6 +295,20 @@ class Engine:
         return len(ahead), tokens_ahead / rate + (remaining * self._step_s if full else 0.0)
 
     def _loop(self) -> None:
+        """The worker, supervised: whatever fails in it fails the work it holds, with the cause, and never hangs a caller."""
+        try:
+            self._serve()
+        except BaseException as err:
+            failure = EngineBusy(f"the engine failed ({type(err).__name__}: {err}); try again")
+            failure.__cause__ = err
+            model = self._model()
+            with self._cond:
+                if model is not None:
+                    self._batch = DecodeBatch(model)  # the old one may be half-updated: start clean
+                self._fail_all(failure)
+                self._thread = None  # the next request starts a fresh worker
+
+    def _serve(self) -> None:
         while True:
             with self._cond:
                 idle_since = time.monotonic()

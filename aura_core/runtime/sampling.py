@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
+from aura_core.base.numbers import check_finite
 from aura_core.errors import AuraError
 
 __all__ = ["SAMPLING_PRESETS", "SamplingSettings", "next_tokens", "row_generator"]
@@ -35,6 +36,7 @@ class SamplingSettings:
     num_return_sequences: int = 1
 
     def __post_init__(self) -> None:
+        check_finite(self)
         if self.max_new_tokens < 1 or self.num_return_sequences < 1:
             raise AuraError("max_new_tokens and the number of samples must be at least 1")
         if self.do_sample and self.temperature <= 0:

@@ -1,0 +1,44 @@
+"""Checked numbers: every float a person sets must be finite, since NaN passes every ``<=`` check.
+
+>>> from dataclasses import dataclass
+>>> @dataclass
+... class Knob:
+...     level: float = 1.0
+>>> check_finite(Knob(float("nan")))
+Traceback (most recent call last):
+...
+aura_core.errors.AuraError: level must be a finite number, not nan
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import fields, is_dataclass
+
+from aura_core.errors import AuraError
+
+__all__ = ["check_finite", "finite"]
+
+
+def finite(name: str, value: float) -> float:
+    """``value`` as a float if it is a finite number; else an error that names ``name``.
+
+    >>> finite("temperature", 0.7)
+    0.7
+    """
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise AuraError(f"{name} must be a number, not {value!r}") from None
+    if not math.isfinite(number):
+        raise AuraError(f"{name} must be a finite number, not {value}")
+    return number
+
+
+def check_finite(settings: object) -> None:
+    """Check every float field of a dataclass instance with :func:`finite`."""
+    assert is_dataclass(settings)
+    for spec in fields(settings):
+        value = getattr(settings, spec.name)
+        if isinstance(value, float):
+            finite(spec.name, value)
