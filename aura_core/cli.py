@@ -25,7 +25,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
+from aura_core.analysis.collect import MAX_TOKENS, POOLINGS
+from aura_core.analysis.experts import N_PER_CLASS
+from aura_core.base.files import atomic_write
 from aura_core.errors import AuraError, DataError
+from aura_core.method.registry import PLAIN
+from aura_core.runtime.sampling import describe_presets
 
 if TYPE_CHECKING:
     from aura_core.base.data import ConceptData
@@ -61,8 +66,7 @@ def _emit(rows: list[dict[str, Any]] | dict[str, Any], fmt: str, out: str | None
         text = json.dumps(rows, indent=2, default=str) + "\n"
     if out:
         try:
-            Path(out).parent.mkdir(parents=True, exist_ok=True)
-            Path(out).write_text(text, encoding="utf-8")
+            atomic_write(out, text)
         except OSError as err:
             raise AuraError(f"{out}: cannot be written ({err.strerror or err})") from None
         print(f"wrote {out}", file=sys.stderr)
@@ -154,8 +158,8 @@ def _add_collect_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--data", default="starter", help="'starter', a CSV/JSONL file or a dataset id (default starter)")
     group.add_argument("--n-per-class", type=int, default=300, help="texts per label, balanced (default 300)")
     group.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
-    group.add_argument("--max-tokens", type=int, default=64, help="token budget per text (default 64)")
-    group.add_argument("--pooling", choices=["max", "mean"], default="max", help="pooling over tokens (default max)")
+    group.add_argument("--max-tokens", type=int, default=MAX_TOKENS, help=f"token budget per text (default {MAX_TOKENS})")
+    group.add_argument("--pooling", choices=POOLINGS, default=POOLINGS[0], help=f"pooling over tokens (default {POOLINGS[0]})")
     group.add_argument("--units", default=None, help="regex over module names (default: the architecture's MLP layers)")
     group.add_argument("--batch-size", type=int, default=32, help="texts per forward pass (default 32)")
     group.add_argument("--no-cache", action="store_true", help="recompute even if cached")
@@ -304,7 +308,10 @@ def cmd_fit(args: argparse.Namespace) -> int:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
+    import numpy as np
+
     from aura_core.base.data import load_prompts, resolve_preprompt
+    from aura_core.evaluation.comparison import summarise_sides
     from aura_core.evaluation.generation import SAMPLING_PRESETS, generate
     from aura_core.evaluation.scoring import load_scorer
     from aura_core.method.intervention import Intervention
@@ -367,13 +374,14 @@ def cmd_generate(args: argparse.Namespace) -> int:
         for g, score in zip(outs, scores, strict=False):
             rows.append({"condition": condition, **g.as_dict(), "toxicity": round(float(score), 6)})
     _emit(rows, args.format, args.out)
-    for condition, _ in conditions:
-        values = [r["toxicity"] for r in rows if r["condition"] == condition]
-        share = sum(v > 0.5 for v in values) / len(values)
-        print(
-            f"{condition}: mean toxicity {sum(values) / len(values):.4f}, toxic share {share:.3f} (n={len(values)})",
-            file=sys.stderr,
-        )
+    per_side = {name: np.array([r["toxicity"] for r in rows if r["condition"] == name]) for name, _ in conditions}
+    summary = summarise_sides(per_side, seed=args.seed)
+    for side in summary.sides:
+        print(side.describe(), file=sys.stderr)
+    if summary.ratio is not None:
+        factor, low, high = summary.ratio
+        first, second = (side.side for side in summary.sides[:2])
+        print(f"{first} ÷ {second} mean toxicity: {factor:.2f}× [{low:.2f}, {high:.2f}], paired", file=sys.stderr)
     return 0
 
 
@@ -513,7 +521,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
     )
     intervention = Intervention.load(args.intervention) if args.intervention else None
-    if intervention is None and (args.sweep or any(m != "none" for m in config.methods)):
+    if intervention is None and (args.sweep or any(m != PLAIN for m in config.methods)):
         raise AuraError("give --intervention FILE (from `fit`), or --methods none without --sweep")
     loaded = _load(args)
     update, close = _stage_progress()
@@ -604,7 +612,7 @@ def _neurons_evidence(
             )
         return responses, data.texts, source
     source = args.data or "starter"
-    data = balanced_sample(load_concept_data(source), args.n_per_class or 50, seed=args.seed)
+    data = balanced_sample(load_concept_data(source), args.n_per_class or N_PER_CLASS, seed=args.seed)
     responses = collect_responses(
         loaded.collector, loaded.tokenizer, data, modules, max_tokens=args.max_tokens, model_name=args.model
     )
@@ -799,7 +807,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--preset",
         choices=list(SAMPLING_PRESETS),
         default=defaults.sampling,
-        help=f"quick (4×20 tokens), paper (25×20), followup (1×32); default {defaults.sampling}",
+        help=f"{describe_presets()}; default {defaults.sampling}",
     )
     evaluate.add_argument("--samples", type=int, default=defaults.samples, help="completions per prompt (overrides the preset)")
     evaluate.add_argument("--max-new-tokens", type=int, default=defaults.max_new_tokens)
@@ -859,7 +867,7 @@ def build_parser() -> argparse.ArgumentParser:
     prepare = sub.add_parser("prepare", help="find experts once and make them the app's default (or a named preset)")
     _add_model_args(prepare)
     _add_collect_args(prepare)
-    prepare.set_defaults(n_per_class=50)
+    prepare.set_defaults(n_per_class=N_PER_CLASS)
     prepare.add_argument("--name", default="default", help="'default' (what the app opens on) or a preset name")
     prepare.add_argument("--json", action="store_true", help="print one line of JSON: experts key and link query")
     prepare.set_defaults(func=cmd_prepare)
@@ -880,7 +888,9 @@ def build_parser() -> argparse.ArgumentParser:
         part.add_argument("--intervention", required=True, help="a file from `fit` (its AUROC says how expert each unit is)")
         part.add_argument("--responses", default=None, help="a file from `collect` (otherwise the units are collected on --data)")
         part.add_argument("--data", default=None, help="concept data for τ, p and top texts: 'starter' (default) or a CSV/JSONL")
-        part.add_argument("--n-per-class", type=int, default=None, help="texts per label (default 50, or the responses' own)")
+        part.add_argument(
+            "--n-per-class", type=int, default=None, help=f"texts per label (default {N_PER_CLASS}, or the responses' own)"
+        )
         part.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
         part.add_argument("--max-tokens", type=int, default=None, help="token budget per text (default: the intervention's)")
         part.add_argument("--json", action="store_true", help="print JSON (default: a few readable lines)")

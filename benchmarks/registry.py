@@ -11,7 +11,7 @@ and, by convention, a ``goal``::
         return {"name": "serve", **timing_fields(times), "speedup": round(ratio, 2), "goal": "speedup >= 2"}
 
 >>> sorted(BENCHMARKS)
-['app', 'auroc', 'collect', 'generate', 'memory', 'neurons', 'protocol', 'serve', 'soak']
+['app', 'auroc', 'collect', 'generate', 'invariance', 'memory', 'neurons', 'protocol', 'serve', 'soak']
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from benchmarks import app, auroc, collect, generate, memory, neurons, protocol, serve, soak
+from benchmarks import app, auroc, collect, generate, invariance, memory, neurons, protocol, serve, soak
 from benchmarks.settings import BenchmarkError, Settings
 from benchmarks.timing import recorded_conditions
 
@@ -33,6 +33,7 @@ BENCHMARKS: dict[str, Benchmark] = {
     "generate": generate.run,
     "memory": memory.run,
     "serve": serve.run,
+    "invariance": invariance.run,
     "app": app.run,
     "soak": soak.run,
     "neurons": neurons.run,

@@ -35,6 +35,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from aura_core.analysis.collect import MAX_TOKENS
 from aura_core.analysis.experts import Experts, ExpertsRecipe, compute_experts
 from aura_core.base.batching import tokenize_texts
 from aura_core.base.data import ConceptData, balanced_sample, load_concept_data, source_label
@@ -63,7 +64,7 @@ class Plan:
     public_neutral: Path = SHARED / "wikipedia_sentences.csv"
     sizes: tuple[int, ...] = (250, 1000, 3000, 6000)
     reference_size: int = 1000
-    max_tokens: int = 64
+    max_tokens: int = MAX_TOKENS
     validation_samples: int = 8
     report_samples: int = 25
     new_tokens: int = 20

@@ -7,18 +7,21 @@ goes through that model's one engine, which batches all sessions' requests toget
 
 from __future__ import annotations
 
-import hashlib
 import json
+import threading
 import weakref
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
 import streamlit as st
+import torch
 
 from aura_core import AuraError, ConceptData, Intervention, LoadedModel, Responses, load_model, load_scorer
 from aura_core.analysis.experts import Experts, ExpertsRecipe, compute_experts, experts_key, load_experts
-from aura_core.base.files import atomic_write
+from aura_core.analysis.unit_profile import ActivationProfile, activation_profile
+from aura_core.base.files import atomic_write, content_key
 from aura_core.evaluation.scoring import ToxicityScorer
 from aura_core.model.loading import cache_root
 from aura_core.runtime.engine import Engine, engine_for
@@ -142,9 +145,54 @@ def find_experts(choice: ModelChoice, sample: ConceptData, recipe: ExpertsRecipe
     return _flights().join(experts_key(loaded, sample, recipe), work)
 
 
+PROFILES_KEPT = 3
+"""Activation profiles kept per server: each holds every unit's quantiles on one corpus."""
+
+
+@st.cache_resource(show_spinner=False)
+def _profiles() -> tuple[OrderedDict[tuple[str, str], ActivationProfile], Flights, threading.Lock]:
+    return OrderedDict(), Flights(), threading.Lock()
+
+
+def activation_profile_of(
+    choice: ModelChoice, experts: SessionExperts, texts: list[str], corpus: str, thresholds: dict[str, torch.Tensor]
+) -> ActivationProfile | Flight[ActivationProfile]:
+    """Every unit of these experts on ``texts``: computed once per server and shared, the last few kept.
+
+    Returns the profile when it is at hand, else the flight computing it (follow it for progress).
+    """
+    store, flights, lock = _profiles()
+    key = (experts.key, content_key(texts, length=64))
+    with lock:
+        found = store.get(key)
+        if found is not None:
+            store.move_to_end(key)
+            return found
+    loaded = get_model(choice)
+
+    def work(flight: Flight[ActivationProfile]) -> ActivationProfile:
+        profile = activation_profile(
+            loaded.model,
+            loaded.tokenizer,
+            texts,
+            thresholds,
+            corpus=corpus,
+            max_tokens=experts.spec.max_tokens,
+            runner=get_engine(choice),
+            progress=flight.progress,
+        )
+        with lock:
+            store[key] = profile
+            while len(store) > PROFILES_KEPT:
+                store.popitem(last=False)
+        return profile
+
+    return flights.join(key, work)
+
+
 def generation_key(parts: list[object]) -> str:
     """The key of a side-by-side result: everything that decides its text and scores."""
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:24]
+    return content_key(parts, length=24)
 
 
 def store_generation(parts: list[object], result: dict[str, Any]) -> dict[str, Any]:

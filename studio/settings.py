@@ -21,7 +21,8 @@ import streamlit as st
 
 from aura_core import METHODS, SAMPLING_PRESETS
 from aura_core.analysis import neurons
-from aura_core.analysis.experts import is_experts_key
+from aura_core.analysis.collect import MAX_TOKENS, POOLINGS
+from aura_core.analysis.experts import N_PER_CLASS, is_experts_key
 from aura_core.errors import UnitPatternError
 
 __all__ = ["SETTINGS", "Setting", "bind", "from_link", "get", "keep", "load_from_url", "parse_unit", "put", "stop", "sync_url"]
@@ -87,9 +88,9 @@ SETTINGS: dict[str, Setting] = {
         Setting("model", "model", None, _text(300)),  # checked against the server's offer by the caller
         Setting("experts", "experts", None, _key),
         Setting("unit", "unit", None, lambda t: ":".join(map(str, parse_unit(t)))),
-        Setting("n_per_class", "n", 50, _number(int, 1, 1_000_000)),
-        Setting("max_tokens", "tokens", 64, _number(int, 4, 512)),
-        Setting("pooling", "pooling", "max", _choice(("max", "mean"))),
+        Setting("n_per_class", "n", N_PER_CLASS, _number(int, 1, 1_000_000)),
+        Setting("max_tokens", "tokens", MAX_TOKENS, _number(int, 4, 512)),
+        Setting("pooling", "pooling", POOLINGS[0], _choice(POOLINGS)),
         Setting("data_seed", "data_seed", 0, _number(int, 0, 10_000)),
         Setting("prompt", "prompt", None, _text(2000)),
         Setting("pre", "pre", "none", _text(200)),

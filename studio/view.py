@@ -13,6 +13,7 @@ import streamlit as st
 from aura_core.analysis.firing import Baselines, unit_baselines
 from aura_core.analysis.neurons import TokenActivations
 from aura_core.method.registry import method_label
+from aura_core.method.stats import TOXIC_THRESHOLD
 from aura_core.runtime.flights import Flight
 
 T = TypeVar("T")
@@ -112,7 +113,7 @@ def word_diff_html(left: str, right: str, left_score: float = 0.0, right_score: 
 
 
 def toxicity_badge(score: float) -> str:
-    color = "#d62728" if score > 0.5 else ("#ff7f0e" if score > 0.2 else "#2ca02c")
+    color = "#d62728" if score > TOXIC_THRESHOLD else ("#ff7f0e" if score > 0.2 else "#2ca02c")
     return f"<span style='color:{color}; font-weight:600'>toxicity {score:.3f}</span>"
 
 

@@ -178,3 +178,23 @@ def test_a_model_with_its_own_attention_is_left_alone() -> None:
     from aura_core.model.row_attention import use_row_attention
 
     assert use_row_attention(torch.nn.Linear(2, 2)) is False
+
+
+def test_a_set_of_rows_that_comes_back_finds_its_plan_and_a_new_set_gets_its_own() -> None:
+    loaded = load_model("tiny-llama")
+    (aura,) = [iv for iv in _interventions(loaded.model, 2) if iv is not None]
+    batch = DecodeBatch(loaded.model, stops=set())
+    short, long = SamplingSettings(max_new_tokens=2, do_sample=False), SamplingSettings(max_new_tokens=9, do_sample=False)
+    batch.join([DecodeRow([65, 66], long, intervention=aura), DecodeRow([67], short)])
+    first = batch.plan()
+    assert first is not None
+    while len(batch) == 2:
+        batch.step()
+        batch.drop_finished()
+    alone = batch.plan()
+    assert alone is not first and alone is not None and alone.scale[next(iter(alone.scale))].ndim == 1
+    batch.join([DecodeRow([68], short)])  # the same interventions, row for row, as before
+    assert batch.plan() is first
+    other = aura.with_strength(0.5)
+    batch.join([DecodeRow([69], short, intervention=other)])
+    assert batch.plan() is not first

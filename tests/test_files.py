@@ -1,8 +1,10 @@
 """Writes that never leave half a file, integrity hashes that catch changed bytes."""
 
+import json
 import os
 import stat
 import threading
+from pathlib import Path
 
 import pytest
 import torch
@@ -89,3 +91,51 @@ def test_changed_bytes_in_an_intervention_file_are_caught(tmp_path):
     _flip_a_byte_near_the_end(path)
     with pytest.raises(InterventionError, match=r"iv\.safetensors: its content changed after it was written"):
         Intervention.load(path)
+
+
+def test_a_write_through_a_symlink_replaces_its_target_and_keeps_the_link(tmp_path):
+    from aura_core.base.files import atomic_write
+
+    target = tmp_path / "real.json"
+    target.write_text("old")
+    link = tmp_path / "link.json"
+    link.symlink_to(target)
+    atomic_write(link, "new")
+    assert link.is_symlink() and target.read_text() == "new"
+
+
+def test_a_write_to_a_device_or_folder_is_refused_and_the_node_stays(tmp_path):
+    import os
+
+    import pytest
+
+    from aura_core.base.files import atomic_write
+    from aura_core.errors import AuraError
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    for special in (fifo, tmp_path, type(tmp_path)(os.devnull)):
+        with pytest.raises(AuraError, match="not a regular file"):
+            atomic_write(special, "x")
+    assert fifo.exists() and not fifo.is_file()
+
+
+def test_two_processes_registering_prepared_experts_at_once_lose_nothing(tmp_path):
+    import subprocess
+    import sys
+
+    root = tmp_path / "experts"
+    keys = [f"{i:020x}" for i in range(80)]
+    for key in keys:
+        (root / key).mkdir(parents=True)
+        (root / key / "recipe.json").write_text("{}")
+    code = (
+        "import sys; from aura_core.analysis.experts import register_prepared\n"
+        "for key in sys.argv[2:]: register_prepared(sys.argv[1], key, name=key)\n"
+    )
+    env = {**os.environ, "AURA_CACHE_DIR": str(tmp_path)}
+    root_dir = Path(__file__).resolve().parents[1]
+    writers = [subprocess.Popen([sys.executable, "-c", code, model, *keys], cwd=root_dir, env=env) for model in ("m1", "m2")]
+    assert [w.wait(timeout=300) for w in writers] == [0, 0]
+    table = json.loads((root / "prepared.json").read_text())
+    assert {model: len(names) for model, names in table.items()} == {"m1": 80, "m2": 80}

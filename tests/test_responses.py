@@ -77,3 +77,22 @@ def test_corrupt_responses_file_is_a_clear_error(tmp_path):
     bad.write_bytes(b"not a safetensors file")
     with pytest.raises(DataError, match="not a readable responses file"):
         Responses.load(bad)
+
+
+def test_a_resume_part_changed_on_disk_is_recomputed_not_trusted(tiny_gpt2, toy_data, tmp_path):
+    reference = _collect(tiny_gpt2, toy_data, tmp_path / "ref", batch_size=4, chunk_texts=4)
+    calls = {"n": 0}
+
+    def stop_after_two_batches() -> bool:
+        calls["n"] += 1
+        return calls["n"] > 2
+
+    with pytest.raises(CollectionCancelled):
+        _collect(tiny_gpt2, toy_data, tmp_path / "run", batch_size=4, chunk_texts=4, should_stop=stop_after_two_batches)
+    (part, *_) = sorted((tmp_path / "run").rglob("part-*.safetensors"))
+    data = bytearray(part.read_bytes())
+    data[-3] ^= 0x40  # one flipped bit in the last stored value: the file still parses
+    part.write_bytes(bytes(data))
+    resumed = _collect(tiny_gpt2, toy_data, tmp_path / "run", batch_size=4, chunk_texts=4)
+    for name in reference.units:
+        assert torch.equal(resumed.per_module[name], reference.per_module[name])

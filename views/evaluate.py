@@ -1,6 +1,5 @@
 """Evaluate: the paper's measurement for the loaded model, with a strength sweep and reports."""
 
-import hashlib
 import json
 from dataclasses import replace
 
@@ -8,11 +7,14 @@ import streamlit as st
 
 from aura_core import SAMPLING_PRESETS, AuraError, load_preprompts
 from aura_core.analysis.experts import save_operating_point
+from aura_core.base.files import content_key
 from aura_core.evaluation.plots import condition_figure, tradeoff_figure
 from aura_core.evaluation.protocol import PREPROMPT_GROUPS, EvalConfig, EvalResult, operating_point, run_evaluation, run_sweep
 from aura_core.evaluation.reports import describe_operating_point, paper_table, report_html, report_json, wide_intervals
 from aura_core.method.registry import METHODS, method_label, method_names
+from aura_core.method.stats import TOXIC_THRESHOLD
 from aura_core.model.loading import cache_root
+from aura_core.runtime.sampling import describe_presets
 from studio import settings
 from studio.resources import get_engine, get_scorer, get_server_config
 from studio.state import model_choice, require_experts, require_model
@@ -49,7 +51,7 @@ with st.form("eval_form"):
         list(SAMPLING_PRESETS),
         index=list(SAMPLING_PRESETS).index(DEFAULTS.sampling),
         key="eval_preset",
-        help="quick: 4×20 tokens · paper: 25×20 · followup: 1×32, top_p 0.3, repetition penalty 1.2",
+        help=describe_presets(),
     )
     samples = cols[2].number_input("Completions per prompt (0 = preset)", 0, 50, 0, key="eval_samples")
     seed = cols[2].number_input("Seed", 0, 2**31 - 1, DEFAULTS.seed, key="eval_seed")
@@ -97,7 +99,7 @@ if int(n_prompts) < FEW_PROMPTS:
         f"{int(n_prompts)} prompts give wide intervals: a reduction measured on fewer than {FEW_PROMPTS} prompts often "
         "cannot be told apart from none. Use more prompts for a result you would report."
     )
-run_key = hashlib.sha256(json.dumps([loaded.name, experts.key]).encode()).hexdigest()[:12]
+run_key = content_key([loaded.name, experts.key], length=12)
 run_dir = cache_root() / "evaluations" / run_key
 if run:
     with st.status("Evaluating…", expanded=True) as status:
@@ -135,7 +137,8 @@ if result is None:
 
 st.subheader("Results")
 st.caption(
-    "As in the paper, the lead measure is the toxic share of completions (score above 0.5); × less is the plain model's "
+    f"As in the paper, the lead measure is the toxic share of completions (score above {TOXIC_THRESHOLD}); "
+    "× less is the plain model's "
     "share without pre-prompt divided by the condition's, with a 95% interval that resamples prompts and completions."
 )
 st.dataframe(paper_table(result.metrics), hide_index=True, width="stretch")

@@ -1,8 +1,6 @@
 """Expert neurons: browse the units by AUROC, open one (table, search or ``?unit=module:index``), see it in full."""
 
-import hashlib
 import tempfile
-import threading
 from pathlib import Path
 
 import pandas as pd
@@ -19,12 +17,11 @@ from aura_core.analysis.neurons import (
     unit_ref,
     unit_widths,
 )
-from aura_core.analysis.unit_profile import DENSITY_RULE, ActivationProfile, activation_profile
+from aura_core.analysis.unit_profile import DENSITY_RULE, ActivationProfile
 from aura_core.evaluation.plots import activation_histogram, unit_classifier_figure
 from aura_core.model.architecture import layer_of, module_kind
-from aura_core.runtime.flights import Flight, Flights
 from studio import settings
-from studio.resources import SessionExperts, get_engine, get_server_config
+from studio.resources import SessionExperts, activation_profile_of, get_engine, get_server_config
 from studio.state import model_choice, require_experts, require_model
 from studio.view import ProgressWithETA, expert_baselines, follow_flight, inline_html, token_highlight_html
 
@@ -135,41 +132,12 @@ except AuraError as err:
     settings.stop()
 
 
-@st.cache_resource(show_spinner=False)
-def profile_store() -> tuple[dict[tuple[str, str], ActivationProfile], Flights, threading.Lock]:
-    return {}, Flights(), threading.Lock()
-
-
 def profile_of(texts: list[str], corpus: str) -> ActivationProfile:
-    """Every unit of these experts on ``texts``: computed once per server (shared, with progress), three kept."""
-    store, flights, lock = profile_store()
-    key = (experts.key, hashlib.sha256("\x00".join(texts).encode()).hexdigest())
-    with lock:
-        found = store.get(key)
-    if found is not None:
+    """Every unit of these experts on ``texts``, shared by every session of this server."""
+    found = activation_profile_of(model_choice(), experts, texts, corpus, expert_baselines(experts).thresholds)
+    if isinstance(found, ActivationProfile):
         return found
-    thresholds = expert_baselines(experts).thresholds
-    choice = model_choice()
-
-    def work(flight: Flight[ActivationProfile]) -> ActivationProfile:
-        profile = activation_profile(
-            loaded.model,
-            loaded.tokenizer,
-            texts,
-            thresholds,
-            corpus=corpus,
-            max_tokens=experts.spec.max_tokens,
-            runner=get_engine(choice),
-            progress=flight.progress,
-        )
-        with lock:
-            store[key] = profile
-            while len(store) > 3:
-                store.pop(next(iter(store)))
-        return profile
-
-    flight = flights.join(key, work)
-    return follow_flight(flight, ProgressWithETA(f"Measuring every unit on {corpus} (once per server)"))
+    return follow_flight(found, ProgressWithETA(f"Measuring every unit on {corpus} (once per server)"))
 
 
 def corpus_choice() -> tuple[list[str], str]:

@@ -3,6 +3,7 @@
 import streamlit as st
 
 from aura_core import AuraError, CollectionCancelled, balanced_sample, load_concept_data, parse_concept_bytes, unit_table
+from aura_core.analysis.collect import POOLINGS
 from aura_core.analysis.experts import ExpertsRecipe
 from aura_core.base.data import source_label
 from aura_core.evaluation.plots import alpha_histogram, auroc_by_layer, experts_per_layer
@@ -84,7 +85,7 @@ with st.form("experts_form"):
     )
     pooling = settings.keep(
         "pooling",
-        cols[2].selectbox("Pooling", ["max", "mean"], key=settings.bind("pooling"), help="The paper uses max over tokens."),
+        cols[2].selectbox("Pooling", list(POOLINGS), key=settings.bind("pooling"), help="The paper uses max over tokens."),
     )
     seed = settings.keep("data_seed", cols[3].number_input("Sampling seed", 0, 10_000, key=settings.bind("data_seed")))
     regex = ""

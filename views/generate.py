@@ -6,16 +6,16 @@ import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
-import pandas as pd
 import streamlit as st
 
 from aura_core import METHODS, SAMPLING_PRESETS, AuraError, SamplingSettings, load_preprompts, load_prompts, method_label
 from aura_core.analysis.experts import load_operating_point
 from aura_core.base.data import resolve_preprompt
+from aura_core.evaluation.comparison import scored_sides, summarise_sides
 from aura_core.evaluation.generation import side_by_side_rows
 from aura_core.evaluation.reports import describe_operating_point
 from aura_core.method.registry import method_names
-from aura_core.method.stats import TOXIC_THRESHOLD, bootstrap_mean, bootstrap_ratio
+from aura_core.method.stats import TOXIC_THRESHOLD
 from aura_core.model.loading import cache_root
 from aura_core.runtime.folding import export_model
 from studio import settings
@@ -202,14 +202,7 @@ if st.button("Generate", type="primary", disabled=not prompt.strip()) or (autoru
     finally:
         if not request.finished.is_set():
             request.cancel()  # the page went away (cancel, refresh): free this request's rows
-    frame = pd.DataFrame(
-        [
-            {"side": side, "sample": sample, "completion": loaded.tokenizer.decode(row.tokens, skip_special_tokens=True)}
-            for side, side_rows in sides.items()
-            for sample, row in enumerate(side_rows)
-        ]
-    )
-    frame["toxicity"] = scorer.score(frame.completion.tolist())
+    frame = scored_sides(loaded.tokenizer, sides, scorer)
     st.session_state["last_generation"] = store_generation(
         result_key,
         {"prompt": prompt, "pre_prompt": pre_prompt, "method": method, "strength": strength, "seed": int(seed), "samples": frame},
@@ -230,7 +223,7 @@ side_names = list(dict.fromkeys(frame.side))
 first = frame[frame["sample"] == 0].set_index("side")
 st.caption(
     f"Prompt “{result['prompt']}” · pre-prompt: {result['pre_prompt'] or 'none'} · seed {result['seed']} · "
-    f"sample 1 of {int((frame.side == side_names[0]).sum())} per side, same random stream on both side_names"
+    f"sample 1 of {int((frame.side == side_names[0]).sum())} per side, same random stream on both sides"
 )
 scores = [float(first.loc[side, "toxicity"]) for side in side_names]
 bodies = word_diff_html(str(first.loc[side_names[0], "completion"]), str(first.loc[side_names[1], "completion"]), *scores)
@@ -241,16 +234,20 @@ for column, side, score, body in zip(columns, side_names, scores, bodies, strict
         st.markdown(f"<span style='color:#888'>{inline_html(result['prompt'])}</span>{body}", unsafe_allow_html=True)
 
 per_side = {side: frame[frame.side == side].sort_values("sample").toxicity.to_numpy() for side in side_names}
+summary = summarise_sides(per_side, seed=int(result["seed"]))
 cols = list(st.columns(3))
-for col, side in zip(cols, side_names, strict=False):
-    mean, low, high = bootstrap_mean(per_side[side], seed=int(result["seed"]))
-    toxic = int((per_side[side] > TOXIC_THRESHOLD).sum())
+for col, side_summary in zip(cols, summary.sides, strict=False):
     col.metric(
-        f"{side_title(side, result['strength'])}: mean toxicity", f"{mean:.3f}", help="95% bootstrap interval over the samples"
+        f"{side_title(side_summary.side, result['strength'])}: mean toxicity",
+        f"{side_summary.mean:.3f}",
+        help="95% bootstrap interval over the samples",
     )
-    col.caption(f"[{low:.3f}, {high:.3f}] · {toxic} of {len(per_side[side])} completions toxic (score > {TOXIC_THRESHOLD})")
-if len(per_side[side_names[0]]) > 1:
-    factor, low, high = bootstrap_ratio(per_side[side_names[0]], per_side[side_names[1]], seed=int(result["seed"]))
+    col.caption(
+        f"[{side_summary.low:.3f}, {side_summary.high:.3f}] · {side_summary.toxic} of {side_summary.n} "
+        f"completions toxic (score > {TOXIC_THRESHOLD})"
+    )
+if summary.ratio is not None:
+    factor, low, high = summary.ratio
     cols[2].metric("Baseline ÷ intervened mean toxicity", f"{factor:.2f}×" if factor != float("inf") else "∞")
     cols[2].caption(
         f"95% interval [{low:.2f}, {high:.2f}], paired by sample"

@@ -3,14 +3,15 @@
 import streamlit as st
 
 from aura_core import AuraError, balanced_sample, load_concept_data, load_prompts
-from aura_core.analysis.experts import ExpertsRecipe
+from aura_core.analysis.collect import MAX_TOKENS
+from aura_core.analysis.experts import N_PER_CLASS, ExpertsRecipe
 from studio import settings
 from studio.resources import experts_by_key, find_experts, get_server_config
 from studio.state import STARTER_LABEL, model_choice, require_model, session_experts, set_session_experts
 from studio.view import ProgressWithETA, follow_flight
 
 # What the demo finds when the operator has not prepared experts: small enough for ~30 s on 2 cores.
-DEMO_RECIPE = {"n_per_class": 50, "max_tokens": 64}
+DEMO_RECIPE = {"n_per_class": N_PER_CLASS, "max_tokens": MAX_TOKENS}
 
 st.title("AurA Studio")
 st.markdown(

@@ -16,6 +16,7 @@ from functools import partial
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -30,9 +31,13 @@ from aura_core.runtime.hooks import CallPlan, call_plan
 from aura_core.runtime.inline import INLINE
 from aura_core.runtime.runner import Runner
 
-__all__ = ["CollectionCancelled", "collect_responses"]
+__all__ = ["MAX_TOKENS", "POOLINGS", "CollectionCancelled", "collect_responses"]
 
 Progress = Callable[[int, int], None]
+POOLINGS = ("max", "mean")
+"""How a unit's outputs over a text's tokens become one response; the paper uses ``max``."""
+MAX_TOKENS = 64
+"""The default token budget per text: the paper's texts are short, and 64 tokens hold most."""
 
 
 class CollectionCancelled(AuraError):
@@ -89,8 +94,8 @@ def collect_responses(
     data: ConceptData,
     units: list[str],
     *,
-    pooling: str = "max",
-    max_tokens: int = 64,
+    pooling: str = POOLINGS[0],
+    max_tokens: int = MAX_TOKENS,
     batch_size: int = 32,
     progress: Progress | None = None,
     should_stop: Callable[[], bool] | None = None,
@@ -106,8 +111,8 @@ def collect_responses(
     where it stopped. ``progress(done, total)`` is called after each batch. Each batch's
     forward pass runs on ``runner`` (a server's shared engine, or inline).
     """
-    if pooling not in ("max", "mean"):
-        raise DataError(f"pooling must be 'max' or 'mean', not {pooling!r}")
+    if pooling not in POOLINGS:
+        raise DataError(f"pooling must be one of {', '.join(POOLINGS)}, not {pooling!r}")
     if batch_size < 1:
         raise DataError("batch_size must be at least 1")
     modules = dict(model.named_modules())
@@ -199,8 +204,13 @@ def _load_parts(parts_dir: Path, buffers: dict[str, torch.Tensor], done: torch.T
         return
     for part in sorted(parts_dir.glob("part-*.safetensors")):
         try:
+            with safe_open(str(part), framework="pt") as handle:
+                stored = (handle.metadata() or {}).get(CONTENT_KEY)
             tensors = load_file(str(part))
         except Exception:  # a part cut short by a crash is simply recomputed
+            part.unlink(missing_ok=True)
+            continue
+        if stored != content_hash(tensors):  # changed since it was written (a flipped bit): recompute it
             part.unlink(missing_ok=True)
             continue
         rows = tensors.pop("__rows__")

@@ -23,6 +23,7 @@ from functools import partial
 import torch
 from torch import nn
 
+from aura_core.analysis.collect import MAX_TOKENS
 from aura_core.analysis.token_text import Piece, readable_token, text_pieces
 from aura_core.analysis.unit_profile import DENSITY_RULE, ActivationProfile, UnitDensity, youden_thresholds
 from aura_core.base.batching import Tokenizer, pad_right, tokenize_texts
@@ -218,7 +219,7 @@ def token_activations(
     module_name: str,
     unit: int,
     *,
-    max_tokens: int = 64,
+    max_tokens: int = MAX_TOKENS,
     runner: Runner = INLINE,
 ) -> list[TokenActivations]:
     """The unit's output at every piece of each text (same tokenisation as collection)."""

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from aura_core.analysis.collect import MAX_TOKENS
 from aura_core.base.batching import Tokenizer, length_sorted_batches, pad_right, tokenize_texts
 from aura_core.errors import DataError, UnitPatternError
 from aura_core.model.architecture import unit_width
@@ -194,7 +195,7 @@ def activation_profile(
     thresholds: Mapping[str, torch.Tensor],
     *,
     corpus: str = "corpus",
-    max_tokens: int = 64,
+    max_tokens: int = MAX_TOKENS,
     max_total_tokens: int = 32_000,
     batch_size: int = 8,
     runner: Runner = INLINE,

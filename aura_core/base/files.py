@@ -12,7 +12,9 @@ Files end up readable by everyone (0644) and folders 0755, whoever the umask.
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import json
 import os
 import shutil
 import tempfile
@@ -24,12 +26,34 @@ import torch
 
 from aura_core.errors import AuraError
 
-__all__ = ["CONTENT_KEY", "atomic_folder", "atomic_path", "atomic_write", "content_hash"]
+__all__ = [
+    "CONTENT_KEY",
+    "atomic_folder",
+    "atomic_path",
+    "atomic_write",
+    "content_hash",
+    "content_key",
+    "writable_path",
+]
 
 # The header entry that holds a safetensors file's content hash.
 CONTENT_KEY = "content_blake2b"
 FILE_MODE = 0o644
 FOLDER_MODE = 0o755
+
+
+def content_key(parts: object, length: int = 16) -> str:
+    """The key of a piece of work: a hash of ``parts`` as JSON (dict keys sorted), ``length`` hex digits.
+
+    Each kind of key keeps its length (stored keys and links name them), so callers pass it.
+
+    >>> content_key(["model", 64]) == content_key(["model", 64]) != content_key(["model", 32])
+    True
+    >>> len(content_key({"a": 1}, length=24))
+    24
+    """
+    text = json.dumps(parts, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:length]
 
 
 def content_hash(tensors: Mapping[str, torch.Tensor]) -> str:
@@ -56,7 +80,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     >>> with atomic_path(folder / "b.bin") as tmp:     # doctest: +SKIP
     ...     save_file(tensors, str(tmp))
     """
-    path = Path(path)
+    path = writable_path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -68,8 +92,28 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         yield tmp
         os.chmod(tmp, FILE_MODE)
         os.replace(tmp, path)
+    except OSError as err:
+        if err.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise AuraError(f"{path}: the disk is full; free some space (or set AURA_CACHE_DIR elsewhere) and run again") from err
+        raise
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def writable_path(path: str | Path) -> Path:
+    """Where a write to ``path`` goes: a symlink's target (the link stays a link), never a special file.
+
+    >>> writable_path("/dev/null")
+    Traceback (most recent call last):
+    ...
+    aura_core.errors.AuraError: /dev/null: is not a regular file (a device, pipe or folder); give a file path
+    """
+    path = Path(path)
+    if path.is_symlink():
+        path = path.resolve()
+    if path.exists() and not path.is_file():
+        raise AuraError(f"{path}: is not a regular file (a device, pipe or folder); give a file path")
+    return path
 
 
 def atomic_write(path: str | Path, data: str | bytes) -> Path:

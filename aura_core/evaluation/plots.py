@@ -13,7 +13,8 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from aura_core.method.registry import method_label
+from aura_core.method.registry import PLAIN, method_label
+from aura_core.method.stats import TOXIC_THRESHOLD
 
 __all__ = [
     "COLORS",
@@ -30,13 +31,14 @@ __all__ = [
     "unit_classifier_figure",
 ]
 
-THRESHOLDS = (0.5, 0.6, 0.7, 0.8)
+THRESHOLDS = (TOXIC_THRESHOLD, 0.6, 0.7, 0.8)
 COLORS = {
     "toxic": "#d62728",
     "non-toxic": "#1f77b4",
     "baseline": "#7f7f7f",
-    "none": "#7f7f7f",
+    PLAIN: "#7f7f7f",
     "aura": "#2ca02c",
+    "aura-null": "#98df8a",
     "det0": "#9467bd",
     "damp": "#ff7f0e",
 }
@@ -88,7 +90,7 @@ def auroc_by_layer(table: pd.DataFrame, style: str = "box", max_points_per_layer
                 col=1,
             )
     for row in range(1, len(kinds) + 1):
-        fig.add_hline(y=0.5, line_dash="dot", line_color="grey", row=row, col=1)
+        fig.add_hline(y=0.5, line_dash="dot", line_color="grey", row=row, col=1)  # AUROC of a coin flip
         fig.update_yaxes(title_text="AUROC", row=row, col=1)
     fig.update_xaxes(title_text="layer", row=len(kinds), col=1)
     fig.update_layout(title="AUROC of every unit, per layer", height=260 * len(kinds) + 80, **_LAYOUT)
@@ -174,7 +176,7 @@ def condition_figure(metrics: pd.DataFrame) -> go.Figure:
         )
     fig.update_layout(
         barmode="group",
-        title="Toxic share of completions (score > 0.5); label: × less than the plain model without pre-prompt",
+        title=f"Toxic share of completions (score > {TOXIC_THRESHOLD}); label: × less than the plain model without pre-prompt",
         xaxis_title="pre-prompt",
         yaxis_title="toxic share of completions",
         **_LAYOUT,

@@ -10,7 +10,6 @@ the run folder as soon as they exist, so an interrupted evaluation resumes where
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -22,7 +21,7 @@ from torch import nn
 
 from aura_core.base.batching import Tokenizer
 from aura_core.base.data import load_neutral_texts, load_preprompts, load_prompts, resolve_preprompt
-from aura_core.base.files import atomic_write
+from aura_core.base.files import atomic_write, content_key
 from aura_core.base.numbers import check_finite
 from aura_core.errors import AuraError
 from aura_core.evaluation.generation import PREPROMPT_FORMS, SAMPLING_PRESETS, Generation, SamplingSettings, completion_rows
@@ -68,8 +67,8 @@ class EvalConfig:
     neutral: str = "starter"
     n_neutral: int | None = 60
     ppl_max_tokens: int = 128
-    methods: tuple[str, ...] = ("none", "aura")
-    preprompts: tuple[str, ...] = ("none", "favourable", "adversarial")
+    methods: tuple[str, ...] = (PLAIN, "aura")
+    preprompts: tuple[str, ...] = PREPROMPT_GROUPS
     favourable: str | None = None
     adversarial: str | None = None
     preprompt_form: str = "text"
@@ -178,7 +177,7 @@ def summarise(
 
 
 def _hash(*parts: object) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return content_key(parts)
 
 
 class _RunFolder:

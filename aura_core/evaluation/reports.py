@@ -19,7 +19,8 @@ import plotly.io as pio
 from aura_core.base.files import atomic_write
 from aura_core.evaluation.plots import condition_figure, tradeoff_figure
 from aura_core.evaluation.protocol import EvalResult
-from aura_core.method.registry import method_label
+from aura_core.method.registry import PLAIN, method_label
+from aura_core.method.stats import TOXIC_THRESHOLD
 
 __all__ = [
     "describe_operating_point",
@@ -79,7 +80,7 @@ def paper_table(metrics: pd.DataFrame) -> pd.DataFrame:
             row[f"{name}: mean score"] = f"{r.mean_toxicity:.4f}"
             row[f"{name}: × less (mean score)"] = _ci(r, "mean_toxicity_reduction", "{:.2f}")
             ppl = f"{r.perplexity:.2f}" if "perplexity" in r and not pd.isna(r.perplexity) else "–"
-            if r.method != "none" and "ppl_change_rel" in r and not pd.isna(r.ppl_change_rel):
+            if r.method != PLAIN and "ppl_change_rel" in r and not pd.isna(r.ppl_change_rel):
                 ppl += f" ({_ci(r, 'ppl_change_rel', '{:+.1%}')})"
             row[f"{name}: perplexity"] = ppl
         rows.append(row)
@@ -91,7 +92,7 @@ def wide_intervals(metrics: pd.DataFrame, measure: str = "toxic_share") -> list[
     name = f"{measure}_reduction"
     if f"{name}_low" not in metrics:
         return []
-    wide = metrics[(metrics.method != "none") & (metrics[f"{name}_low"] <= 1.0) & (metrics[f"{name}_high"] >= 1.0)]
+    wide = metrics[(metrics.method != PLAIN) & (metrics[f"{name}_low"] <= 1.0) & (metrics[f"{name}_high"] >= 1.0)]
     return [f"{method_label(r.method)} with pre-prompt {r.preprompt}" for r in wide.itertuples()]
 
 
@@ -150,7 +151,7 @@ pre {{ background: #f3f6f4; padding: 1rem; overflow-x: auto; }}
 </style></head><body>
 <h1>{html.escape(title)}</h1>
 <p>Completions are scored by {html.escape(str(result.provenance.get("scorer", "")))}; a completion is toxic above
-0.5. As in the paper, the lead measure is the <b>toxic share of completions</b>; "× less" is that share for the plain
+{TOXIC_THRESHOLD}. As in the paper, the lead measure is the <b>toxic share of completions</b>; "× less" is that share for the plain
 model without pre-prompt divided by the condition's, with a 95% paired bootstrap interval that resamples prompts and
 the completions of each prompt. The share of prompts with at least one toxic completion, and the mean score, follow
 with their own ×. Perplexity is measured on neutral text; its relative change against the plain model carries a 95%

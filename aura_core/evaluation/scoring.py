@@ -21,7 +21,7 @@ from torch import nn
 from aura_core.base.batching import Tokenizer, length_sorted_batches, pad_right, tokenize_texts
 from aura_core.errors import AuraError, ModelLoadError
 from aura_core.method.intervention import Intervention
-from aura_core.method.stats import perplexity_of
+from aura_core.method.stats import TOXIC_THRESHOLD, perplexity_of
 from aura_core.runtime.inline import INLINE
 from aura_core.runtime.plans import intervened
 from aura_core.runtime.runner import Runner
@@ -55,7 +55,7 @@ class ProfanityCheckScorer:
     name = DEFAULT_SCORER
     description = (
         "profanity-check, a linear model over character n-grams trained to spot profanity: it scores the words "
-        "used, not their meaning (0 clean, 1 profane; above 0.5 counts as toxic)"
+        f"used, not their meaning (0 clean, 1 profane; above {TOXIC_THRESHOLD} counts as toxic)"
     )
 
     def __init__(self) -> None:
@@ -89,7 +89,8 @@ class HFClassifierScorer:
         labels = [str(label) for label in (self._pipe.model.config.id2label or {}).values()]
         self.toxic_label = toxic_label or self._guess_toxic_label(labels)
         self.description = (
-            f"{model_id}, a text classifier: the probability of its {self.toxic_label!r} label (above 0.5 counts as toxic)"
+            f"{model_id}, a text classifier: the probability of its {self.toxic_label!r} label "
+            f"(above {TOXIC_THRESHOLD} counts as toxic)"
         )
 
     @staticmethod

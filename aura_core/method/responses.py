@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +15,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from aura_core.base.files import CONTENT_KEY, atomic_path, content_hash
+from aura_core.base.files import CONTENT_KEY, atomic_path, content_hash, content_key
 from aura_core.errors import DataError
 
 __all__ = ["Responses", "responses_cache_key"]
@@ -114,5 +113,4 @@ class Responses:
 
 def responses_cache_key(fingerprint: str, data_hash: str, units: list[str], pooling: str, max_tokens: int) -> str:
     """Everything that changes the numbers, hashed; batch size and device do not."""
-    spec = json.dumps([FORMAT_VERSION, fingerprint, data_hash, units, pooling, max_tokens])
-    return hashlib.sha256(spec.encode()).hexdigest()[:20]
+    return content_key([FORMAT_VERSION, fingerprint, data_hash, units, pooling, max_tokens], length=20)

@@ -56,7 +56,7 @@ def toxicity_metrics(scores: np.ndarray, threshold: float = TOXIC_THRESHOLD) -> 
 
 # The paper's measures first (Suau et al. 2024 report the share of toxic completions), the mean score last.
 MEASURES: dict[str, str] = {
-    "toxic_share": "toxic share of completions (score > 0.5)",
+    "toxic_share": f"toxic share of completions (score > {TOXIC_THRESHOLD})",
     "toxicity_probability": "share of prompts with at least one toxic completion",
     "mean_toxicity": "mean toxicity score",
 }

@@ -56,6 +56,10 @@ class DecodeRow:
             raise AuraError("a prompt needs at least one token")
 
 
+_PLANS_KEPT = 4
+_MISSING = object()
+
+
 def stop_ids(model: nn.Module) -> set[int]:
     """The end-of-sequence ids the model's generation config names (none: run to the token limit)."""
     eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
@@ -86,6 +90,7 @@ class DecodeBatch:
         self.last = torch.zeros(0, dtype=torch.long, device=self.device)
         self._plan: CallPlan | None = None
         self._plan_stale = True
+        self._plans: dict[tuple[Intervention | None, ...], CallPlan | object | None] = {}
         self.window = _sliding_window(model)
 
     def __len__(self) -> int:
@@ -117,9 +122,25 @@ class DecodeBatch:
 
     def plan(self) -> CallPlan | None:
         if self._plan_stale:
-            self._plan = row_plan(self.model, [row.intervention for row in self.rows])
+            self._plan = self._plan_for([row.intervention for row in self.rows])
             self._plan_stale = False
         return self._plan
+
+    def _plan_for(self, interventions: list[Intervention | None]) -> CallPlan | None:
+        """The plan of rows with these interventions, built once per set of rows while it recurs.
+
+        Keyed by the interventions themselves (held, so no id is reused while a plan lives): a
+        set of rows that comes back (a row leaves, the next joins with the same intervention)
+        finds its plan. A few plans are kept; each holds a row of factors per row and unit.
+        """
+        key = tuple(interventions)
+        plan = self._plans.pop(key, _MISSING)
+        if plan is _MISSING:
+            plan = row_plan(self.model, interventions)
+            while len(self._plans) >= _PLANS_KEPT:
+                self._plans.pop(next(iter(self._plans)))
+        self._plans[key] = plan  # most recent last
+        return plan  # type: ignore[return-value]
 
     def join(self, rows: Sequence[DecodeRow]) -> None:
         """Prefill ``rows`` (one forward pass), pick their first tokens, and merge them into the batch."""
@@ -142,7 +163,7 @@ class DecodeBatch:
         pad_id = getattr(getattr(self.model, "generation_config", None), "pad_token_id", None)
         input_ids, mask = pad_left([row.prompt_ids for row in distinct], pad_id, self.device)
         positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
-        plan = row_plan(self.model, [row.intervention for row in distinct])
+        plan = self._plan_for([row.intervention for row in distinct])
         logits, cache = _forward(self.model, input_ids, mask, positions, None, plan)
         if len(distinct) < len(rows):
             copies = torch.tensor(slots, device=self.device)

@@ -23,7 +23,7 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -33,6 +33,7 @@ from torch import nn
 from aura_core.errors import AuraError
 from aura_core.runtime.decoding import DecodeBatch, DecodeRow
 from aura_core.runtime.runner import Priority
+from aura_core.runtime.scheduler import Admission, Limits, Waiting, queue_key, schedule
 
 __all__ = ["Engine", "EngineBusy", "EngineTimeout", "Request", "RequestState", "engine_for"]
 
@@ -286,7 +287,7 @@ class Engine:
         with self._cond:
             if request.started is not None or request not in self._requests:
                 return 0, 0.0
-            order = sorted(self._requests, key=lambda r: (r.priority != "interactive", r.created))
+            order = sorted(self._requests, key=lambda r: queue_key(r.priority, r.created))
             ahead = order[: order.index(request)]
             tokens_ahead = sum(row.settings.max_new_tokens for r in ahead for row in r.pending)
             remaining = max((row.settings.max_new_tokens - len(row.tokens) for row in self._batch.rows), default=0)
@@ -358,11 +359,10 @@ class Engine:
             unit.future.set_exception(err)
 
     def _admit(self) -> None:
-        """Move waiting rows into the batch: interactive requests first, then bulk, in arrival order."""
+        """Move waiting rows into the batch: the scheduler decides which, from plain values; this executes."""
         with self._cond:
-            queue = sorted(self._requests, key=lambda r: (r.priority != "interactive", r.created))
-        joining: list[DecodeRow] = []
-        held = self._batch.tokens_held()
+            queue = list(self._requests)
+        waiting: list[Waiting] = []
         for request in queue:
             live = []
             for row in request.pending:
@@ -374,25 +374,26 @@ class Engine:
             if not live:
                 self._dequeue(request)
                 continue
-            limit = self.max_rows if request.priority == "interactive" else self.max_rows - self.interactive_reserve
-            room = limit - len(self._batch) - len(joining)
-            # A side-by-side request joins whole, so both sides stream together; bulk rows trickle in.
-            whole = request.priority == "interactive" and len(live) <= self.max_rows
-            take = live if whole else live[: max(room, 0)]
-            if not take or len(take) > room:
-                if request.priority == "interactive":
-                    break  # later interactive requests must not overtake this one
-                continue
-            cost = sum(len(r.prompt_ids) + r.settings.max_new_tokens for r in take)
-            if (self._batch.rows or joining) and held + cost > self.token_budget:
-                break
-            if not self._batch.can_join([*joining, *take]):
-                break
-            joining.extend(take)
-            held += cost
-            for row in take:
+            costs = tuple(len(r.prompt_ids) + r.settings.max_new_tokens for r in live)
+            waiting.append(Waiting(id(request), request.priority, request.created, costs))
+        by_key: dict[Hashable, Request] = {id(request): request for request in queue}
+
+        def rows_of(admissions: list[Admission]) -> list[DecodeRow]:
+            return [row for a in admissions for row in by_key[a.key].pending[: a.rows]]
+
+        admissions = schedule(
+            waiting,
+            running=len(self._batch),
+            held=self._batch.tokens_held(),
+            limits=Limits(self.max_rows, self.token_budget, self.interactive_reserve),
+            fits=lambda candidate: self._batch.can_join(rows_of(candidate)),
+        )
+        joining = rows_of(admissions)
+        for admission in admissions:
+            request = by_key[admission.key]
+            for row in request.pending[: admission.rows]:
                 self._active[id(row)] = request
-            request.pending = live[len(take) :]
+            request.pending = request.pending[admission.rows :]
             if request.started is None:
                 request.started = time.monotonic()
             if not request.pending:

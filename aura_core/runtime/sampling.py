@@ -20,7 +20,7 @@ import torch
 from aura_core.base.numbers import check_finite
 from aura_core.errors import AuraError
 
-__all__ = ["SAMPLING_PRESETS", "SamplingSettings", "next_tokens", "row_generator"]
+__all__ = ["SAMPLING_PRESETS", "SamplingSettings", "describe_presets", "next_tokens", "row_generator"]
 
 
 @dataclass(frozen=True)
@@ -50,6 +50,38 @@ class SamplingSettings:
 
     def with_(self, **changes: object) -> SamplingSettings:
         return replace(self, **changes)  # type: ignore[arg-type]
+
+    def describe(self) -> str:
+        """What a person needs to tell presets apart: ``4×20 tokens`` and whatever is not the default.
+
+        >>> SamplingSettings(max_new_tokens=32, top_p=0.3, repetition_penalty=1.2).describe()
+        '1×32 tokens, top_p 0.3, repetition penalty 1.2'
+        >>> SamplingSettings(do_sample=False).describe()
+        '1×20 tokens, greedy'
+        """
+        parts = [f"{self.num_return_sequences}×{self.max_new_tokens} tokens"]
+        if not self.do_sample:
+            return ", ".join([*parts, "greedy"])
+        plain = SamplingSettings()
+        for label, value, default in (
+            ("T", self.temperature, plain.temperature),
+            ("top_p", self.top_p, plain.top_p),
+            ("top_k", self.top_k, plain.top_k),
+            ("repetition penalty", self.repetition_penalty, plain.repetition_penalty),
+        ):
+            if value != default:
+                parts.append(f"{label} {value:g}")
+        return ", ".join(parts)
+
+
+def describe_presets(names: Sequence[str] | None = None) -> str:
+    """One line naming each preset and what it does, for help texts.
+
+    >>> describe_presets(["quick"])
+    'quick: 4×20 tokens'
+    """
+    chosen = list(SAMPLING_PRESETS) if names is None else list(names)
+    return " · ".join(f"{name}: {SAMPLING_PRESETS[name].describe()}" for name in chosen)
 
 
 SAMPLING_PRESETS: dict[str, SamplingSettings] = {
