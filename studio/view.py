@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import html
+import re
 import time
 from collections.abc import Sequence
 from typing import Any, TypeVar
@@ -65,6 +66,19 @@ def token_highlight_html(acts: TokenActivations, scale: float) -> str:
 # Characters Streamlit's Markdown would read as syntax (emphasis, code, links, LaTeX, emoji
 # short codes, headings, tables); as character references they are shown as they are.
 _MARKDOWN_SYNTAX = {c: f"&#{ord(c)};" for c in "\\`*_{}[]()#+-!|~$:<>"}
+
+
+def plain_markdown(text: str, limit: int = 300) -> str:
+    """A visitor's text (a link value, a file name) shown as written inside Markdown: no links, images or maths.
+
+    >>> print(plain_markdown("[x](http://a) $y$"))
+    \\[x\\]\\(http\\://a\\) \\$y\\$
+    """
+    flat = " ".join(text[:limit].split())
+    return _MARKDOWN_SPECIAL.sub(lambda found: "\\" + found.group(1), flat)
+
+
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:])")
 
 
 def inline_html(text: str) -> str:

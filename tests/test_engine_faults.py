@@ -146,3 +146,17 @@ def test_a_fault_outside_the_step_fails_the_work_held_with_its_cause_and_the_wor
         assert engine.submit(_rows(1)).result(timeout=60)[0].tokens == expected, "a new worker serves"
     finally:
         engine.close()
+
+
+def test_a_prompt_past_the_models_context_is_a_clear_error_for_its_own_request_only() -> None:
+    model = load_tiny("tiny-gpt2").model  # 256 positions
+    engine = Engine(model)
+    try:
+        long = DecodeRow(list(range(65, 65 + 250)), GREEDY)
+        short = _rows(1)
+        requests = [engine.submit([long]), engine.submit(short)]
+        with pytest.raises(AuraError, match="context of 256 tokens"):
+            requests[0].result(timeout=60)
+        assert len(requests[1].result(timeout=60)[0].tokens) == GREEDY.max_new_tokens
+    finally:
+        engine.close()

@@ -53,7 +53,14 @@ with st.form("eval_form"):
         key="eval_preset",
         help=describe_presets(),
     )
-    samples = cols[2].number_input("Completions per prompt (0 = preset)", 0, 50, 0, key="eval_samples")
+    samples = cols[2].number_input(
+        "Completions per prompt (0 = preset)",
+        0,
+        config_of_server.max_samples,
+        0,
+        key="eval_samples",
+        help=f"At most {config_of_server.max_samples} on this server, the preset's count included.",
+    )
     seed = cols[2].number_input("Seed", 0, 2**31 - 1, DEFAULTS.seed, key="eval_seed")
     n_neutral = cols[3].number_input("Neutral texts for perplexity", 2, 1000, DEFAULTS.n_neutral or 1000, key="eval_n_neutral")
     bootstrap = cols[3].number_input("Bootstrap resamples", 100, 20_000, DEFAULTS.bootstrap, step=100, key="eval_bootstrap")
@@ -78,7 +85,8 @@ try:
         prompt_kind="provocative" if prompt_source == "starter (provocative only)" else None,
         n_prompts=int(n_prompts),
         sampling=preset,
-        samples=int(samples) or None,
+        # The server's cap holds for the preset's own count too (the paper's preset asks for 25).
+        samples=min(int(samples or 0) or SAMPLING_PRESETS[preset].num_return_sequences, config_of_server.max_samples),
         seed=int(seed),
         n_neutral=int(n_neutral),
         methods=tuple(methods),

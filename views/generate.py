@@ -22,7 +22,7 @@ from studio import settings
 from studio.expert_activity import draw_expert_activity
 from studio.resources import generation_key, get_engine, get_scorer, get_server_config, load_generation, store_generation
 from studio.state import model_choice, require_experts, require_model
-from studio.view import inline_html, side_title, toxicity_badge, word_diff_html
+from studio.view import inline_html, plain_markdown, side_title, toxicity_badge, word_diff_html
 
 REQUEST_TIMEOUT_S = 300.0
 SCORER = "profanity-check"
@@ -74,7 +74,7 @@ with left:
     else:
         pre_prompt = "" if pre_choice == "none" else resolve_preprompt(pre_choice)
         if pre_prompt:
-            st.caption(f"“{pre_prompt}”")
+            st.caption(f"“{plain_markdown(pre_prompt)}”")
 operating = load_operating_point(experts.key)
 
 
@@ -222,7 +222,8 @@ frame = result["samples"]
 side_names = list(dict.fromkeys(frame.side))
 first = frame[frame["sample"] == 0].set_index("side")
 st.caption(
-    f"Prompt “{result['prompt']}” · pre-prompt: {result['pre_prompt'] or 'none'} · seed {result['seed']} · "
+    f"Prompt “{plain_markdown(result['prompt'])}” · pre-prompt: {plain_markdown(result['pre_prompt'] or 'none')} · "
+    f"seed {result['seed']} · "
     f"sample 1 of {int((frame.side == side_names[0]).sum())} per side, same random stream on both sides"
 )
 scores = [float(first.loc[side, "toxicity"]) for side in side_names]

@@ -6,6 +6,7 @@ import streamlit as st
 from aura_core import unit_table
 from aura_core.evaluation.plots import experts_per_layer
 from studio.state import concept_data, require_model, session_experts
+from studio.view import plain_markdown
 
 st.title("Learn: how AurA finds and quiets toxic neurons")
 loaded = require_model()
@@ -31,7 +32,9 @@ pre-prompt asks the model to be rude.
 
 st.subheader("With the numbers of this session")
 counts = data.counts()
-st.markdown(f"Model **{loaded.name}**, concept data **{label}** ({counts[1]:,} toxic and {counts[0]:,} non-toxic texts).")
+st.markdown(
+    f"Model **{plain_markdown(loaded.name)}**, concept data **{plain_markdown(label)}** ({counts[1]:,} toxic and {counts[0]:,} non-toxic texts)."
+)
 if experts is None:
     st.info("Run **Find experts** and this page fills in with what it found.")
     st.page_link("views/find_experts.py", label="Go to Find experts", icon=":material/search:")

@@ -8,7 +8,7 @@ from aura_core.analysis.experts import N_PER_CLASS, ExpertsRecipe
 from studio import settings
 from studio.resources import experts_by_key, find_experts, get_server_config
 from studio.state import STARTER_LABEL, model_choice, require_model, session_experts, set_session_experts
-from studio.view import ProgressWithETA, follow_flight
+from studio.view import ProgressWithETA, follow_flight, plain_markdown
 
 # What the demo finds when the operator has not prepared experts: small enough for ~30 s on 2 cores.
 DEMO_RECIPE = {"n_per_class": N_PER_CLASS, "max_tokens": MAX_TOKENS}
@@ -33,7 +33,7 @@ with left:
     )
     demo = st.button("Run the demo", type="primary", icon=":material/play_arrow:")
     if experts is not None:
-        st.caption(f"Experts ready: {experts.spec.data}, {experts.spec.n_per_class} texts per class.")
+        st.caption(f"Experts ready: {plain_markdown(experts.spec.data)}, {experts.spec.n_per_class} texts per class.")
     else:
         st.caption(
             f"No experts prepared on this server yet: the demo first finds them ({DEMO_RECIPE['n_per_class']} texts per class)."

@@ -17,6 +17,7 @@ import difflib
 import re
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import regex
 import torch
@@ -27,6 +28,7 @@ from aura_core.errors import UnitPatternError
 __all__ = [
     "FAMILIES",
     "Family",
+    "context_length",
     "discover_units",
     "down_projection",
     "family_for",
@@ -207,6 +209,22 @@ def _matching(pattern: str, names: list[str]) -> list[str]:
             f"unit pattern {pattern[:80]!r} takes too long to match (over {UNIT_PATTERN_SECONDS:g} s): simplify it"
         ) from None
     return matched
+
+
+def context_length(model: nn.Module) -> int | None:
+    """The most positions the model was built for (None when its config does not say).
+
+    >>> from transformers import GPT2Config, GPT2LMHeadModel
+    >>> context_length(GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=8, n_head=2, n_positions=64)))
+    64
+    """
+    config: Any = getattr(model, "config", None)
+    text = config.get_text_config(decoder=True) if hasattr(config, "get_text_config") else config
+    for name in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+        value = getattr(text, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
 
 
 def down_projection(model: nn.Module, unit_module: str) -> tuple[str, nn.Module] | None:

@@ -3,9 +3,10 @@
 A batch pads its rows to one width, and a fused attention kernel then rounds a row's sums in
 an order set by that width, so the same prompt gives other logits beside a longer one. Here
 each row's attention runs on its own real keys and queries only (the padding sliced off), with
-the mask it would have alone; rows with the same extent share one call. It runs on the
-plain (math) kernel: a fused CPU kernel rounds a row differently by where in the batch it
-sits and which thread takes it, the math kernel does not. Together with matrix
+the mask it would have alone; rows with the same extent share one call. A decode step (one
+query that sees all its row's keys) is a few plain operations on views of the cache; a prefill
+runs torch's math kernel. A fused CPU kernel rounds a row differently by where in the batch it
+sits and which thread takes it; these do not. Together with matrix
 products whose kernel does not change with the row count (:mod:`aura_core.model.packed_linear`),
 a completion's tokens are then the same alone and in any batch.
 
@@ -21,6 +22,7 @@ models whose attention is not ``sdpa`` or ``eager`` keep their own.
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -61,23 +63,56 @@ def row_extents(mask: torch.Tensor | None, batch: int, queries: int, keys: int) 
     return [(start, count, rows) for (start, count), rows in groups.items()]
 
 
+@dataclass(frozen=True)
+class _Group:
+    """Rows with one extent, as a forward pass uses them: which rows, and whether they need a mask."""
+
+    start: int
+    count: int
+    rows: slice | torch.Tensor  # a slice where the rows are contiguous (a view, no copy)
+    open: bool  # one query that sees every real key: nothing to mask
+
+
 class _Extents(threading.local):
     """The last mask's groups, per thread: every layer of one forward pass gets the same mask."""
 
     def __init__(self) -> None:
         self.mask: torch.Tensor | None = None
         self.shape: tuple[int, int, int] = (0, 0, 0)
-        self.groups: list[tuple[int, int, list[int]]] = []
+        self.groups: list[_Group] = []
 
 
 _LAST = _Extents()
 
 
-def _groups(mask: torch.Tensor | None, batch: int, queries: int, keys: int) -> list[tuple[int, int, list[int]]]:
+def _groups(mask: torch.Tensor | None, batch: int, queries: int, keys: int, device: torch.device) -> list[_Group]:
     if mask is None or _LAST.mask is not mask or _LAST.shape != (batch, queries, keys):
-        _LAST.mask, _LAST.shape = mask, (batch, queries, keys)
-        _LAST.groups = row_extents(mask, batch, queries, keys)
+        groups = []
+        for start, count, rows in row_extents(mask, batch, queries, keys):
+            contiguous = rows == list(range(rows[0], rows[0] + len(rows)))
+            chosen: slice | torch.Tensor = (
+                slice(rows[0], rows[-1] + 1) if contiguous else torch.tensor(rows, device=device, dtype=torch.long)
+            )
+            open_ = count == 1 and (mask is None or bool(mask[rows, :, -1:, start:].all()))
+            groups.append(_Group(start, count, chosen, open_))
+        _LAST.mask, _LAST.shape, _LAST.groups = mask, (batch, queries, keys), groups
     return _LAST.groups
+
+
+def _rows(values: torch.Tensor, rows: slice | torch.Tensor) -> torch.Tensor:
+    return values[rows] if isinstance(rows, slice) else values.index_select(0, rows)
+
+
+def _one_query(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
+    """Attention of one query per row over all its keys, key/value heads shared without copies.
+
+    The same few operations whatever the batch: a row's numbers are those it gets alone.
+    """
+    batch, heads, _, dim = q.shape
+    shared = k.shape[1]
+    grouped = (q * scale).reshape(batch, shared, heads // shared, dim)
+    weights = torch.matmul(grouped, k.transpose(-1, -2)).softmax(dim=-1)
+    return torch.matmul(weights, v).reshape(batch, heads, 1, v.shape[-1])
 
 
 def row_invariant_attention(
@@ -95,34 +130,32 @@ def row_invariant_attention(
     Takes and returns what transformers' ``sdpa`` attention does: ``(batch, heads, queries,
     head_dim)`` in, ``(batch, queries, heads, head_dim)`` out. Padded queries get zeros.
     """
-    batch, heads, queries, _ = query.shape
+    batch, heads, queries, dim = query.shape
     keys = key.shape[2]
     if attention_mask is not None and attention_mask.dtype != torch.bool:
         attention_mask = attention_mask > torch.finfo(attention_mask.dtype).min / 2  # an additive mask
     repeat = heads // key.shape[1]
+    scale = dim**-0.5 if scaling is None else scaling
     out = query.new_zeros((batch, heads, queries, value.shape[-1]))
-    for start, count, rows in _groups(attention_mask, batch, queries, keys):
-        index = torch.tensor(rows, device=query.device) if len(rows) < batch else None
-        q, k, v = (t if index is None else t.index_select(0, index) for t in (query, key, value))
-        q, k, v = q[:, :, queries - count :], k[:, :, start:], v[:, :, start:]
-        if repeat > 1:
-            k, v = k.repeat_interleave(repeat, dim=1), v.repeat_interleave(repeat, dim=1)
-        mask: torch.Tensor | None
-        if attention_mask is None:
-            mask = torch.ones(count, keys - start, dtype=torch.bool, device=query.device).tril(keys - start - count)
+    for group in _groups(attention_mask, batch, queries, keys, query.device):
+        start, count = group.start, group.count
+        q = _rows(query, group.rows)[:, :, queries - count :]
+        k, v = _rows(key, group.rows)[:, :, start:], _rows(value, group.rows)[:, :, start:]
+        if group.open and not module.training:  # every decode step: the quick path
+            result = _one_query(q, k, v, scale)
         else:
-            rows_mask = attention_mask if index is None else attention_mask.index_select(0, index)
-            mask = rows_mask[:, :, queries - count :, start:]
-        if count == 1 and bool(mask.all()):
-            mask = None  # what a row alone gets at every decode step: nothing to mask
-        with sdpa_kernel(SDPBackend.MATH):
-            result = F.scaled_dot_product_attention(
-                q, k, v, attn_mask=mask, dropout_p=dropout if module.training else 0.0, scale=scaling
-            )
-        if index is None:
-            out[:, :, queries - count :] = result
-        else:
-            out[index, :, queries - count :] = result
+            if repeat > 1:
+                k, v = k.repeat_interleave(repeat, dim=1), v.repeat_interleave(repeat, dim=1)
+            mask: torch.Tensor | None
+            if attention_mask is None:
+                mask = torch.ones(count, keys - start, dtype=torch.bool, device=query.device).tril(keys - start - count)
+            else:
+                mask = _rows(attention_mask, group.rows)[:, :, queries - count :, start:]
+            with sdpa_kernel(SDPBackend.MATH):
+                result = F.scaled_dot_product_attention(
+                    q, k, v, attn_mask=mask, dropout_p=dropout if module.training else 0.0, scale=scale
+                )
+        out[group.rows, :, queries - count :] = result
     return out.transpose(1, 2).contiguous(), None
 
 

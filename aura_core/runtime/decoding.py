@@ -25,6 +25,7 @@ from torch import nn
 from aura_core.base.batching import pad_left
 from aura_core.errors import AuraError
 from aura_core.method.intervention import Intervention
+from aura_core.model.architecture import context_length
 from aura_core.runtime.hooks import CallPlan, call_plan
 from aura_core.runtime.plans import row_plan
 from aura_core.runtime.sampling import SamplingSettings, next_tokens, row_generator
@@ -92,6 +93,7 @@ class DecodeBatch:
         self._plan_stale = True
         self._plans: dict[tuple[Intervention | None, ...], CallPlan | object | None] = {}
         self.window = _sliding_window(model)
+        self.context = context_length(model)
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -147,6 +149,13 @@ class DecodeBatch:
         if not rows:
             return
         rows = list(rows)
+        for row in rows:
+            needed = len(row.prompt_ids) + row.settings.max_new_tokens
+            if self.context is not None and needed > self.context:
+                raise AuraError(
+                    f"a prompt of {len(row.prompt_ids)} tokens with {row.settings.max_new_tokens} new tokens passes "
+                    f"this model's context of {self.context} tokens: shorten the prompt or ask for fewer tokens"
+                )
         for row in rows:
             if row.generator is None and row.settings.do_sample:
                 row.generator = row_generator(row.seed, self.device)
