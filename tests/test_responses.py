@@ -54,13 +54,20 @@ def test_cache_hit_and_file_round_trip(tiny_gpt2, toy_data, tmp_path):
     assert saved.units == first.units and torch.equal(saved.labels, first.labels)
 
 
-def test_cancelled_run_resumes_where_it_stopped(tiny_gpt2, toy_data, tmp_path):
-    reference = _collect(tiny_gpt2, toy_data, tmp_path / "ref", batch_size=4, chunk_texts=8)
+def _stop_after(batches: int):
+    """A ``should_stop`` that asks the collection to stop once ``batches`` batches have run."""
     calls = {"n": 0}
 
-    def stop_after_three_batches() -> bool:
+    def should_stop() -> bool:
         calls["n"] += 1
-        return calls["n"] > 3
+        return calls["n"] > batches
+
+    return should_stop
+
+
+def test_cancelled_run_resumes_where_it_stopped(tiny_gpt2, toy_data, tmp_path):
+    reference = _collect(tiny_gpt2, toy_data, tmp_path / "ref", batch_size=4, chunk_texts=8)
+    stop_after_three_batches = _stop_after(3)
 
     with pytest.raises(CollectionCancelled, match="run again to resume"):
         _collect(tiny_gpt2, toy_data, tmp_path / "run", batch_size=4, chunk_texts=8, should_stop=stop_after_three_batches)
@@ -81,14 +88,8 @@ def test_corrupt_responses_file_is_a_clear_error(tmp_path):
 
 def test_a_resume_part_changed_on_disk_is_recomputed_not_trusted(tiny_gpt2, toy_data, tmp_path):
     reference = _collect(tiny_gpt2, toy_data, tmp_path / "ref", batch_size=4, chunk_texts=4)
-    calls = {"n": 0}
-
-    def stop_after_two_batches() -> bool:
-        calls["n"] += 1
-        return calls["n"] > 2
-
     with pytest.raises(CollectionCancelled):
-        _collect(tiny_gpt2, toy_data, tmp_path / "run", batch_size=4, chunk_texts=4, should_stop=stop_after_two_batches)
+        _collect(tiny_gpt2, toy_data, tmp_path / "run", batch_size=4, chunk_texts=4, should_stop=_stop_after(2))
     (part, *_) = sorted((tmp_path / "run").rglob("part-*.safetensors"))
     data = bytearray(part.read_bytes())
     data[-3] ^= 0x40  # one flipped bit in the last stored value: the file still parses
