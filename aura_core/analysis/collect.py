@@ -16,13 +16,12 @@ from functools import partial
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
 from aura_core.base.batching import Tokenizer, length_sorted_batches, pad_right, padding_fraction, tokenize_texts
 from aura_core.base.data import ConceptData
-from aura_core.base.files import CONTENT_KEY, atomic_path, content_hash
+from aura_core.base.files import CONTENT_KEY, atomic_path, content_hash, read_safetensors
 from aura_core.errors import AuraError, DataError
 from aura_core.method.responses import Responses, responses_cache_key
 from aura_core.model.architecture import unit_width
@@ -204,13 +203,11 @@ def _load_parts(parts_dir: Path, buffers: dict[str, torch.Tensor], done: torch.T
         return
     for part in sorted(parts_dir.glob("part-*.safetensors")):
         try:
-            with safe_open(str(part), framework="pt") as handle:
-                stored = (handle.metadata() or {}).get(CONTENT_KEY)
-            tensors = load_file(str(part))
+            tensors, _, intact = read_safetensors(part)
         except Exception:  # a part cut short by a crash is simply recomputed
             part.unlink(missing_ok=True)
             continue
-        if stored != content_hash(tensors):  # changed since it was written (a flipped bit): recompute it
+        if intact is not True:  # changed since it was written (a flipped bit): recompute it
             part.unlink(missing_ok=True)
             continue
         rows = tensors.pop("__rows__")

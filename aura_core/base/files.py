@@ -23,6 +23,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
+from safetensors.torch import load_file
 
 from aura_core.errors import AuraError
 
@@ -33,6 +35,7 @@ __all__ = [
     "atomic_write",
     "content_hash",
     "content_key",
+    "read_safetensors",
     "writable_path",
 ]
 
@@ -71,6 +74,17 @@ def content_hash(tensors: Mapping[str, torch.Tensor]) -> str:
         digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
         digest.update(tensor.view(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
     return digest.hexdigest()
+
+
+def read_safetensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str], bool | None]:
+    """A safetensors file's tensors, its header's metadata, and whether the tensors match the content
+    hash it stores (None: it stores none). A file that does not parse raises safetensors' own error.
+    """
+    with safe_open(str(path), framework="pt") as handle:
+        metadata = handle.metadata() or {}
+    tensors = load_file(str(path))
+    stored = metadata.get(CONTENT_KEY)
+    return tensors, metadata, None if stored is None else stored == content_hash(tensors)
 
 
 @contextmanager

@@ -22,12 +22,10 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-from safetensors import safe_open
-from safetensors.torch import load_file
 from safetensors.torch import save as save_bytes
 from torch import nn
 
-from aura_core.base.files import CONTENT_KEY, atomic_write, content_hash
+from aura_core.base.files import CONTENT_KEY, atomic_write, content_hash, read_safetensors
 from aura_core.errors import InterventionError
 from aura_core.method.registry import METHODS, AlphaInputs, method_label
 from aura_core.model.architecture import layer_of, module_kind, unit_width
@@ -152,14 +150,12 @@ class Intervention:
         if not path.is_file():
             raise InterventionError(f"{path}: no such intervention file")
         try:
-            with safe_open(str(path), framework="pt") as handle:
-                stored = handle.metadata() or {}
-            raw_header = stored.get("aura_intervention", "null")
-            tensors = load_file(str(path))
+            tensors, stored, intact = read_safetensors(path)
         except Exception as err:  # corrupt or foreign files raise safetensors' own errors
             raise InterventionError(f"{path}: not a readable intervention file ({err})") from None
+        raw_header = stored.get("aura_intervention", "null")
         hint = "; fit the intervention again"
-        if CONTENT_KEY in stored and stored[CONTENT_KEY] != content_hash(tensors):
+        if intact is False:
             raise InterventionError(f"{path}: its content changed after it was written (the hash in its header differs){hint}")
         try:
             header = json.loads(raw_header)

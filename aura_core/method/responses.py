@@ -12,10 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
-from aura_core.base.files import CONTENT_KEY, atomic_path, content_hash, content_key
+from aura_core.base.files import CONTENT_KEY, atomic_path, content_hash, content_key, read_safetensors
 from aura_core.errors import DataError
 
 __all__ = ["Responses", "responses_cache_key"]
@@ -65,14 +64,12 @@ class Responses:
         if not path.is_file():
             raise DataError(f"{path}: no such responses file")
         try:
-            with safe_open(str(path), framework="pt") as handle:
-                stored = handle.metadata() or {}
-            header = stored.get("aura", "{}")
-            tensors = load_file(str(path))
+            tensors, stored, intact = read_safetensors(path)
         except Exception as err:  # safetensors raises its own error types for corrupt files
             raise DataError(f"{path}: not a readable responses file ({err})") from None
+        header = stored.get("aura", "{}")
         hint = "; collect the responses again"
-        if CONTENT_KEY in stored and stored[CONTENT_KEY] != content_hash(tensors):
+        if intact is False:
             raise DataError(f"{path}: its content changed after it was written (the hash in its header differs){hint}")
         try:
             meta = json.loads(header)
