@@ -20,25 +20,25 @@ from aura_core.errors import AuraError
 __all__ = ["check_finite", "finite"]
 
 
-def finite(name: str, value: float) -> float:
-    """``value`` as a float if it is a finite number; else an error that names ``name``.
+def finite(name: str, value: object, error: type[AuraError] = AuraError) -> float:
+    """``value`` as a float if it is a finite number; else ``error``, naming ``name``.
 
     >>> finite("temperature", 0.7)
     0.7
     """
     try:
-        number = float(value)
+        number = float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):
-        raise AuraError(f"{name} must be a number, not {value!r}") from None
+        raise error(f"{name} must be a number, not {value!r}") from None
     if not math.isfinite(number):
-        raise AuraError(f"{name} must be a finite number, not {value}")
+        raise error(f"{name} must be a finite number, not {value}")
     return number
 
 
-def check_finite(settings: object) -> None:
-    """Check every float field of a dataclass instance with :func:`finite`."""
+def check_finite(settings: object, names: tuple[str, ...] | None = None, error: type[AuraError] = AuraError) -> None:
+    """Check fields of a dataclass instance with :func:`finite`: ``names``, or every float field."""
     assert is_dataclass(settings)
-    for spec in fields(settings):
-        value = getattr(settings, spec.name)
-        if isinstance(value, float):
-            finite(spec.name, value)
+    for name in names or tuple(spec.name for spec in fields(settings)):
+        value = getattr(settings, name)
+        if names is not None or isinstance(value, float):
+            finite(name, value, error)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from safetensors.torch import save as save_bytes
 from torch import nn
 
 from aura_core.base.files import CONTENT_KEY, atomic_write, content_hash, read_safetensors
+from aura_core.base.numbers import check_finite
 from aura_core.errors import InterventionError
 from aura_core.method.registry import METHODS, AlphaInputs, method_label
 from aura_core.model.architecture import layer_of, module_kind, unit_width
@@ -52,9 +52,7 @@ class Intervention:
     meta: dict[str, object] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        for name in ("strength", "damp_alpha"):
-            if not math.isfinite(float(getattr(self, name))):
-                raise InterventionError(f"{name.replace('_', ' ')} must be a finite number, not {getattr(self, name)}")
+        check_finite(self, ("strength", "damp_alpha"), InterventionError)
         method = METHODS.get(self.method)
         if method is None:
             raise InterventionError(f"unknown method {self.method!r}: use one of {', '.join(METHODS)}")

@@ -38,6 +38,8 @@ __all__ = [
     "module_kind",
     "neuron_kinds",
     "output_embedding",
+    "sliding_window",
+    "text_config",
     "unit_axis",
     "unit_width",
     "weight_of",
@@ -211,6 +213,18 @@ def _matching(pattern: str, names: list[str]) -> list[str]:
     return matched
 
 
+def text_config(model: nn.Module) -> Any:
+    """The config of the model's text decoder (a multimodal model keeps it inside its own); None without one."""
+    config: Any = getattr(model, "config", None)
+    return config.get_text_config(decoder=True) if hasattr(config, "get_text_config") else config
+
+
+def sliding_window(model: nn.Module) -> int | None:
+    """How many positions the model's local attention layers see (None: it has none)."""
+    window = getattr(text_config(model), "sliding_window", None)
+    return int(window) if window else None
+
+
 def context_length(model: nn.Module) -> int | None:
     """The most positions the model was built for (None when its config does not say).
 
@@ -218,8 +232,7 @@ def context_length(model: nn.Module) -> int | None:
     >>> context_length(GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=8, n_head=2, n_positions=64)))
     64
     """
-    config: Any = getattr(model, "config", None)
-    text = config.get_text_config(decoder=True) if hasattr(config, "get_text_config") else config
+    text = text_config(model)
     for name in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
         value = getattr(text, name, None)
         if isinstance(value, int) and value > 0:

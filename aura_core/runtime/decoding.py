@@ -25,7 +25,7 @@ from torch import nn
 from aura_core.base.batching import pad_left
 from aura_core.errors import AuraError
 from aura_core.method.intervention import Intervention
-from aura_core.model.architecture import context_length
+from aura_core.model.architecture import context_length, sliding_window
 from aura_core.runtime.hooks import CallPlan, call_plan
 from aura_core.runtime.plans import row_plan
 from aura_core.runtime.sampling import SamplingSettings, next_tokens, row_generator
@@ -92,7 +92,7 @@ class DecodeBatch:
         self._plan: CallPlan | None = None
         self._plan_stale = True
         self._plans: dict[tuple[Intervention | None, ...], CallPlan | object | None] = {}
-        self.window = _sliding_window(model)
+        self.window = sliding_window(model)
         self.context = context_length(model)
 
     def __len__(self) -> int:
@@ -156,7 +156,6 @@ class DecodeBatch:
                     f"a prompt of {len(row.prompt_ids)} tokens with {row.settings.max_new_tokens} new tokens passes "
                     f"this model's context of {self.context} tokens: shorten the prompt or ask for fewer tokens"
                 )
-        for row in rows:
             if row.generator is None and row.settings.do_sample:
                 row.generator = row_generator(row.seed, self.device)
         # Rows with the same prompt and intervention (the samples of one side) share one prefill.
@@ -292,13 +291,6 @@ def _pad_time(values: torch.Tensor, width: int) -> torch.Tensor:
     shape = list(values.shape)
     shape[axis] = missing
     return torch.cat([values.new_zeros(shape), values], dim=axis)
-
-
-def _sliding_window(model: nn.Module) -> int | None:
-    config: Any = getattr(model, "config", None)
-    text = config.get_text_config(decoder=True) if hasattr(config, "get_text_config") else config
-    window = getattr(text, "sliding_window", None)
-    return int(window) if window else None
 
 
 def decode_all(
