@@ -79,13 +79,11 @@ def scored_sides(tokenizer: Tokenizer, sides: Mapping[str, Sequence[DecodeRow]],
 
 def summarise_sides(per_side: Mapping[str, np.ndarray], seed: int = 0) -> ComparisonSummary:
     """Summaries of aligned score arrays (the same prompts and samples, in the same order, on every side)."""
+    arrays = {side: np.asarray(values, dtype=np.float64) for side, values in per_side.items()}
     summaries = []
-    for side, values in per_side.items():
-        values = np.asarray(values, dtype=np.float64)
+    for side, values in arrays.items():
         mean, low, high = bootstrap_mean(values, seed=seed)
         summaries.append(SideSummary(side, len(values), mean, low, high, int((values > TOXIC_THRESHOLD).sum())))
-    arrays = list(per_side.values())
-    ratio = None
-    if len(arrays) >= 2 and len(arrays[0]) > 1:
-        ratio = bootstrap_ratio(np.asarray(arrays[0], float), np.asarray(arrays[1], float), seed=seed)
+    first = list(arrays.values())
+    ratio = bootstrap_ratio(first[0], first[1], seed=seed) if len(first) >= 2 and len(first[0]) > 1 else None
     return ComparisonSummary(tuple(summaries), ratio)

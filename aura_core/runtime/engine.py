@@ -134,7 +134,11 @@ class Request:
         if self._open <= 0:
             self.finished.set()
 
-    def _fail(self, error: BaseException) -> None:
+    def _end(self, error: BaseException) -> None:
+        """Fail the request with ``error``: its rows stop (running ones leave at the next step), none waits."""
+        for row in self.rows:
+            row.cancelled = True
+        self.pending = []
         self.error = error
         self.finished.set()
 
@@ -458,20 +462,15 @@ class Engine:
         failed = {id(r): r for r in (self._active.pop(id(row), None) for row in rows) if r is not None}
         for request in failed.values():
             for row in request.rows:
-                row.cancelled = True
                 self._active.pop(id(row), None)
-            request.pending = []
             self._dequeue(request)
-            request._fail(error)
+            request._end(error)
         self._batch.drop_finished()
 
     def _fail_all(self, error: BaseException) -> None:
         """Fail every request, queued or already decoding, and every unit: nobody waits out a timeout."""
         for request in {id(r): r for r in [*self._requests, *self._active.values()]}.values():
-            for row in request.rows:
-                row.cancelled = True
-            request.pending = []
-            request._fail(error)
+            request._end(error)
         self._requests.clear()
         self._active.clear()
         self._batch.drop_finished()
