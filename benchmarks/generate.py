@@ -54,8 +54,8 @@ def bench_generate(
     """
     from aura_core.base.data import load_prompts
     from aura_core.evaluation.generation import SamplingSettings, completion_rows
+    from aura_core.method.fit import synthetic_intervention
     from aura_core.method.intervention import Intervention
-    from aura_core.model.architecture import discover_units, unit_width
     from aura_core.model.precision import precision_of
     from aura_core.runtime.folding import fold_into_weights
     from aura_core.runtime.inline import Inline
@@ -63,12 +63,9 @@ def bench_generate(
 
     loaded, other = dtype_pair(model_name)
     dtype, other_dtype = precision_of(loaded.model).name, precision_of(other.model).name
-    modules = dict(loaded.model.named_modules())
     gen = torch.Generator().manual_seed(0)
     # A realistic AurA: about half the units dampened, as fitted AUROCs give.
-    aura = Intervention(
-        {n: 0.5 + 0.5 * torch.rand(unit_width(modules[n]), generator=gen).double() for n in discover_units(loaded.model)}
-    )
+    aura = synthetic_intervention(loaded.model, gen, low=0.5)
     prompts = [p.text for p in load_prompts(n=n_prompts, seed=0)]
     # Greedy decoding and no stop token keep the token count equal on every path.
     settings = SamplingSettings(max_new_tokens=new_tokens, do_sample=False)

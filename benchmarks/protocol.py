@@ -25,17 +25,13 @@ RTP = ROOT.parent / "shared" / "data" / "rtp_prompts_100.jsonl"
 def bench_protocol(model_name: str = DEFAULT_MODEL, n_prompts: int = 100, samples: int = 25) -> dict[str, object]:
     """Wall time of one evaluation with the paper's protocol (plain and AurA, no pre-prompt)."""
     from aura_core.evaluation.protocol import EvalConfig, run_evaluation
-    from aura_core.method.intervention import Intervention
-    from aura_core.model.architecture import discover_units, unit_width
+    from aura_core.method.fit import synthetic_intervention
     from aura_core.model.loading import load_model
 
     loaded = load_model(model_name)
-    modules = dict(loaded.model.named_modules())
     gen = torch.Generator().manual_seed(0)
     # A realistic AurA: about half the units dampened, as fitted AUROCs give (speed does not depend on which).
-    aura = Intervention(
-        {n: 0.5 + 0.5 * torch.rand(unit_width(modules[n]), generator=gen).double() for n in discover_units(loaded.model)}
-    )
+    aura = synthetic_intervention(loaded.model, gen, low=0.5)
     prompts = str(RTP) if RTP.is_file() else "starter"
     config = EvalConfig(
         prompts=prompts, n_prompts=n_prompts, sampling="paper", samples=samples, methods=("none", "aura"), preprompts=("none",)

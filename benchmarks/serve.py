@@ -62,8 +62,7 @@ def bench_serve(
     from aura_core.base.batching import encode
     from aura_core.base.data import load_prompts
     from aura_core.evaluation.generation import SAMPLING_PRESETS, row_seed, side_by_side_rows
-    from aura_core.method.intervention import Intervention
-    from aura_core.model.architecture import discover_units, unit_width
+    from aura_core.method.fit import synthetic_intervention
     from aura_core.model.loading import load_model
     from aura_core.runtime.engine import Engine
     from aura_core.runtime.plans import intervened
@@ -72,12 +71,9 @@ def bench_serve(
     model, tok = loaded.model, loaded.tokenizer
     hf_model: Any = model  # transformers' generate, untyped
     hf_model.generation_config.eos_token_id = None  # every request decodes all its tokens on both paths
-    modules = dict(model.named_modules())
     gen = torch.Generator().manual_seed(0)
     # A realistic AurA: about half the units dampened, as fitted AUROCs give.
-    aura = Intervention(
-        {n: 0.5 + 0.5 * torch.rand(unit_width(modules[n]), generator=gen).double() for n in discover_units(model)}
-    )
+    aura = synthetic_intervention(model, gen, low=0.5)
     prompts = [p.text for p in load_prompts(n=max(sessions), seed=0)]
     settings = SAMPLING_PRESETS["demo"].with_(max_new_tokens=new_tokens, num_return_sequences=samples)
     # Each engine round has an engine of its own, closed after it, so its worker thread never

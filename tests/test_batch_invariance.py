@@ -14,8 +14,9 @@ import pytest
 import torch
 
 from aura_core.base.batching import encode
+from aura_core.method.fit import synthetic_intervention
 from aura_core.method.intervention import Intervention
-from aura_core.model.architecture import discover_units, unit_width
+from aura_core.model.architecture import discover_units
 from aura_core.model.loading import load_model
 from aura_core.model.row_attention import ROW_ATTENTION, row_extents
 from aura_core.runtime.decoding import DecodeBatch, DecodeRow
@@ -76,16 +77,8 @@ def _install(holder: list[_Watch], model: torch.nn.Module) -> list[torch.utils.h
 
 def _interventions(model: torch.nn.Module, count: int) -> list[Intervention | None]:
     """None, then interventions whose factors are unlike one another's."""
-    modules = dict(model.named_modules())
     gen = torch.Generator().manual_seed(0)
-    made: list[Intervention | None] = [None]
-    for _ in range(count - 1):
-        made.append(
-            Intervention(
-                {n: 0.25 + 0.75 * torch.rand(unit_width(modules[n]), generator=gen).double() for n in discover_units(model)}
-            )
-        )
-    return made
+    return [None, *(synthetic_intervention(model, gen, low=0.25) for _ in range(count - 1))]
 
 
 def _decode_staggered(model: torch.nn.Module, rows: list[DecodeRow]) -> None:

@@ -6,8 +6,7 @@ import pytest
 import torch
 
 from aura_core.base.batching import encode
-from aura_core.method.intervention import Intervention
-from aura_core.model.architecture import discover_units, unit_width
+from aura_core.method.fit import synthetic_intervention
 from aura_core.model.loading import load_model
 from aura_core.runtime.decoding import DecodeRow, decode_all
 from aura_core.runtime.reference import reference_decode
@@ -16,16 +15,8 @@ from aura_core.runtime.sampling import SAMPLING_PRESETS, SamplingSettings
 PROMPTS = ["You are such a", "The weather today is", "I can't stand people who", "My favourite food is, in the end,"]
 
 
-def _aura(model: torch.nn.Module) -> Intervention:
-    modules = dict(model.named_modules())
-    gen = torch.Generator().manual_seed(1)
-    return Intervention(
-        {n: 0.3 + 0.7 * torch.rand(unit_width(modules[n]), generator=gen).double() for n in discover_units(model)}
-    )
-
-
 def _check(model: torch.nn.Module, tokenizer, new_tokens: int) -> None:
-    aura = _aura(model)
+    aura = synthetic_intervention(model, torch.Generator().manual_seed(1), low=0.3)
     settings = [
         SamplingSettings(max_new_tokens=new_tokens, do_sample=False),
         SAMPLING_PRESETS["demo"].with_(max_new_tokens=new_tokens),

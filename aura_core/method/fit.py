@@ -6,12 +6,14 @@
 from __future__ import annotations
 
 import torch
+from torch import nn
 
 from aura_core.method.auroc import auroc
 from aura_core.method.intervention import Intervention
 from aura_core.method.responses import Responses
+from aura_core.model.architecture import discover_units, unit_width
 
-__all__ = ["fit_intervention"]
+__all__ = ["fit_intervention", "synthetic_intervention"]
 
 
 def fit_intervention(
@@ -32,3 +34,20 @@ def fit_intervention(
     }
     meta["n_per_label"] = [int((responses.labels == 0).sum()), int((responses.labels == 1).sum())]
     return Intervention(scores, method=method, meta=meta, **settings)  # type: ignore[arg-type]
+
+
+def synthetic_intervention(model: nn.Module, generator: torch.Generator, *, low: float = 0.0) -> Intervention:
+    """AurA on every unit of ``model`` with AUROCs drawn uniformly from ``[low, 1)``: no collection needed.
+
+    For benchmarks and tests, whose speed or logic does not depend on which units are dampened;
+    ``low = 0.5`` dampens about half the units, as fitted AUROCs do.
+
+    >>> from aura_core.model.tiny import load_tiny
+    >>> iv = synthetic_intervention(load_tiny("tiny-gpt2").model, torch.Generator().manual_seed(0), low=0.5)
+    >>> iv.n_units, bool(iv.auroc_max() < 1)
+    (160, True)
+    """
+    modules = dict(model.named_modules())
+    return Intervention(
+        {n: low + (1 - low) * torch.rand(unit_width(modules[n]), generator=generator).double() for n in discover_units(model)}
+    )
