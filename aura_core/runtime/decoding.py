@@ -29,6 +29,7 @@ from aura_core.model.architecture import context_length, sliding_window
 from aura_core.runtime.hooks import CallPlan, call_plan
 from aura_core.runtime.plans import row_plan
 from aura_core.runtime.sampling import SamplingSettings, next_tokens, row_generator
+from aura_core.runtime.scheduler import Limits, Waiting, schedule
 
 __all__ = ["DecodeBatch", "DecodeRow", "decode_all", "stop_ids"]
 
@@ -293,6 +294,19 @@ def _pad_time(values: torch.Tensor, width: int) -> torch.Tensor:
     return torch.cat([values.new_zeros(shape), values], dim=axis)
 
 
+def _admitted(batch: DecodeBatch, candidates: list[DecodeRow], limits: Limits) -> list[DecodeRow]:
+    """The first of ``candidates`` that join ``batch`` now, as the scheduler decides (one row an entry, in order)."""
+    entries = [Waiting(i, "bulk", i, (len(r.prompt_ids) + r.settings.max_new_tokens,)) for i, r in enumerate(candidates)]
+    admitted = schedule(
+        entries,
+        running=len(batch),
+        held=batch.tokens_held(),
+        limits=limits,
+        fits=lambda chosen: batch.can_join(candidates[: len(chosen)]),
+    )
+    return candidates[: len(admitted)]
+
+
 def decode_all(
     model: nn.Module,
     rows: Sequence[DecodeRow],
@@ -309,19 +323,11 @@ def decode_all(
     """
     waiting = sorted(rows, key=lambda r: -len(r.prompt_ids))
     batch = DecodeBatch(model, stops=stops)
+    limits = Limits(max_rows, token_budget)
     finished = 0
     while waiting or batch.rows:
-        joining: list[DecodeRow] = []
-        held = batch.tokens_held()
-        while waiting and len(batch) + len(joining) < max_rows:
-            candidate = waiting[0]
-            cost = len(candidate.prompt_ids) + candidate.settings.max_new_tokens
-            if (batch.rows or joining) and held + cost > token_budget:
-                break
-            if not batch.can_join([*joining, candidate]):
-                break
-            joining.append(waiting.pop(0))
-            held += cost
+        joining = _admitted(batch, waiting[: max(max_rows - len(batch), 0)], limits)
+        waiting = waiting[len(joining) :]
         batch.join(joining)
         finished += len(batch.drop_finished())
         if batch.rows:

@@ -13,7 +13,9 @@ holding the model for minutes. :mod:`aura_core.runtime.inline` and
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Literal, Protocol, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar
+
+from aura_core.runtime.scheduler import Priority
 
 if TYPE_CHECKING:
     from torch import nn
@@ -23,9 +25,6 @@ if TYPE_CHECKING:
 __all__ = ["Priority", "Runner"]
 
 T = TypeVar("T")
-
-
-Priority = Literal["interactive", "bulk"]
 
 
 class Runner(Protocol):

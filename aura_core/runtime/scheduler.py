@@ -16,10 +16,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
-from aura_core.runtime.runner import Priority
+__all__ = ["Admission", "Limits", "Priority", "Waiting", "queue_key", "queue_order", "schedule"]
 
-__all__ = ["Admission", "Limits", "Waiting", "queue_key", "queue_order", "schedule"]
+Priority = Literal["interactive", "bulk"]
+"""Interactive work (a person waiting) before bulk work (an evaluation, a collection)."""
 
 
 @dataclass(frozen=True)
