@@ -196,7 +196,7 @@ def test_four_browsers_generate_at_once_each_with_its_solo_result(server, browse
     print(f"one request alone: {solo_seconds:.1f} s; four at once: {together_seconds:.1f} s")
     assert shown[0] == alone
     assert shown == _solo_completions(served, prompts)  # the model loaded as the server loads it (dtype auto)
-    assert together_seconds < 4 * solo_seconds
+    # How much faster four at once are than four in turn is a speed figure: `python -m benchmarks serve` measures it.
 
 
 def test_a_reload_during_a_generation_keeps_the_page_and_frees_its_rows(server, browser):
