@@ -1,7 +1,7 @@
-"""AurA Studio: the frame. Navigation and the shared sidebar; each page lives in views/.
+"""AurA Studio: the frame. Navigation and the shared sidebar; each page lives in pages/.
 
-Not in pages/: Streamlit serves a pages/ folder on its own, and a direct link to one of its
-pages would then run without this frame (no navigation, no shared sidebar, no session setup).
+Every page runs inside this frame: ``ensure_frame`` (here and atop each page) reruns a page that a
+fresh server started from the pages/ folder on its own.
 """
 
 import streamlit as st
@@ -9,22 +9,24 @@ import streamlit as st
 from aura_core.model.loading import loaded_model
 from aura_core.model.precision import describe_precision
 from studio import settings
+from studio.frame import ensure_frame
 from studio.resources import engine_load
 from studio.state import concept_data, init_session, model_choice, session_experts, show_notes
 
+ensure_frame()
 st.set_page_config(page_title="AurA Studio", page_icon="🧯", layout="wide")
 init_session()
 
 navigation = st.navigation(
     [
-        st.Page("views/start.py", title="Start", icon=":material/play_circle:", default=True),
-        st.Page("views/learn.py", title="Learn", icon=":material/school:"),
-        st.Page("views/model.py", title="Model", icon=":material/memory:"),
-        st.Page("views/find_experts.py", title="Find experts", icon=":material/search:"),
-        st.Page("views/expert_neurons.py", title="Expert neurons", icon=":material/neurology:"),
-        st.Page("views/firing.py", title="Which experts fire", icon=":material/bolt:"),
-        st.Page("views/generate.py", title="Generate side by side", icon=":material/compare:"),
-        st.Page("views/evaluate.py", title="Evaluate", icon=":material/analytics:"),
+        st.Page("pages/start.py", title="Start", icon=":material/play_circle:", default=True),
+        st.Page("pages/learn.py", title="Learn", icon=":material/school:"),
+        st.Page("pages/model.py", title="Model", icon=":material/memory:"),
+        st.Page("pages/find_experts.py", title="Find experts", icon=":material/search:"),
+        st.Page("pages/expert_neurons.py", title="Expert neurons", icon=":material/neurology:"),
+        st.Page("pages/firing.py", title="Which experts fire", icon=":material/bolt:"),
+        st.Page("pages/generate.py", title="Generate side by side", icon=":material/compare:"),
+        st.Page("pages/evaluate.py", title="Evaluate", icon=":material/analytics:"),
     ]
 )
 

@@ -122,6 +122,6 @@ def require_experts(why: str) -> SessionExperts:
     experts = session_experts()
     if experts is None:
         st.info(f"Find the experts of this model first: {why}")
-        st.page_link("views/find_experts.py", label="Go to Find experts", icon=":material/search:")
+        st.page_link("pages/find_experts.py", label="Go to Find experts", icon=":material/search:")
         settings.stop()
     return experts

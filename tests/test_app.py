@@ -19,7 +19,7 @@ def app(monkeypatch, tmp_path_factory):
 
 
 def _find_experts(at: AppTest, n_per_class: int = 20) -> AppTest:
-    at.switch_page("views/find_experts.py").run()
+    at.switch_page("pages/find_experts.py").run()
     at.number_input(key="w:n_per_class").set_value(n_per_class)
     at.number_input(key="w:max_tokens").set_value(32)
     next(b for b in at.button if b.label == "Find experts").click().run()
@@ -36,7 +36,7 @@ def _markdown_text(at: AppTest) -> str:
 
 
 def test_model_page_describes_the_loaded_model(app):
-    app.switch_page("views/model.py").run()
+    app.switch_page("pages/model.py").run()
     assert _metric(app, "Layers") == "2"
     assert _metric(app, "Architecture") == "GPT2"
     assert any(s.label == "Model" for s in app.selectbox)
@@ -54,7 +54,7 @@ def test_find_experts_shows_headlines_plots_and_downloads(app):
 def test_bad_file_shows_an_error_and_keeps_the_active_data(app, tmp_path):
     bad = tmp_path / "one_class.csv"
     bad.write_text("text,label\nyou fool,1\nidiot,1\n")
-    at = app.switch_page("views/find_experts.py").run()
+    at = app.switch_page("pages/find_experts.py").run()
     before = next(c.value for c in at.caption if c.value.startswith("Active:"))
     at.radio(key="data_source").set_value("File on the server").run()
     at.text_input(key="concept_path").set_value(str(bad)).run()
@@ -66,7 +66,7 @@ def test_bad_file_shows_an_error_and_keeps_the_active_data(app, tmp_path):
 
 def test_expert_neurons_page_inspects_a_unit(app):
     at = _find_experts(app)
-    at.switch_page("views/expert_neurons.py").run()
+    at.switch_page("pages/expert_neurons.py").run()
     assert not at.exception, at.exception
     assert len(at.get("plotly_chart")) == 2
     assert any("Texts that activate it most" in m.value for m in at.markdown)
@@ -76,7 +76,7 @@ def test_expert_neurons_page_inspects_a_unit(app):
 
 def test_side_by_side_generation_gives_two_scored_outputs(app):
     at = _find_experts(app)
-    at.switch_page("views/generate.py").run()
+    at.switch_page("pages/generate.py").run()
     assert not at.exception, at.exception
     at.slider(key="w:samples").set_value(3)
     next(b for b in at.button if b.label == "Generate").click().run()
@@ -94,7 +94,7 @@ def test_url_parameters_open_the_same_view(monkeypatch, tmp_path_factory):
     at.query_params.update({"method": "damp", "strength": "0.3", "prompt": "You are a", "pre": "adversarial:rude"})
     at.run()
     _find_experts(at)
-    at.switch_page("views/generate.py").run()
+    at.switch_page("pages/generate.py").run()
     assert not at.exception, at.exception
     assert at.radio(key="w:method").value == "damp"
     assert at.slider(key="w:strength").value == pytest.approx(0.3)
@@ -105,7 +105,7 @@ def test_url_parameters_open_the_same_view(monkeypatch, tmp_path_factory):
 def test_pages_end_early_through_settings_stop_so_the_address_bar_keeps_up():
     """After ``st.stop()`` Streamlit sends nothing more, so a page that stopped with it would lose its link."""
     root = Path(APP).parent
-    pages = [root / "app.py", *sorted((root / "views").glob("*.py")), *sorted((root / "studio").glob("*.py"))]
+    pages = [root / "app.py", *sorted((root / "pages").glob("*.py")), *sorted((root / "studio").glob("*.py"))]
     stopping = [
         f"{page.relative_to(root)}:{number}"
         for page in pages
@@ -117,18 +117,18 @@ def test_pages_end_early_through_settings_stop_so_the_address_bar_keeps_up():
 
 
 def test_learn_page_uses_live_numbers(app):
-    at = app.switch_page("views/learn.py").run()
+    at = app.switch_page("pages/learn.py").run()
     assert not at.exception
     assert any("Find experts" in i.value for i in at.info)
     at = _find_experts(at)
-    at.switch_page("views/learn.py").run()
+    at.switch_page("pages/learn.py").run()
     assert not at.exception, at.exception
     assert _metric(at, "Units looked at") == "160"
     assert "The strongest unit is" in _markdown_text(at)
 
 
 def test_unknown_model_is_an_in_page_error(app):
-    at = app.switch_page("views/model.py").run()
+    at = app.switch_page("pages/model.py").run()
     form_select = next(s for s in at.selectbox if s.label == "Model")
     form_select.set_value("Hugging Face id or local folder…")
     next(t for t in at.text_input if t.label.startswith("Or type")).set_value("no-such-model-anywhere")
@@ -139,7 +139,7 @@ def test_unknown_model_is_an_in_page_error(app):
 
 def test_evaluate_page_runs_conditions_a_sweep_and_offers_reports(app):
     at = _find_experts(app)
-    at.switch_page("views/evaluate.py").run()
+    at.switch_page("pages/evaluate.py").run()
     assert not at.exception, at.exception
     at.number_input(key="eval_n_prompts").set_value(3)
     at.number_input(key="eval_samples").set_value(2)
@@ -167,7 +167,7 @@ def test_unit_permalink_search_and_a_bad_link(app):
 
     at = _find_experts(app)
     at.query_params["unit"] = "transformer.h.1.mlp.c_fc:5"
-    at.switch_page("views/expert_neurons.py").run()
+    at.switch_page("pages/expert_neurons.py").run()
     assert not at.exception, at.exception
     assert _subheaders(at) == ["Layer 1 · c_fc · unit 5"]
     assert at.query_params["unit"] == "transformer.h.1.mlp.c_fc:5"
@@ -205,7 +205,7 @@ def test_gated_units_show_both_halves(tiny_llama_server):
     at.query_params["unit"] = "model.layers.1.mlp.up_proj:4"
     at.run()
     _find_experts(at)
-    at.switch_page("views/expert_neurons.py").run()
+    at.switch_page("pages/expert_neurons.py").run()
     assert not at.exception, at.exception
     assert _subheaders(at) == ["Layer 1 · up_proj · unit 4"]
     assert {m.label for m in at.metric} >= {"gate_proj 4", "up_proj 4"}
@@ -214,7 +214,7 @@ def test_gated_units_show_both_halves(tiny_llama_server):
 
 def test_which_experts_fire_lists_experts_that_link_to_their_unit_pages(app):
     at = _find_experts(app)
-    at.switch_page("views/firing.py").run()
+    at.switch_page("pages/firing.py").run()
     assert not at.exception, at.exception
     at.text_area(key="firing_text").set_value("<img src=x onerror=alert(1)> you **fool**")
     next(b for b in at.button if b.label == "Show the experts that fire").click().run()
@@ -229,7 +229,7 @@ def test_which_experts_fire_lists_experts_that_link_to_their_unit_pages(app):
 
 def test_generate_page_shows_experts_in_the_completions(app):
     at = _find_experts(app)
-    at.switch_page("views/generate.py").run()
+    at.switch_page("pages/generate.py").run()
     at.slider(key="w:samples").set_value(2)
     next(b for b in at.button if b.label == "Generate").click().run()
     at.toggle(key="gen_expert_activity").set_value(True).run()

@@ -4,6 +4,7 @@ Uses Debian's Chromium (``/usr/bin/chromium``) driven by Playwright. Screenshots
 land in ``test-artifacts/`` for a person to look at.
 """
 
+import contextlib
 import os
 import re
 import shutil
@@ -11,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -41,12 +43,13 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server():
+@contextlib.contextmanager
+def _serving(log_name: str = "server.log") -> Iterator[str]:
+    """A fresh Streamlit server on the app, its address while it runs."""
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if k != "AURA_STUDIO_MODEL"}
     ARTIFACTS.mkdir(exist_ok=True)
-    log = (ARTIFACTS / "server.log").open("w")
+    log = (ARTIFACTS / log_name).open("w")
     process = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.address", "127.0.0.1"],
         cwd=ROOT,
@@ -54,19 +57,26 @@ def server():
         stdout=log,
         stderr=subprocess.STDOUT,
     )
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                break
-        time.sleep(0.5)
-    else:
-        process.kill()
-        pytest.fail("the Streamlit server did not start within 60 s; see test-artifacts/server.log")
-    yield f"http://127.0.0.1:{port}"
-    process.terminate()
-    process.wait(timeout=30)
-    log.close()
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            with socket.socket() as sock:
+                if sock.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.5)
+        else:
+            pytest.fail(f"the Streamlit server did not start within 60 s; see test-artifacts/{log_name}")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def server():
+    with _serving() as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -311,3 +321,21 @@ def test_a_typed_sentence_leads_through_a_click_to_a_unit_page(server, browser):
         assert alerts == []
     finally:
         context.close()
+
+
+def test_a_fresh_server_draws_a_linked_page_inside_the_frame(browser):
+    """The first visit to a new server is a direct link to a page: it still gets the navigation and sidebar."""
+    expect = sync_api.expect
+    expect.set_options(timeout=120_000)
+    with _serving("fresh-server.log") as url:
+        context = browser.new_context()
+        tab = context.new_page()
+        try:
+            tab.goto(f"{url}/expert_neurons")
+            expect(tab.get_by_role("heading", name="Expert neurons")).to_be_visible()
+            sidebar = tab.get_by_test_id("stSidebar")
+            expect(sidebar.get_by_text("AurA Studio")).to_be_visible()
+            expect(sidebar.get_by_role("link", name="Generate side by side")).to_be_visible()
+            tab.screenshot(path=str(ARTIFACTS / "0-fresh-server-direct-link.png"))
+        finally:
+            context.close()

@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "aura_core"
 # Lowest first. A module may import from its own layer and from the layers before it.
 LAYERS = ("errors", "base", "model", "method", "runtime", "analysis", "evaluation", "cli", "__init__", "__main__")
-OUTSIDE = ("streamlit", "studio", "views", "benchmarks", "studies", "app")
+OUTSIDE = ("streamlit", "studio", "pages", "benchmarks", "studies", "app")
 
 
 def _module_name(path: Path) -> str:
@@ -87,8 +87,8 @@ def test_the_library_never_imports_the_app_or_the_tooling(outside: str) -> None:
 
 
 def test_studio_never_imports_the_pages() -> None:
-    users = sorted(p.name for p in (ROOT / "studio").rglob("*.py") if any(m.split(".")[0] == "views" for m in _imports(p)))
-    assert not users, f"studio imports views: {users}"
+    users = sorted(p.name for p in (ROOT / "studio").rglob("*.py") if any(m.split(".")[0] == "pages" for m in _imports(p)))
+    assert not users, f"studio imports pages: {users}"
 
 
 def test_the_readme_layout_names_every_subpackage() -> None:

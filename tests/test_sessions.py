@@ -17,11 +17,11 @@ PROMPT = "You are such a"
 def _session_on_generate(strength: float) -> AppTest:
     at = AppTest.from_file(APP, default_timeout=180)
     at.run()
-    at.switch_page("views/find_experts.py").run()
+    at.switch_page("pages/find_experts.py").run()
     at.number_input(key="w:n_per_class").set_value(20)
     at.number_input(key="w:max_tokens").set_value(32)
     next(b for b in at.button if b.label == "Find experts").click().run()
-    at.switch_page("views/generate.py").run()
+    at.switch_page("pages/generate.py").run()
     at.text_area(key="w:prompt").set_value(PROMPT)
     at.slider(key="w:strength").set_value(strength)
     at.slider(key="w:samples").set_value(1)

@@ -42,7 +42,7 @@ def test_prepare_gives_a_key_that_any_session_restores_without_computing(cache, 
     assert prepared["query"] == f"model=tiny-gpt2&experts={prepared['experts']}"
     at = _session()  # a fresh session opens on the server's default experts
     assert "best AUROC" in "\n".join(m.value for m in at.sidebar.markdown)
-    at.switch_page("views/find_experts.py").run()
+    at.switch_page("pages/find_experts.py").run()
     assert not at.exception, at.exception
     assert any(m.label == "Units analysed" for m in at.metric)
     assert at.number_input(key="w:n_per_class").value == 20  # the page shows the settings the experts came from
@@ -54,25 +54,25 @@ def test_a_named_preset_opens_from_its_link(cache, capsys):
     default = _prepare(capsys)
     assert named["experts"] != default["experts"]
     at = _session({"experts": named["experts"]})
-    at.switch_page("views/find_experts.py").run()
+    at.switch_page("pages/find_experts.py").run()
     assert at.selectbox(key="w:pooling").value == "mean"
 
 
 def test_settings_survive_page_switches_and_reloads(cache, capsys):
     _prepare(capsys)
     at = _session()
-    at.switch_page("views/generate.py").run()
+    at.switch_page("pages/generate.py").run()
     at.text_area(key="w:prompt").set_value("My neighbour is").run()
     at.slider(key="w:strength").set_value(0.4).run()
-    at.switch_page("views/model.py").run()
-    at.switch_page("views/find_experts.py").run()
-    at.switch_page("views/generate.py").run()
+    at.switch_page("pages/model.py").run()
+    at.switch_page("pages/find_experts.py").run()
+    at.switch_page("pages/generate.py").run()
     assert at.text_area(key="w:prompt").value == "My neighbour is"
     assert at.slider(key="w:strength").value == pytest.approx(0.4)
     link = dict(at.query_params)
     assert link["prompt"] == "My neighbour is" and link["strength"] == "0.4"
     reloaded = _session(link)  # a reload, or a student opening the teacher's link
-    reloaded.switch_page("views/generate.py").run()
+    reloaded.switch_page("pages/generate.py").run()
     assert reloaded.text_area(key="w:prompt").value == "My neighbour is"
     assert reloaded.slider(key="w:strength").value == pytest.approx(0.4)
 
@@ -80,14 +80,14 @@ def test_settings_survive_page_switches_and_reloads(cache, capsys):
 def test_a_shared_generation_is_shown_without_generating_again(cache, capsys):
     _prepare(capsys)
     teacher = _session()
-    teacher.switch_page("views/generate.py").run()
+    teacher.switch_page("pages/generate.py").run()
     teacher.slider(key="w:samples").set_value(2).run()
     next(b for b in teacher.button if b.label == "Generate").click().run()
     assert not teacher.exception, teacher.exception
     shown = teacher.session_state["last_generation"]["samples"]
     link = dict(teacher.query_params)
     student = _session(link)
-    student.switch_page("views/generate.py").run()
+    student.switch_page("pages/generate.py").run()
     assert not student.exception, student.exception
     assert student.session_state["last_generation"]["samples"].equals(shown)
 
@@ -108,16 +108,16 @@ def test_workshop_mode_hides_what_reaches_the_server(cache, monkeypatch, capsys)
     get_server_config.clear()
     at = _session({"model": "/etc"})
     assert any("does not offer the model `/etc`" in w.value for w in at.warning)
-    at.switch_page("views/model.py").run()
+    at.switch_page("pages/model.py").run()
     assert [s.options for s in at.selectbox if s.label == "Model"] == [["tiny-gpt2"]]
     assert not [t for t in at.text_input if t.label.startswith("Or type")]
     assert not at.checkbox  # no "trust remote code" for a browser, ever
-    at.switch_page("views/find_experts.py").run()
+    at.switch_page("pages/find_experts.py").run()
     assert at.radio(key="data_source").options == ["Starter set", "Upload CSV / JSONL"]
     assert at.number_input(key="w:n_per_class").max == 200
-    at.switch_page("views/evaluate.py").run()
+    at.switch_page("pages/evaluate.py").run()
     assert not [t for t in at.text_input if t.label.startswith("Prompt file")]
-    at.switch_page("views/generate.py").run()
+    at.switch_page("pages/generate.py").run()
     assert at.slider(key="w:samples").max == 10
 
 

@@ -8,6 +8,7 @@ from aura_core.analysis.experts import ExpertsRecipe
 from aura_core.base.data import source_label
 from aura_core.evaluation.plots import alpha_histogram, auroc_by_layer, experts_per_layer
 from studio import settings
+from studio.frame import ensure_frame
 from studio.resources import experts_by_key, find_experts, get_server_config
 from studio.state import (
     STARTER_LABEL,
@@ -19,6 +20,8 @@ from studio.state import (
     set_session_experts,
 )
 from studio.view import ProgressWithETA, follow_flight
+
+ensure_frame()
 
 st.title("Find experts")
 st.write(

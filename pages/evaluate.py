@@ -16,9 +16,12 @@ from aura_core.method.stats import TOXIC_THRESHOLD
 from aura_core.model.loading import cache_root
 from aura_core.runtime.sampling import describe_presets
 from studio import settings
+from studio.frame import ensure_frame
 from studio.resources import get_engine, get_scorer, get_server_config
 from studio.state import model_choice, require_experts, require_model
 from studio.view import ProgressWithETA
+
+ensure_frame()
 
 st.title("Evaluate")
 st.write(

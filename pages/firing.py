@@ -10,9 +10,12 @@ from aura_core.analysis.firing import WEIGHTING, Firing, experts_firing
 from aura_core.analysis.token_text import visible_whitespace
 from aura_core.model.architecture import layer_of, module_kind
 from studio import settings
+from studio.frame import ensure_frame
 from studio.resources import get_engine
 from studio.state import model_choice, require_experts, require_model
 from studio.view import expert_baselines, inline_html, token_strip
+
+ensure_frame()
 
 EXAMPLE = "Thanks for the quick reply. Honestly though, you are a stupid idiot and nobody wants you here."
 
@@ -68,7 +71,7 @@ else:
     st.caption(f"Token score {token.score:.2f}: the sum over every unit. The experts with the highest scores, each a link:")
 for expert in token.experts:
     st.page_link(
-        "views/expert_neurons.py",
+        "pages/expert_neurons.py",
         label=(
             f"Layer {layer_of(expert.module)} · {module_kind(expert.module)} · unit {expert.unit} · score {expert.score:.2f} "
             f"(activation {expert.activation:.2f}, τ {expert.threshold:.2f}, p {expert.peak:.2f}, AUROC {expert.auroc:.3f})"

@@ -20,9 +20,12 @@ from aura_core.model.loading import cache_root
 from aura_core.runtime.folding import export_model
 from studio import settings
 from studio.expert_activity import draw_expert_activity
+from studio.frame import ensure_frame
 from studio.resources import generation_key, get_engine, get_scorer, get_server_config, load_generation, store_generation
 from studio.state import model_choice, require_experts, require_model
 from studio.view import inline_html, plain_markdown, side_title, toxicity_badge, word_diff_html
+
+ensure_frame()
 
 REQUEST_TIMEOUT_S = 300.0
 SCORER = "profanity-check"

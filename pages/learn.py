@@ -5,8 +5,11 @@ import streamlit as st
 
 from aura_core import unit_table
 from aura_core.evaluation.plots import experts_per_layer
+from studio.frame import ensure_frame
 from studio.state import concept_data, require_model, session_experts
 from studio.view import plain_markdown
+
+ensure_frame()
 
 st.title("Learn: how AurA finds and quiets toxic neurons")
 loaded = require_model()
@@ -37,7 +40,7 @@ st.markdown(
 )
 if experts is None:
     st.info("Run **Find experts** and this page fills in with what it found.")
-    st.page_link("views/find_experts.py", label="Go to Find experts", icon=":material/search:")
+    st.page_link("pages/find_experts.py", label="Go to Find experts", icon=":material/search:")
 else:
     table = unit_table(experts.intervention)
     strong = table[table.auroc > 0.75]

@@ -6,9 +6,12 @@ from aura_core import AuraError, balanced_sample, load_concept_data, load_prompt
 from aura_core.analysis.collect import MAX_TOKENS
 from aura_core.analysis.experts import N_PER_CLASS, ExpertsRecipe
 from studio import settings
+from studio.frame import ensure_frame
 from studio.resources import experts_by_key, find_experts, get_server_config
 from studio.state import STARTER_LABEL, model_choice, require_model, session_experts, set_session_experts
 from studio.view import ProgressWithETA, follow_flight, plain_markdown
+
+ensure_frame()
 
 # What the demo finds when the operator has not prepared experts: small enough for ~30 s on 2 cores.
 DEMO_RECIPE = {"n_per_class": N_PER_CLASS, "max_tokens": MAX_TOKENS}
@@ -39,10 +42,10 @@ with left:
             f"No experts prepared on this server yet: the demo first finds them ({DEMO_RECIPE['n_per_class']} texts per class)."
         )
 with right:
-    st.page_link("views/learn.py", label="How AurA works, with this model's own numbers", icon=":material/school:")
-    st.page_link("views/find_experts.py", label="Find the experts yourself, on your own data", icon=":material/search:")
-    st.page_link("views/expert_neurons.py", label="Look inside one expert neuron", icon=":material/neurology:")
-    st.page_link("views/evaluate.py", label="Measure it the paper's way, with intervals", icon=":material/analytics:")
+    st.page_link("pages/learn.py", label="How AurA works, with this model's own numbers", icon=":material/school:")
+    st.page_link("pages/find_experts.py", label="Find the experts yourself, on your own data", icon=":material/search:")
+    st.page_link("pages/expert_neurons.py", label="Look inside one expert neuron", icon=":material/neurology:")
+    st.page_link("pages/evaluate.py", label="Measure it the paper's way, with intervals", icon=":material/analytics:")
 
 if demo:
     if experts is None:
@@ -62,4 +65,4 @@ if demo:
     for name, value in (("prompt", prompt), ("pre", "none"), ("method", "aura"), ("strength", 1.0), ("samples", samples)):
         settings.put(name, value)
     st.session_state["_autorun"] = True
-    st.switch_page("views/generate.py")
+    st.switch_page("pages/generate.py")

@@ -21,9 +21,12 @@ from aura_core.analysis.unit_profile import DENSITY_RULE, ActivationProfile
 from aura_core.evaluation.plots import activation_histogram, unit_classifier_figure
 from aura_core.model.architecture import layer_of, module_kind
 from studio import settings
+from studio.frame import ensure_frame
 from studio.resources import SessionExperts, activation_profile_of, get_engine, get_server_config
 from studio.state import model_choice, require_experts, require_model
 from studio.view import ProgressWithETA, expert_baselines, follow_flight, inline_html, token_highlight_html
+
+ensure_frame()
 
 st.title("Expert neurons")
 loaded = require_model()

@@ -11,8 +11,11 @@ from aura_core.model.devices import resolve_auto_dtype
 from aura_core.model.loading import preset_status
 from aura_core.model.precision import describe_precision, precision_of
 from studio import settings
+from studio.frame import ensure_frame
 from studio.resources import ModelChoice, get_model, get_server_config
 from studio.state import model_choice, set_model_choice
+
+ensure_frame()
 
 st.title("Model")
 st.write("Choose the language model whose neurons you want to explore. Presets work offline.")
