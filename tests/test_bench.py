@@ -211,9 +211,9 @@ def test_unknown_benchmark_is_a_clear_error(capfd):
 
 
 def test_forwarder_without_the_benchmarks_folder_is_one_line_exit_2(monkeypatch, tmp_path, capsys):
-    import aura_core.cli as cli
+    from aura_core.cli import bench
 
-    monkeypatch.setattr(cli, "BENCHMARKS_DIR", tmp_path / "benchmarks")
+    monkeypatch.setattr(bench, "BENCHMARKS_DIR", tmp_path / "benchmarks")
     assert aura_main(["bench", "auroc", "--json"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: the benchmarks are not here") and "\n" not in err

@@ -151,7 +151,7 @@ def no_model(monkeypatch):
     def refuse(args):
         raise AssertionError("the model was loaded before the arguments were checked")
 
-    monkeypatch.setattr("aura_core.cli._load", refuse)
+    monkeypatch.setattr("aura_core.cli.common.load", refuse)
 
 
 def one_error_line(capsys) -> str:
@@ -209,7 +209,7 @@ def test_more_prompts_than_there_are_is_said_and_all_are_used(tmp_path, monkeypa
     def stop(args):
         raise AuraError("stopped before loading the model")
 
-    monkeypatch.setattr("aura_core.cli._load", stop)
+    monkeypatch.setattr("aura_core.cli.common.load", stop)
     assert (
         main(["evaluate", "--methods", "none", "--prompts", str(prompts), "--n-prompts", "10", "--out", str(tmp_path / "e")]) == 2
     )
