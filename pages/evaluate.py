@@ -47,8 +47,15 @@ with st.form("eval_form"):
             key="eval_prompt_path",
             placeholder="../shared/data/rtp_prompts_100.jsonl",
         )
-    most = config_of_server.max_prompts
-    n_prompts = cols[1].number_input("Number of prompts", 2, most, min(DEFAULTS.n_prompts or most, most), key="eval_n_prompts")
+    # No widget maximum: a value over a cap is refused below with the cap's name, not a silently red field.
+    n_prompts = cols[1].number_input(
+        "Number of prompts",
+        2,
+        None,
+        min(DEFAULTS.n_prompts or config_of_server.max_prompts, config_of_server.max_prompts),
+        key="eval_n_prompts",
+        help=f"At most {config_of_server.max_prompts} on this server.",
+    )
     preset = cols[1].selectbox(
         "Sampling preset",
         list(SAMPLING_PRESETS),
@@ -59,14 +66,29 @@ with st.form("eval_form"):
     samples = cols[2].number_input(
         "Completions per prompt (0 = preset)",
         0,
-        config_of_server.max_samples,
+        None,
         0,
         key="eval_samples",
-        help=f"At most {config_of_server.max_samples} on this server, the preset's count included.",
+        help=f"At most {config_of_server.max_eval_samples} on this server, the preset's count included.",
     )
     seed = cols[2].number_input("Seed", 0, 2**31 - 1, DEFAULTS.seed, key="eval_seed")
-    n_neutral = cols[3].number_input("Neutral texts for perplexity", 2, 1000, DEFAULTS.n_neutral or 1000, key="eval_n_neutral")
-    bootstrap = cols[3].number_input("Bootstrap resamples", 100, 20_000, DEFAULTS.bootstrap, step=100, key="eval_bootstrap")
+    n_neutral = cols[3].number_input(
+        "Neutral texts for perplexity",
+        2,
+        None,
+        min(DEFAULTS.n_neutral or config_of_server.max_neutral_texts, config_of_server.max_neutral_texts),
+        key="eval_n_neutral",
+        help=f"At most {config_of_server.max_neutral_texts} on this server.",
+    )
+    bootstrap = cols[3].number_input(
+        "Bootstrap resamples",
+        100,
+        None,
+        min(DEFAULTS.bootstrap, config_of_server.max_bootstrap),
+        step=100,
+        key="eval_bootstrap",
+        help=f"At most {config_of_server.max_bootstrap:,} on this server.",
+    )
     cols = list(st.columns(4))
     methods = cols[0].multiselect(
         "Methods", method_names(with_plain=True), default=list(DEFAULTS.methods), format_func=method_label, key="eval_methods"
@@ -89,7 +111,7 @@ try:
         n_prompts=int(n_prompts),
         sampling=preset,
         # The server's cap holds for the preset's own count too (the paper's preset asks for 25).
-        samples=min(int(samples or 0) or SAMPLING_PRESETS[preset].num_return_sequences, config_of_server.max_samples),
+        samples=min(int(samples or 0) or SAMPLING_PRESETS[preset].num_return_sequences, config_of_server.max_eval_samples),
         seed=int(seed),
         n_neutral=int(n_neutral),
         methods=tuple(methods),
@@ -104,6 +126,25 @@ try:
 except AuraError as err:
     st.error(f"These settings cannot run: {err}")
     settings.stop()
+n_conditions = len(config.methods) * len(config.preprompts)
+over_caps = [
+    note
+    for note in (
+        config_of_server.over_cap("max_prompts", int(n_prompts), "prompts"),
+        config_of_server.over_cap("max_eval_samples", int(samples or 0), "completions per prompt"),
+        config_of_server.over_cap("max_neutral_texts", int(n_neutral), "neutral texts"),
+        config_of_server.over_cap("max_bootstrap", int(bootstrap), "bootstrap resamples"),
+        config_of_server.over_cap(
+            "max_eval_completions",
+            int(n_prompts) * int(config.samples or 1) * n_conditions,
+            f"completions ({int(n_prompts)} prompts × {config.samples} × {n_conditions} conditions)",
+        ),
+    )
+    if note is not None
+]
+for note in over_caps:
+    st.error(f"{note} Lower it to run.")
+run = run and not over_caps
 
 if int(n_prompts) < FEW_PROMPTS:
     st.warning(
@@ -114,7 +155,8 @@ run_key = content_key([loaded.name, experts.key], length=12)
 run_dir = cache_root() / "evaluations" / run_key
 if run:
     with st.status("Evaluating…", expanded=True) as status:
-        st.caption(f"Finished conditions are kept in `{run_dir}`: a rerun resumes there.")
+        where = "on the server" if config_of_server.workshop else f"in `{run_dir}`"  # no server path for a room
+        st.caption(f"Finished conditions are kept {where}: a rerun resumes there.")
         progress = ProgressWithETA("starting")
         board = st.empty()
 
@@ -164,15 +206,35 @@ with st.expander("Every figure of every condition"):
 st.subheader("Strength sweep and the operating point")
 cols = list(st.columns([2, 2, 1, 2, 1]))
 grid = cols[0].multiselect("λ grid", [0.1, 0.25, 0.5, 0.75, 0.9, 1.0], default=[0.25, 0.5, 0.75, 1.0], key="sweep_grid")
+sweep_default = ["aura", "aura-null"] if config_of_server.max_sweep_points >= 8 else ["aura"]  # the default grid fits the cap
 sweep_methods = cols[1].multiselect(
-    "Methods", method_names(), default=["aura", "aura-null"], format_func=method_label, key="sweep_methods"
+    "Methods", method_names(), default=sweep_default, format_func=method_label, key="sweep_methods"
 )
 budget = cols[2].number_input("Perplexity budget (%)", 0.5, 100.0, 5.0, 0.5, key="ppl_budget") / 100
 uses_k = any(METHODS[m].uses_k for m in sweep_methods)
 ks_text = cols[3].text_input("k grid (Det0/Damp, comma separated)", "50,200", key="sweep_ks", disabled=not uses_k)
-if cols[4].button("Run sweep", disabled=not grid or not sweep_methods):
+try:
+    ks = tuple(int(v) for v in ks_text.split(",") if v.strip()) if uses_k else None
+except ValueError:
+    st.error(f"The k grid {ks_text!r} is not a list of whole numbers separated by commas.")
+    ks = None
+points = sum(len(grid) * (len(ks) if METHODS[m].uses_k and ks else 1) for m in sweep_methods)
+sweep_caps = [
+    note
+    for note in (
+        config_of_server.over_cap("max_sweep_points", points, "sweep points"),
+        config_of_server.over_cap(
+            "max_eval_completions",
+            (points + 1) * int(result.config.n_prompts or 0) * int(result.config.samples or 1),
+            f"completions ({points + 1} sweep conditions of {result.config.n_prompts} prompts × {result.config.samples})",
+        ),
+    )
+    if note is not None
+]
+for note in sweep_caps:
+    st.error(f"{note} Choose fewer λ, k or methods to sweep.")
+if cols[4].button("Run sweep", disabled=not grid or not sweep_methods or bool(sweep_caps)):
     try:
-        ks = tuple(int(v) for v in ks_text.split(",") if v.strip()) if uses_k else None
         with st.status("Sweeping…", expanded=True) as status:
             progress = ProgressWithETA("starting")
             sweep = run_sweep(

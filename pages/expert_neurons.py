@@ -149,17 +149,30 @@ def corpus_choice() -> tuple[list[str], str]:
     if choice == options[1]:
         return experts.data.texts, "the concept texts"
     if choice == options[2]:
-        upload = st.file_uploader("A .txt (one text a line), or a CSV / JSONL with a text column", type=["txt", "csv", "jsonl"])
-        if upload is not None and upload.size <= get_server_config().max_upload_mb * 2**20:
+        server = get_server_config()
+        upload = st.file_uploader(
+            "A .txt (one text a line), or a CSV / JSONL with a text column",
+            type=["txt", "csv", "jsonl"],
+            help=f"Up to {server.max_upload_mb} MB and {server.max_upload_lines:,} texts on this server.",
+        )
+        if upload is not None and upload.size <= server.max_upload_mb * 2**20:
             with tempfile.TemporaryDirectory() as folder:
                 path = Path(folder) / f"corpus{Path(upload.name).suffix.lower()}"
                 path.write_bytes(upload.getvalue())
                 try:
-                    return load_neutral_texts(path), f"upload {upload.name}"
+                    texts = load_neutral_texts(path)
                 except AuraError as err:
                     st.error(f"{upload.name}: {err}")
+                else:
+                    too_many = server.over_cap("max_upload_lines", len(texts), "texts")
+                    if too_many is None:
+                        return texts, f"upload {upload.name}"
+                    st.error(f"{upload.name}: {too_many}")
         elif upload is not None:
-            st.error(f"{upload.name} is larger than this server takes ({get_server_config().max_upload_mb} MB).")
+            st.error(
+                f"{upload.name} is {upload.size / 2**20:.1f} MB: this server takes up to {server.max_upload_mb} MB "
+                "(its cap max_upload_mb)."
+            )
         st.caption("Until a corpus is uploaded, the neutral text is used.")
     return load_neutral_texts(), "data/neutral.txt"
 

@@ -84,7 +84,15 @@ with st.form("experts_form"):
         cols[0].number_input("Texts per class", 1, limit, key=settings.bind("n_per_class"), help=f"At most {limit} here."),
     )
     max_tokens = settings.keep(
-        "max_tokens", cols[1].number_input("Token budget per text", 4, 512, step=8, key=settings.bind("max_tokens"))
+        "max_tokens",
+        cols[1].number_input(
+            "Token budget per text",
+            4,
+            512,
+            step=8,
+            key=settings.bind("max_tokens"),
+            help=f"At most {config.max_token_budget} on this server.",
+        ),
     )
     pooling = settings.keep(
         "pooling",
@@ -97,6 +105,10 @@ with st.form("experts_form"):
             "Regex over module names (re.fullmatch)", placeholder=r".*layers\.\d+\.mlp\.up_proj", key="units_regex"
         )
     run = st.form_submit_button("Find experts", type="primary")
+over_cap = config.over_cap("max_token_budget", int(max_tokens), "tokens per text")
+if over_cap is not None:
+    st.error(f"{over_cap} Lower the token budget to run.")
+    run = False
 
 sample = balanced_sample(data, int(n_per_class), seed=int(seed))
 recipe = ExpertsRecipe(

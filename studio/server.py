@@ -45,6 +45,13 @@ class ServerConfig:
     max_new_tokens: int = 256
     max_prompts: int = 2000
     max_upload_mb: int = 50
+    max_token_budget: int = 512
+    max_eval_samples: int = 25
+    max_eval_completions: int = 1_000_000
+    max_neutral_texts: int = 10_000
+    max_bootstrap: int = 20_000
+    max_sweep_points: int = 100
+    max_upload_lines: int = 100_000
 
     def offered_models(self) -> tuple[str, ...]:
         """The models a browser may ask for by name (a link's ``?model=``, the Model page's list)."""
@@ -55,8 +62,21 @@ class ServerConfig:
     def offers(self, model: str) -> bool:
         return model in self.offered_models()
 
+    def over_cap(self, cap: str, asked: int, what: str) -> str | None:
+        """A one-line note naming the cap that ``asked`` exceeds, or None within it.
 
-_WORKSHOP = {  # the defaults that workshop mode changes; a file or variable can still set each
+        >>> ServerConfig(max_prompts=100).over_cap("max_prompts", 500, "prompts")
+        'Asked for 500 prompts: this server allows at most 100 (its cap max_prompts).'
+        """
+        most = int(getattr(self, cap))
+        if asked <= most:
+            return None
+        return f"Asked for {asked:,} {what}: this server allows at most {most:,} (its cap {cap})."
+
+
+# The defaults that workshop mode changes; a file or variable can still set each. Each cap keeps one
+# visitor's request to a few minutes of a 2-core server, which decodes about 200 tokens/s for everyone:
+_WORKSHOP = {
     "allow_hub_ids": False,
     "allow_server_paths": False,
     "max_texts_per_class": 200,
@@ -64,6 +84,20 @@ _WORKSHOP = {  # the defaults that workshop mode changes; a file or variable can
     "max_new_tokens": 64,
     "max_prompts": 100,
     "max_upload_mb": 5,
+    # 200 texts per class of 128 tokens is 51,200 tokens read (not decoded), well under a minute.
+    "max_token_budget": 128,
+    # Evaluate: 100 prompts x 4 completions x the default 6 conditions = 2,400 completions of about
+    # 20 tokens, 48,000 tokens, about 4 minutes; more conditions need fewer prompts.
+    "max_eval_samples": 4,
+    "max_eval_completions": 2_400,
+    # Perplexity reads each neutral text once per method; the project's own neutral text has 66.
+    "max_neutral_texts": 100,
+    # Resampling is arithmetic on the scores: 2,000 resamples take about a second per condition.
+    "max_bootstrap": 2_000,
+    # Each sweep point is one more condition of the whole prompt set.
+    "max_sweep_points": 4,
+    # An uploaded density corpus is read whole by the model: 1,000 lines of up to 128 tokens.
+    "max_upload_lines": 1_000,
 }
 
 _ENV = {
@@ -78,6 +112,13 @@ _ENV = {
     "AURA_MAX_NEW_TOKENS": "max_new_tokens",
     "AURA_MAX_PROMPTS": "max_prompts",
     "AURA_MAX_UPLOAD_MB": "max_upload_mb",
+    "AURA_MAX_TOKEN_BUDGET": "max_token_budget",
+    "AURA_MAX_EVAL_SAMPLES": "max_eval_samples",
+    "AURA_MAX_EVAL_COMPLETIONS": "max_eval_completions",
+    "AURA_MAX_NEUTRAL_TEXTS": "max_neutral_texts",
+    "AURA_MAX_BOOTSTRAP": "max_bootstrap",
+    "AURA_MAX_SWEEP_POINTS": "max_sweep_points",
+    "AURA_MAX_UPLOAD_LINES": "max_upload_lines",
 }
 
 

@@ -150,3 +150,84 @@ def test_the_server_never_stops_every_session_for_a_full_garbage_collection():
     config = tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text())
     assert config["runner"]["postScriptGC"] is False
     assert config["server"]["fileWatcherType"] == "none"
+
+
+@pytest.fixture
+def workshop(cache, monkeypatch, capsys):
+    """A workshop server with prepared experts on the tiny model, as a room would have it."""
+    _prepare(capsys)
+    monkeypatch.setenv("AURA_WORKSHOP", "1")
+    get_server_config.clear()
+    return cache
+
+
+def _page(page: str, params: dict[str, str] | None = None) -> AppTest:
+    at = _session(params)
+    at.switch_page(page).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def _errors(at: AppTest) -> str:
+    return "\n".join(e.value for e in at.error)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "cap"),
+    [
+        ("eval_n_prompts", 500, "max_prompts"),
+        ("eval_samples", 50, "max_eval_samples"),
+        ("eval_n_neutral", 1000, "max_neutral_texts"),
+        ("eval_bootstrap", 20_000, "max_bootstrap"),
+    ],
+)
+def test_evaluate_refuses_a_value_over_a_workshop_cap_and_names_the_cap(workshop, key, value, cap):
+    at = _page("pages/evaluate.py")
+    at.number_input(key=key).set_value(value)
+    next(b for b in at.button if b.label == "Run evaluation").click().run()
+    assert not at.exception, at.exception
+    assert f"its cap {cap}" in _errors(at)
+    assert "eval_result" not in at.session_state  # nothing was started
+
+
+def test_evaluate_caps_the_completions_of_every_condition_together(workshop):
+    at = _page("pages/evaluate.py")
+    at.number_input(key="eval_n_prompts").set_value(100)  # within max_prompts, but 100 × 4 × 12 conditions is not
+    at.multiselect(key="eval_methods").set_value(["none", "aura", "det0", "damp"])
+    next(b for b in at.button if b.label == "Run evaluation").click().run()
+    assert "its cap max_eval_completions" in _errors(at)
+    assert "eval_result" not in at.session_state
+
+
+def test_a_workshop_evaluation_hides_server_paths_and_caps_its_sweep(workshop):
+    at = _page("pages/evaluate.py")
+    for key, value in (("eval_n_prompts", 2), ("eval_samples", 1), ("eval_n_neutral", 2), ("eval_bootstrap", 100)):
+        at.number_input(key=key).set_value(value)
+    at.multiselect(key="eval_groups").set_value(["none"])
+    next(b for b in at.button if b.label == "Run evaluation").click().run()
+    assert not at.exception, at.exception
+    assert "eval_result" in at.session_state
+    shown = "\n".join(e.value for e in [*at.caption, *at.markdown, *at.error, *at.info])
+    assert "kept on the server" in shown and str(workshop) not in shown and "evaluations" not in shown
+    assert not _errors(at)  # the default sweep fits the workshop's caps
+    at.multiselect(key="sweep_methods").set_value(["aura", "aura-null"]).run()  # 8 points
+    assert "its cap max_sweep_points" in _errors(at)
+    assert next(b for b in at.button if b.label == "Run sweep").disabled
+
+
+def test_find_experts_caps_the_token_budget_by_name(workshop):
+    at = _page("pages/find_experts.py")
+    at.number_input(key="w:max_tokens").set_value(256)
+    next(b for b in at.button if b.label == "Find experts").click().run()
+    assert not at.exception, at.exception
+    assert "its cap max_token_budget" in _errors(at)
+    assert not at.status  # no run was started
+
+
+def test_the_density_upload_is_capped_in_lines(workshop):
+    at = _page("pages/expert_neurons.py")
+    at.radio(key="density_corpus").set_value("Upload a corpus").run()
+    lines = "\n".join(f"An ordinary sentence, number {i}." for i in range(1_001))
+    at.file_uploader[0].set_value(("corpus.txt", lines.encode(), "text/plain")).run()
+    assert not at.exception, at.exception
+    assert "1,001 texts" in _errors(at) and "its cap max_upload_lines" in _errors(at)
