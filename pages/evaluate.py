@@ -17,7 +17,7 @@ from aura_core.model.loading import cache_root
 from aura_core.runtime.sampling import describe_presets
 from studio import settings
 from studio.frame import ensure_frame
-from studio.resources import get_engine, get_scorer, get_server_config
+from studio.resources import evaluation_key, get_engine, get_scorer, get_server_config, load_evaluation, store_evaluation
 from studio.state import model_choice, require_experts, require_model
 from studio.view import ProgressWithETA
 
@@ -178,12 +178,28 @@ if run:
             )
             finished.provenance["model"] = loaded.name
             st.session_state["eval_result"] = finished
+            shown_key = evaluation_key(loaded.name, experts.key, config)
+            store_evaluation(shown_key, finished)
+            settings.put("eval", shown_key)  # the link opens this report in any browser
             status.update(label="Evaluation finished", state="complete", expanded=False)
         except AuraError as err:
             status.update(label="Evaluation failed", state="error")
             st.error(str(err))
 
 result: EvalResult | None = st.session_state.get("eval_result")
+linked = settings.get("eval")
+if result is None and linked is not None:
+    result = st.session_state["eval_result"] = load_evaluation(linked)
+    if result is None:
+        st.warning("The evaluation named in the link is not on this server: run it here to see it.")
+        settings.put("eval", None)
+    else:
+        shown = result.config
+        st.caption(
+            f"Showing the stored evaluation of this link: {shown.n_prompts} prompts × {shown.samples} completions, "
+            f"{', '.join(method_label(m) for m in shown.methods)}, pre-prompts {', '.join(shown.preprompts)}, "
+            f"seed {shown.seed}. Its settings are in the JSON report below."
+        )
 if result is None:
     st.info("Choose the settings and press **Run evaluation**. The default finishes in a few minutes on a laptop CPU.")
     settings.stop()
@@ -252,6 +268,8 @@ if cols[4].button("Run sweep", disabled=not grid or not sweep_methods or bool(sw
             )
             point = operating_point(sweep, budget)
             st.session_state["eval_result"] = result = replace(result, sweep=sweep, operating_point=point)
+            if settings.get("eval") is not None:
+                store_evaluation(settings.get("eval"), result)  # the link now opens the sweep too
             if point is not None:
                 save_operating_point(experts.key, point)  # Generate offers it as a one-click setting
             status.update(label="Sweep finished", state="complete", expanded=False)

@@ -121,17 +121,52 @@ with right:
         "damp_alpha",
         st.slider("Damp α", 0.0, 1.0, step=0.05, key=settings.bind("damp_alpha"), disabled=not METHODS[method].uses_damp_alpha),
     )
-with st.expander("Sampling", expanded=False):
+SAMPLING_KNOBS = ("max_new", "temperature", "top_p", "repetition")
+
+
+def _use_sampling_preset() -> None:
+    for name in SAMPLING_KNOBS:
+        settings.put(name, None)  # a new preset brings its own values
+
+
+has_custom_sampling = any(settings.get(name) is not None for name in SAMPLING_KNOBS)
+with st.expander("Sampling", expanded=has_custom_sampling):
     cols = list(st.columns(6))
-    preset_name = settings.keep("sampling", cols[0].selectbox("Preset", list(SAMPLING_PRESETS), key=settings.bind("sampling")))
-    base = SAMPLING_PRESETS[preset_name]
-    max_new = cols[1].number_input(
-        "New tokens", 1, config.max_new_tokens, min(base.max_new_tokens, config.max_new_tokens), key=f"max_new_{preset_name}"
+    preset_name = settings.keep(
+        "sampling",
+        cols[0].selectbox("Preset", list(SAMPLING_PRESETS), key=settings.bind("sampling"), on_change=_use_sampling_preset),
     )
-    temperature = cols[2].number_input("Temperature", 0.05, 3.0, base.temperature, 0.05, key=f"temp_{preset_name}")
-    top_p = cols[3].number_input("top_p", 0.05, 1.0, base.top_p, 0.05, key=f"top_p_{preset_name}")
-    repetition = cols[4].number_input("Repetition penalty", 1.0, 2.0, base.repetition_penalty, 0.05, key=f"rep_{preset_name}")
+    base = SAMPLING_PRESETS[preset_name]
+    # Each knob kept as none while it equals the preset's value, so a link names only what was changed.
+    preset_new = min(base.max_new_tokens, config.max_new_tokens)
+    max_new = settings.keep(
+        "max_new",
+        cols[1].number_input(
+            "New tokens",
+            1,
+            None,  # over the server's cap is refused below by name, not a silently red field
+            key=settings.bind("max_new", preset_new),
+            help=f"At most {config.max_new_tokens} on this server.",
+        ),
+        preset_new,
+    )
+    temperature = settings.keep(
+        "temperature",
+        cols[2].number_input("Temperature", 0.05, 3.0, step=0.05, key=settings.bind("temperature", base.temperature)),
+        base.temperature,
+    )
+    top_p = settings.keep(
+        "top_p", cols[3].number_input("top_p", 0.05, 1.0, step=0.05, key=settings.bind("top_p", base.top_p)), base.top_p
+    )
+    repetition = settings.keep(
+        "repetition",
+        cols[4].number_input("Repetition penalty", 1.0, 2.0, step=0.05, key=settings.bind("repetition", base.repetition_penalty)),
+        base.repetition_penalty,
+    )
     seed = settings.keep("seed", cols[5].number_input("Seed", 0, 2**31 - 1, key=settings.bind("seed")))
+too_long = config.over_cap("max_new_tokens", int(max_new), "new tokens per completion")
+if too_long is not None:
+    st.error(f"{too_long} Lower the new tokens to generate.")
 samples = settings.keep(
     "samples",
     st.slider(
@@ -162,7 +197,8 @@ scorer = get_scorer(SCORER)
 result_key = [loaded.name, experts.key, prompt, pre_prompt, intervention.settings(), asdict(sampling), int(seed), SCORER]
 
 autorun = st.session_state.pop("_autorun", False)  # the Start page's demo button
-if st.button("Generate", type="primary", disabled=not prompt.strip()) or (autorun and prompt.strip()):
+can_generate = bool(prompt.strip()) and too_long is None
+if st.button("Generate", type="primary", disabled=not can_generate) or (autorun and can_generate):
     try:
         sides = side_by_side_rows(
             loaded.tokenizer,

@@ -8,12 +8,15 @@ goes through that model's one engine, which batches all sessions' requests toget
 from __future__ import annotations
 
 import json
+import re
 import threading
 import weakref
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import streamlit as st
 import torch
@@ -22,6 +25,7 @@ from aura_core import AuraError, ConceptData, Intervention, LoadedModel, Respons
 from aura_core.analysis.experts import Experts, ExpertsRecipe, compute_experts, experts_key, load_experts
 from aura_core.analysis.unit_profile import ActivationProfile, activation_profile
 from aura_core.base.files import atomic_write, content_key
+from aura_core.evaluation.protocol import EvalConfig, EvalResult
 from aura_core.evaluation.scoring import ToxicityScorer
 from aura_core.model.loading import cache_root
 from aura_core.runtime.engine import Engine, engine_for
@@ -188,6 +192,62 @@ def activation_profile_of(
         return profile
 
     return flights.join(key, work)
+
+
+EVALUATION_KEY = re.compile(r"[0-9a-f]{24}")
+
+
+def is_evaluation_key(text: object) -> bool:
+    """Whether ``text`` has the shape of an evaluation's key (24 hex digits): anything else is refused unread.
+
+    >>> is_evaluation_key("0123456789abcdef01234567"), is_evaluation_key("../../etc/passwd")
+    (True, False)
+    """
+    return isinstance(text, str) and EVALUATION_KEY.fullmatch(text) is not None
+
+
+def evaluation_key(model: str, experts: str, config: EvalConfig) -> str:
+    """The key of an evaluation's report: the model, the experts and every setting of the run."""
+    return content_key([model, experts, config.as_dict()], length=24)
+
+
+def _evaluation_path(key: str) -> Path:
+    return cache_root() / "evaluations" / "reports" / f"{key}.json"
+
+
+def store_evaluation(key: str, result: EvalResult) -> None:
+    """Keep an evaluation's report on disk (its tables as JSON), so a link to its key opens it again."""
+    stored = {
+        "config": asdict(result.config),
+        "generations": result.generations.to_dict(orient="records"),
+        "metrics": result.metrics.to_dict(orient="records"),
+        "perplexity_terms": {name: [nll.tolist(), count.tolist()] for name, (nll, count) in result.perplexity_terms.items()},
+        "provenance": result.provenance,
+        "sweep": None if result.sweep is None else result.sweep.to_dict(orient="records"),
+        "operating_point": result.operating_point,
+    }
+    atomic_write(_evaluation_path(key), json.dumps(stored, default=str))
+
+
+def load_evaluation(key: str) -> EvalResult | None:
+    """The evaluation stored under ``key``, or None when this server has none (or cannot read it)."""
+    if not is_evaluation_key(key):
+        return None
+    try:
+        stored = json.loads(_evaluation_path(key).read_text())
+        return EvalResult(
+            config=EvalConfig(**stored["config"]),
+            generations=pd.DataFrame(stored["generations"]),
+            metrics=pd.DataFrame(stored["metrics"]),
+            perplexity_terms={
+                name: (np.array(nll), np.array(count)) for name, (nll, count) in stored["perplexity_terms"].items()
+            },
+            provenance=stored["provenance"],
+            sweep=None if stored["sweep"] is None else pd.DataFrame(stored["sweep"]),
+            operating_point=stored["operating_point"],
+        )
+    except (OSError, ValueError, KeyError, TypeError, AuraError):
+        return None
 
 
 def generation_key(parts: list[object]) -> str:

@@ -24,6 +24,7 @@ from aura_core.analysis import neurons
 from aura_core.analysis.collect import MAX_TOKENS, POOLINGS
 from aura_core.analysis.experts import N_PER_CLASS, is_experts_key
 from aura_core.errors import UnitPatternError
+from studio.resources import is_evaluation_key
 
 __all__ = ["SETTINGS", "Setting", "bind", "from_link", "get", "keep", "load_from_url", "parse_unit", "put", "stop", "sync_url"]
 
@@ -72,6 +73,12 @@ def _key(text: str) -> str:
     return text
 
 
+def _run_key(text: str) -> str:
+    if not is_evaluation_key(text):
+        raise ValueError(f"{text[:40]!r} is not an evaluation key")
+    return text
+
+
 @dataclass(frozen=True)
 class Setting:
     """A setting kept across pages and reloads; ``url`` names it in the address bar."""
@@ -102,6 +109,12 @@ SETTINGS: dict[str, Setting] = {
         Setting("seed", "seed", 0, _number(int, 0, 2**31 - 1)),
         Setting("sampling", "sampling", "paper", _choice(tuple(SAMPLING_PRESETS))),
         Setting("samples", "samples", 8, _number(int, 1, 1000)),
+        # None: the sampling preset's own value, so a link names only what was changed.
+        Setting("max_new", "new_tokens", None, _number(int, 1, 4096)),
+        Setting("temperature", "temperature", None, _number(float, 0.05, 3.0)),
+        Setting("top_p", "top_p", None, _number(float, 0.05, 1.0)),
+        Setting("repetition", "repetition", None, _number(float, 1.0, 2.0)),
+        Setting("eval", "eval", None, _run_key),
     )
 }
 
@@ -121,17 +134,21 @@ def put(name: str, value: Any) -> None:
     st.session_state.pop(f"w:{name}", None)  # the bound widget picks the new value up on its next draw
 
 
-def bind(name: str) -> str:
-    """The widget key for setting ``name``, seeded with the kept value when the widget was not drawn."""
+def bind(name: str, fallback: Any = None) -> str:
+    """The widget key for setting ``name``, seeded with the kept value (or ``fallback`` for none) when not drawn."""
     key = f"w:{name}"
     if key not in st.session_state:
-        st.session_state[key] = get(name)
+        value = get(name)
+        st.session_state[key] = fallback if value is None else value
     return key
 
 
-def keep(name: str, value: Any) -> Any:
-    """Remember a bound widget's value (call after drawing it); returns the value."""
-    _store()[name] = value
+def keep(name: str, value: Any, fallback: Any = None) -> Any:
+    """Remember a bound widget's value (call after drawing it); returns the value.
+
+    A value equal to ``fallback`` is kept as none, so the link leaves it out and it follows the fallback.
+    """
+    _store()[name] = None if fallback is not None and value == fallback else value
     return value
 
 
