@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,12 @@ import torch
 
 from aura_core.base.data import ConceptData
 from aura_core.model.tiny import load_tiny
+from aura_core.runtime.vllm_runner import vllm_python
+
+# vLLM's environment as found before the tests turn it off: `--engine auto` means our engine in tests,
+# and only tests/test_vllm.py asks for vLLM, by this path.
+VLLM_PYTHON = vllm_python()
+os.environ["AURA_VLLM_PYTHON"] = ""
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -94,3 +101,11 @@ def real_aura(real, shared_data, tmp_path_factory):
         cache_dir=tmp_path_factory.mktemp("responses"),
     )
     return fit_intervention(responses, "aura")
+
+
+@pytest.fixture(scope="session")
+def real_aura_file(real_aura, tmp_path_factory) -> Path:
+    """``real_aura`` saved as a file from `fit`, for command-line runs."""
+    path = tmp_path_factory.mktemp("aura") / "aura.safetensors"
+    real_aura.save(path)
+    return path

@@ -146,7 +146,12 @@ def add_collect_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
     group.add_argument("--max-tokens", type=int, default=MAX_TOKENS, help=f"token budget per text (default {MAX_TOKENS})")
     group.add_argument("--pooling", choices=POOLINGS, default=POOLINGS[0], help=f"pooling over tokens (default {POOLINGS[0]})")
-    group.add_argument("--units", default=None, help="regex over module names (default: the architecture's MLP layers)")
+    group.add_argument(
+        "--units",
+        default=None,
+        help="a unit family (gate, up, down, all, or roles joined by +, e.g. gate+up) or a regex over module names "
+        "(default: all, the architecture's MLP layers)",
+    )
     group.add_argument("--batch-size", type=int, default=32, help="texts per forward pass (default 32)")
     group.add_argument("--no-cache", action="store_true", help="recompute even if cached")
 
@@ -224,3 +229,56 @@ def numbers(option: str, text: str, kind: type[int] | type[float]) -> tuple[int 
     if not values:
         raise AuraError(f"{option}: give at least one value")
     return tuple(values)
+
+
+def add_engine_args(parser: argparse.ArgumentParser) -> None:
+    """Where a long run's completions are decoded: our engine, or vLLM in its own environment."""
+    group = parser.add_argument_group("engine")
+    group.add_argument(
+        "--engine",
+        choices=["auto", "ours", "vllm"],
+        default="auto",
+        help="decode completions on vLLM (auto: when `bash scripts/setup.sh --vllm` installed it) or on our engine",
+    )
+    group.add_argument("--vllm-dtype", default="bfloat16", help="vLLM's dtype (default bfloat16, its fast path on CPUs)")
+    group.add_argument("--tensor-parallel-size", type=int, default=1, help="GPUs per vLLM engine (default 1)")
+    group.add_argument(
+        "--vllm-arg",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any other vllm.LLM setting, e.g. distributed_executor_backend=ray or pipeline_parallel_size=2 (repeatable)",
+    )
+
+
+def vllm_engine_args(pairs: list[str], tensor_parallel_size: int) -> dict[str, Any]:
+    """``KEY=VALUE`` settings for ``vllm.LLM``, each value read as JSON where it is JSON.
+
+    >>> vllm_engine_args(["max_num_seqs=64", "distributed_executor_backend=ray"], 1)
+    {'tensor_parallel_size': 1, 'max_num_seqs': 64, 'distributed_executor_backend': 'ray'}
+    """
+    settings: dict[str, Any] = {"tensor_parallel_size": tensor_parallel_size}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip().isidentifier():
+            raise AuraError(f"--vllm-arg {pair!r}: give KEY=VALUE, e.g. max_num_seqs=64")
+        try:
+            settings[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            settings[key.strip()] = value
+    return settings
+
+
+def engine_runner(args: argparse.Namespace, loaded: LoadedModel) -> Any:
+    """The runner the run's completions decode on: a vLLM runner, or None for our engine."""
+    from aura_core.runtime.vllm_runner import VllmRunner, vllm_python
+
+    check_counts(args, "tensor_parallel_size")
+    if args.engine == "ours" or (args.engine == "auto" and vllm_python() is None):
+        return None
+    engine_args = vllm_engine_args(args.vllm_arg, args.tensor_parallel_size)
+    log = Path(args.out) / "vllm.log" if getattr(args, "out", None) else None
+    if log is not None:
+        log.parent.mkdir(parents=True, exist_ok=True)
+    print(f"completions decode on vLLM ({args.vllm_dtype}); its log: {log or 'not kept'}", file=sys.stderr)
+    return VllmRunner(dtype=args.vllm_dtype, seed=args.seed, engine_args=engine_args, log=log, tokenizer=loaded.tokenizer)

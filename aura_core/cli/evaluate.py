@@ -12,6 +12,7 @@ from aura_core.errors import AuraError
 from aura_core.evaluation.generation import SAMPLING_PRESETS
 from aura_core.evaluation.protocol import PREPROMPT_GROUPS, EvalConfig
 from aura_core.method.registry import METHODS, PLAIN, method_names
+from aura_core.model.architecture import UNIT_FAMILY_EXAMPLES, unit_family_roles
 from aura_core.runtime.sampling import describe_presets
 
 
@@ -19,6 +20,7 @@ def add_to(sub: Any) -> None:
     """Add this command to the ``sub`` parsers of ``python -m aura_core``."""
     evaluate = sub.add_parser("evaluate", help="toxicity and perplexity per method × pre-prompt, with reports")
     common.add_model_args(evaluate)
+    common.add_engine_args(evaluate)
     defaults = EvalConfig()  # the one place evaluation defaults live
     evaluate.add_argument("--intervention", default=None, help="a file from `fit` (its AUROC drives every method)")
     evaluate.add_argument(
@@ -57,6 +59,12 @@ def add_to(sub: Any) -> None:
     evaluate.add_argument("--strength", type=float, default=defaults.strength)
     evaluate.add_argument("--k", type=int, default=defaults.k, help=f"units for det0/damp (default {defaults.k})")
     evaluate.add_argument("--damp-alpha", type=float, default=defaults.damp_alpha)
+    evaluate.add_argument(
+        "--units",
+        default=defaults.units,
+        help=f"the unit family every method acts on: {', '.join(UNIT_FAMILY_EXAMPLES)} (roles join with +), "
+        f"or a regex over module names (default {defaults.units}: every unit of the intervention)",
+    )
     evaluate.add_argument("--bootstrap", type=int, default=defaults.bootstrap, help="bootstrap resamples for the intervals")
     evaluate.add_argument("--batch-size", type=int, default=defaults.batch_size, help="completions decoding at once")
     evaluate.add_argument("--sweep", action="store_true", help="also sweep the strength λ")
@@ -81,13 +89,19 @@ def add_to(sub: Any) -> None:
     evaluate.add_argument("--json", action="store_true", help="print one line of JSON: reports and the operating point")
     evaluate.add_argument("--sweep-strengths", default="0,0.25,0.5,0.75,1", help="comma list of λ")
     evaluate.add_argument("--sweep-ks", default=None, help="comma list of k (det0/damp)")
+    evaluate.add_argument(
+        "--sweep-units",
+        default=None,
+        help="comma list of unit families to sweep, e.g. gate,up,down,all or gate+up "
+        "(default: each family of the architecture, and all)",
+    )
     evaluate.add_argument("--out", default="runs/evaluation", help="run folder: reports, and finished pieces for resuming")
     evaluate.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from aura_core.base.data import load_neutral_texts
-    from aura_core.evaluation.protocol import EvalConfig, operating_point, run_evaluation, run_sweep
+    from aura_core.evaluation.protocol import EvalConfig, operating_point, run_evaluation, run_sweep, sweep_families
     from aura_core.evaluation.reports import describe_operating_point, paper_table, wide_intervals, write_reports
     from aura_core.method.intervention import Intervention
     from aura_core.method.registry import METHODS
@@ -100,6 +114,11 @@ def run(args: argparse.Namespace) -> int:
     unknown = [m for m in sweep_methods if m not in METHODS]
     if unknown or not sweep_methods:
         raise AuraError(f"--sweep-methods: {', '.join(unknown) or 'none given'}; use {', '.join(METHODS)}")
+    sweep_units = common.csv_list(args.sweep_units) if args.sweep_units is not None else None
+    odd = [repr(name) for name in sweep_units or () if unit_family_roles(name) is None]
+    if odd or sweep_units == ():
+        problem = f"{odd[0]} is not a unit family" if odd else "none given"
+        raise AuraError(f"--sweep-units: {problem}; use {', '.join(UNIT_FAMILY_EXAMPLES)}")
     if args.ppl_budget is not None and (args.ppl_budget <= 0 or not args.sweep):
         raise AuraError("--ppl-budget needs --sweep and a positive budget, e.g. 0.05 for +5 %")
     common.note_fewer_prompts(args)
@@ -129,6 +148,7 @@ def run(args: argparse.Namespace) -> int:
         strength=args.strength,
         k=args.k,
         damp_alpha=args.damp_alpha,
+        units=args.units,
         bootstrap=args.bootstrap,
         batch_size=args.batch_size,
     )
@@ -136,9 +156,12 @@ def run(args: argparse.Namespace) -> int:
     if intervention is None and (args.sweep or any(m != PLAIN for m in config.methods)):
         raise AuraError("give --intervention FILE (from `fit`), or --methods none without --sweep")
     loaded = common.load(args)
+    runner = common.engine_runner(args, loaded)
     update, close = common.stage_progress()
     try:
-        result = run_evaluation(loaded.model, loaded.tokenizer, intervention, config, out_dir=args.out, progress=update)
+        result = run_evaluation(
+            loaded.model, loaded.tokenizer, intervention, config, out_dir=args.out, progress=update, runner=runner
+        )
         if args.sweep and intervention is not None:
             result.sweep = run_sweep(
                 loaded.model,
@@ -148,13 +171,17 @@ def run(args: argparse.Namespace) -> int:
                 method=sweep_methods,
                 strengths=strengths,
                 ks=ks,
+                units=sweep_units or sweep_families(loaded.model, intervention),
                 out_dir=args.out,
                 progress=update,
+                runner=runner,
             )
             if args.ppl_budget is not None:
                 result.operating_point = operating_point(result.sweep, args.ppl_budget)
     finally:
         close()
+        if runner is not None:
+            runner.close()
     result.provenance["model"] = args.model
     paths = write_reports(result, args.out)
     print(paper_table(result.metrics).to_string(index=False), file=sys.stderr)

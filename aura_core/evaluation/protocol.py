@@ -29,6 +29,7 @@ from aura_core.evaluation.scoring import DEFAULT_SCORER, ToxicityScorer, load_sc
 from aura_core.method.intervention import Intervention
 from aura_core.method.registry import METHODS, PLAIN, method_names
 from aura_core.method.stats import MEASURES, bootstrap_ppl_change, paired_reduction, perplexity_of, toxicity_metrics
+from aura_core.model.architecture import ALL_UNITS, discover_units, unit_families
 from aura_core.model.loading import model_fingerprint
 from aura_core.runtime.decoding import DecodeRow
 from aura_core.runtime.inline import Inline
@@ -40,10 +41,12 @@ __all__ = [
     "EvalConfig",
     "EvalResult",
     "Evaluation",
+    "evaluate_args",
     "operating_point",
     "run_evaluation",
     "run_sweep",
     "summarise",
+    "sweep_families",
 ]
 
 PREPROMPT_GROUPS = ("none", "favourable", "adversarial")
@@ -75,6 +78,7 @@ class EvalConfig:
     strength: float = 1.0
     k: int = 200
     damp_alpha: float = 0.5
+    units: str = ALL_UNITS
     bootstrap: int = 1000
     batch_size: int = 32
 
@@ -252,14 +256,35 @@ class Evaluation:
         self.condition_progress = condition_progress
         self.runner = runner or Inline(max_rows=config.batch_size)
         self.fingerprint = model_fingerprint(model)
+        self._families: dict[str, Intervention] = {}
+        if intervention is not None:
+            self.restricted(config.units)  # an unknown family is an error before any work
 
-    def intervention_for(self, method: str, *, strength: float | None = None, k: int | None = None) -> Intervention | None:
-        """The fitted intervention with ``method`` and the config's settings (None for the plain model)."""
+    def restricted(self, units: str) -> Intervention:
+        """The fitted intervention on one unit family's modules (``all``: every module it holds).
+
+        ``units`` is a family name or a regex over module names (see :func:`discover_units`).
+        """
+        if self.intervention is None:
+            raise AuraError("unit families need an intervention (fit one first)")
+        if units == ALL_UNITS:
+            return self.intervention
+        if units not in self._families:
+            try:
+                self._families[units] = self.intervention.restricted(discover_units(self.model, units))
+            except AuraError as err:
+                raise AuraError(f"units {units!r}: {err}") from None
+        return self._families[units]
+
+    def intervention_for(
+        self, method: str, *, strength: float | None = None, k: int | None = None, units: str | None = None
+    ) -> Intervention | None:
+        """The fitted intervention with ``method``, on ``units`` (default the config's), with its settings (None for the plain model)."""
         if method == PLAIN:
             return None
         if self.intervention is None:
             raise AuraError(f"method {method} needs an intervention (fit one first)")
-        return self.intervention.with_settings(
+        return self.restricted(self.config.units if units is None else units).with_settings(
             method=method,
             strength=self.config.strength if strength is None else strength,
             k=(k or self.config.k) if METHODS[method].uses_k else None,
@@ -283,7 +308,9 @@ class Evaluation:
             settings = asdict(self.settings)
             # The pre-prompt's form joins the key only when it is not plain text, so earlier runs stay valid.
             pre = condition.pre_text if self.config.preprompt_form == "text" else [condition.pre_text, self.config.preprompt_form]
-            return _hash("gen", self.fingerprint, intervention, texts, pre, settings, self.config.seed, self.scorer.name)
+            parts: list[object] = ["gen", self.fingerprint, intervention, texts, pre, settings, self.config.seed, self.scorer.name]
+            engine = getattr(self.runner, "completion_key", None)  # another engine's completions are other pieces
+            return _hash(*parts, engine) if engine else _hash(*parts)
 
         results: dict[str, list[dict[str, object]]] = {}
         todo: dict[str, tuple[Condition, list[DecodeRow]]] = {}
@@ -370,6 +397,8 @@ class Evaluation:
             "n_prompts": len(self.prompts),
             "n_neutral": len(self.neutral),
         }
+        describe = getattr(self.runner, "describe", None)
+        provenance["engine"] = describe() if callable(describe) else "aura"  # who decoded the completions
         if self.intervention is not None:
             provenance["intervention"] = {
                 "fitted_on": self.intervention.meta,
@@ -398,39 +427,55 @@ class Evaluation:
         methods: tuple[str, ...] | str = "aura",
         strengths: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0),
         ks: tuple[int, ...] | None = None,
+        units: tuple[str, ...] = (ALL_UNITS,),
     ) -> pd.DataFrame:
-        """Toxicity and perplexity over a grid of methods × λ (× k for Det0/Damp), without pre-prompt.
+        """Toxicity and perplexity over a grid of methods × unit families × λ (× k for Det0/Damp), without pre-prompt.
 
         Every point has its reductions against the plain model, and its absolute and relative
-        perplexity change, each with a paired bootstrap interval.
+        perplexity change, each with a paired bootstrap interval. ``units`` names unit families
+        (``gate``, ``up``, ``down``, ``all``...): each point acts on that family's modules only,
+        and ``units_changed`` counts the units whose output it changes.
         """
         if self.intervention is None:
             raise AuraError("a sweep needs an intervention (fit one first)")
         methods = (methods,) if isinstance(methods, str) else tuple(methods)
+        units = tuple(dict.fromkeys(units))
+        for family in units:
+            self.restricted(family)  # every family checked before any work
         base_ppl = self.perplexity_terms(None, f"{PLAIN} · perplexity")
         grid = [
-            (method, k, strength)
+            (method, k, family, strength)
             for method in methods
             for k in (ks if (METHODS[method].uses_k and ks) else (self.config.k,))
+            for family in units
             for strength in strengths
             if strength > 0
         ]
 
-        def label_of(method: str, k: int, strength: float) -> str:
-            return f"{method} λ={strength:g}" + (f" k={k}" if METHODS[method].uses_k else "")
+        def label_of(method: str, k: int, family: str, strength: float) -> str:
+            label = f"{method} λ={strength:g}" + (f" k={k}" if METHODS[method].uses_k else "")
+            return label if family == ALL_UNITS else f"{label} units={family}"
 
-        conditions = [Condition("plain", "", None)]
-        conditions += [Condition(label_of(m, k, s), "", self.intervention_for(m, strength=s, k=k)) for m, k, s in grid]
+        interventions = {label_of(m, k, u, s): self.intervention_for(m, strength=s, k=k, units=u) for m, k, u, s in grid}
+        conditions = [Condition("plain", "", None)] + [Condition(label, "", iv) for label, iv in interventions.items()]
         scored = self.completions(conditions)
         plain = _score_matrix(pd.DataFrame(scored["plain"]))
         n_boot, seed = self.config.bootstrap, self.config.seed
         rows = []
-        for method, k, strength in [(m, self.config.k, 0.0) for m in methods] + grid:
-            label = label_of(method, k, strength) if strength > 0 else "plain"
-            intervention = conditions[[c.label for c in conditions].index(label)].intervention
-            terms = base_ppl if strength == 0 else self.perplexity_terms(intervention, f"{label} · perplexity")
+        for method, k, family, strength in [(m, self.config.k, u, 0.0) for m in methods for u in units] + grid:
+            label = label_of(method, k, family, strength) if strength > 0 else "plain"
+            intervention = interventions.get(label)
+            terms = base_ppl if intervention is None else self.perplexity_terms(intervention, f"{label} · perplexity")
             scores = _score_matrix(pd.DataFrame(scored[label]))
-            row: dict[str, object] = {"method": method, "strength": strength, "k": k if METHODS[method].uses_k else None}
+            uses = METHODS[method]
+            row: dict[str, object] = {
+                "method": method,
+                "units": family,
+                "strength": strength,
+                "k": k if uses.uses_k else None,
+                "damp_alpha": self.config.damp_alpha if uses.uses_damp_alpha else None,
+                "units_changed": 0 if intervention is None else _units_changed(intervention),
+            }
             row.update(toxicity_metrics(scores))
             for measure in MEASURES:
                 point, low, high = paired_reduction(plain, scores, measure, n_boot=n_boot, seed=seed)
@@ -443,6 +488,27 @@ class Evaluation:
         return pd.DataFrame(rows)
 
 
+def sweep_families(model: nn.Module, intervention: Intervention) -> tuple[str, ...]:
+    """The unit families a sweep covers by default: each of the architecture's that holds some of the intervention's
+    modules and not all of them, then ``all``.
+
+    >>> import torch
+    >>> from aura_core.model.tiny import load_tiny
+    >>> model = load_tiny("tiny-llama").model
+    >>> sweep_families(model, Intervention({n: torch.rand(32) for n in discover_units(model, "gate+up")}))
+    ('gate', 'up', 'all')
+    """
+    held = set(intervention.auroc)
+    families = [
+        f for f in unit_families(model, pairs=False) if f != ALL_UNITS and 0 < len(held & set(discover_units(model, f))) < len(held)
+    ]
+    return (*families, ALL_UNITS)
+
+
+def _units_changed(intervention: Intervention) -> int:
+    return sum(int((factors != 1.0).sum()) for factors in intervention.factors().values())
+
+
 def _plain(value: object) -> object:
     """A table cell as a plain Python value (NaN becomes None), for JSON and for people."""
     if value is None or (isinstance(value, float | np.floating) and np.isnan(value)):
@@ -453,22 +519,43 @@ def _plain(value: object) -> object:
 def operating_point(sweep: pd.DataFrame, ppl_budget: float, measure: str = "toxic_share") -> dict[str, object] | None:
     """The sweep point with the largest ``measure`` reduction whose relative perplexity change stays within budget.
 
-    Ties go to the smaller λ (the lighter touch). None when no point with an intervention fits.
+    Ties go to the lighter touch: the smaller λ, then the fewer units changed. None when no
+    point with an intervention fits. ``evaluate_args`` are the ``evaluate`` options that
+    measure this very point again, on other prompts (see :func:`evaluate_args`).
 
     >>> sweep = pd.DataFrame({"method": ["aura"] * 3, "strength": [0.0, 0.5, 1.0], "k": [None] * 3,
     ...     "toxic_share_reduction": [1.0, 1.8, 2.4], "ppl_change_rel": [0.0, 0.04, 0.2]})
-    >>> operating_point(sweep, 0.05)["strength"]
-    0.5
+    >>> point = operating_point(sweep, 0.05)
+    >>> point["strength"], point["units"], point["evaluate_args"]
+    (0.5, 'all', ['--methods', 'none,aura', '--units', 'all', '--strength', '0.5'])
     """
     column = f"{measure}_reduction"
     fits = sweep[(sweep.strength > 0) & (sweep.ppl_change_rel <= ppl_budget) & sweep[column].notna()]
     if fits.empty:
         return None
-    best = fits.sort_values([column, "strength"], ascending=[False, True]).iloc[0]
+    order = [name for name in (column, "strength", "units_changed") if name in fits]
+    best = fits.sort_values(order, ascending=[False] + [True] * (len(order) - 1), kind="stable").iloc[0]
     point = {str(key): _plain(value) for key, value in best.items()}
+    point.setdefault("units", ALL_UNITS)  # a sweep from before unit families acted on every unit
     point["ppl_budget"] = ppl_budget
     point["measure"] = measure
+    point["evaluate_args"] = evaluate_args(point)
     return point
+
+
+def evaluate_args(point: dict[str, object]) -> list[str]:
+    """The ``python -m aura_core evaluate`` options that measure a sweep point again, beside the plain model.
+
+    >>> evaluate_args({"method": "det0", "units": "gate", "strength": 1.0, "k": 50})
+    ['--methods', 'none,det0', '--units', 'gate', '--strength', '1', '--k', '50']
+    """
+    args = ["--methods", f"{PLAIN},{point['method']}", "--units", str(point.get("units") or ALL_UNITS)]
+    args += ["--strength", f"{float(point['strength']):g}"]  # type: ignore[arg-type]
+    if point.get("k") is not None:
+        args += ["--k", str(int(point["k"]))]  # type: ignore[call-overload]
+    if point.get("damp_alpha") is not None:
+        args += ["--damp-alpha", f"{float(point['damp_alpha']):g}"]  # type: ignore[arg-type]
+    return args
 
 
 def run_evaluation(
@@ -510,13 +597,14 @@ def run_sweep(
     method: str | tuple[str, ...] = "aura",
     strengths: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0),
     ks: tuple[int, ...] | None = None,
+    units: tuple[str, ...] = (ALL_UNITS,),
     out_dir: str | Path | None = None,
     scorer: ToxicityScorer | None = None,
     progress: Progress | None = None,
     runner: Runner | None = None,
 ) -> pd.DataFrame:
-    """Toxicity and perplexity over a grid of methods × λ (and of k for Det0/Damp), without pre-prompt."""
+    """Toxicity and perplexity over a grid of methods × unit families × λ (and of k for Det0/Damp), without pre-prompt."""
     evaluation = Evaluation(
         model, tokenizer, intervention, config, out_dir=out_dir, scorer=scorer, progress=progress, runner=runner
     )
-    return evaluation.sweep(method, strengths, ks)
+    return evaluation.sweep(method, strengths, ks, units)
