@@ -10,7 +10,14 @@ from aura_core.analysis.experts import save_operating_point
 from aura_core.base.files import content_key
 from aura_core.evaluation.plots import condition_figure, tradeoff_figure
 from aura_core.evaluation.protocol import PREPROMPT_GROUPS, EvalConfig, EvalResult, operating_point, run_evaluation, run_sweep
-from aura_core.evaluation.reports import describe_operating_point, paper_table, report_html, report_json, wide_intervals
+from aura_core.evaluation.reports import (
+    describe_operating_point,
+    glance_table,
+    report_html,
+    report_json,
+    sweep_table,
+    wide_intervals,
+)
 from aura_core.method.registry import METHODS, method_label, method_names
 from aura_core.method.stats import TOXIC_THRESHOLD
 from aura_core.model.loading import cache_root
@@ -207,17 +214,24 @@ if result is None:
 st.subheader("Results")
 st.caption(
     f"As in the paper, the lead measure is the toxic share of completions (score above {TOXIC_THRESHOLD}); "
-    "× less is the plain model's "
-    "share without pre-prompt divided by the condition's, with a 95% interval that resamples prompts and completions."
+    "“2.1× less” (or “1.5× more”) compares the plain model's share without pre-prompt with the condition's, "
+    "with a 95% interval that resamples prompts and completions."
 )
-st.dataframe(paper_table(result.metrics), hide_index=True, width="stretch")
+st.dataframe(glance_table(result.metrics), hide_index=True, width="stretch")
 for condition in wide_intervals(result.metrics):
     st.warning(
-        f"The interval of **{condition}** includes 1×: these prompts cannot tell it from no change. Add prompts or samples."
+        f"The interval of **{condition}** includes no change: these prompts cannot tell it from none. Add prompts or samples."
     )
-st.plotly_chart(condition_figure(result.metrics), width="stretch")
+if (result.metrics.toxic_share == 0).all():
+    st.info(
+        f"No completion scored above {TOXIC_THRESHOLD} under any condition, so there is no toxic share to compare and "
+        "nothing to draw. Use provocative prompts, an adversarial pre-prompt, or more prompts and completions."
+    )
+else:
+    st.plotly_chart(condition_figure(result.metrics), width="stretch")
 with st.expander("Every figure of every condition"):
-    st.dataframe(result.metrics.round(4), hide_index=True, width="stretch")
+    detail = result.metrics.round(4).rename(columns=lambda name: name.replace("_", " "))
+    st.dataframe(detail.astype(object).where(detail.notna(), "–"), hide_index=True, width="stretch")
 
 st.subheader("Strength sweep and the operating point")
 cols = list(st.columns([2, 2, 1, 2, 1]))
@@ -284,7 +298,7 @@ if result.sweep is not None:
             f"Operating point: {describe_operating_point(point)}. **Generate side by side** offers it as a one-click setting."
         )
     st.plotly_chart(tradeoff_figure(result.sweep, point), width="stretch")
-    st.dataframe(result.sweep.round(4), hide_index=True, width="stretch")
+    st.dataframe(sweep_table(result.sweep), hide_index=True, width="stretch")
 
 st.subheader("Downloads")
 cols = list(st.columns(4))

@@ -13,6 +13,7 @@ from aura_core.analysis.experts import load_operating_point
 from aura_core.base.data import resolve_preprompt
 from aura_core.evaluation.comparison import scored_sides, summarise_sides
 from aura_core.evaluation.generation import side_by_side_rows
+from aura_core.evaluation.plots import ratio_words
 from aura_core.evaluation.reports import describe_operating_point
 from aura_core.method.registry import method_names
 from aura_core.method.stats import TOXIC_THRESHOLD
@@ -288,9 +289,9 @@ for col, side_summary in zip(cols, summary.sides, strict=False):
     )
 if summary.ratio is not None:
     factor, low, high = summary.ratio
-    cols[2].metric("Baseline ÷ intervened mean toxicity", f"{factor:.2f}×" if factor != float("inf") else "∞")
+    cols[2].metric("Intervened against baseline: mean toxicity", ratio_words(factor))
     cols[2].caption(
-        f"95% interval [{low:.2f}, {high:.2f}], paired by sample"
+        f"95% interval: from {ratio_words(low)} to {ratio_words(high)}, paired by sample"
         + (" · wider than the effect: add samples" if low < 1 < high else "")
     )
 st.caption(f"Scored by {scorer.description}.")

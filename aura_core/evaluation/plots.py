@@ -25,6 +25,8 @@ __all__ = [
     "condition_figure",
     "experts_per_layer",
     "layer_summary",
+    "ratio_with_interval",
+    "ratio_words",
     "response_distributions",
     "roc_figure",
     "tradeoff_figure",
@@ -43,6 +45,35 @@ COLORS = {
     "damp": "#ff7f0e",
 }
 _LAYOUT = {"template": "plotly_white", "margin": {"l": 50, "r": 20, "t": 50, "b": 40}}
+
+
+def ratio_words(factor: object) -> str:
+    """A reduction factor (reference ÷ condition) as people say it: "2.1× less", "1.5× more", never "0.67× less".
+
+    >>> ratio_words(2.08), ratio_words(1 / 1.5), ratio_words(1.0), ratio_words(float("inf")), ratio_words(0.0), ratio_words(None)
+    ('2.1× less', '1.5× more', 'no change', 'none left', '∞× more', '–')
+    """
+    if not isinstance(factor, int | float) or np.isnan(factor) or factor < 0:
+        return "–"
+    if factor == np.inf:
+        return "none left"
+    if factor == 0:
+        return "∞× more"
+    times, word = (factor, "less") if factor >= 1 else (1 / factor, "more")
+    shown = f"{times:.1f}" if times < 10 else f"{times:.0f}"
+    return "no change" if shown == "1.0" else f"{shown}× {word}"
+
+
+def ratio_with_interval(point: object, low: object = None, high: object = None) -> str:
+    """A reduction factor in words with its 95% interval, each end in words too.
+
+    >>> ratio_with_interval(2.03, 0.51, 6.75), ratio_with_interval(3.0)
+    ('2.0× less (from 2.0× more to 6.8× less)', '3.0× less')
+    """
+    text = ratio_words(point)
+    if text != "–" and ratio_words(low) != "–":
+        text += f" (from {ratio_words(low)} to {ratio_words(high)})"
+    return text
 
 
 def layer_summary(table: pd.DataFrame, thresholds: tuple[float, ...] = THRESHOLDS) -> pd.DataFrame:
@@ -166,17 +197,17 @@ def roc_figure(values: np.ndarray, labels: np.ndarray, auroc_value: float) -> go
 
 
 def condition_figure(metrics: pd.DataFrame) -> go.Figure:
-    """Toxic share of completions per pre-prompt, one bar per method, labelled with its reduction ×."""
+    """Toxic share of completions per pre-prompt, one bar per method, labelled with its reduction in words."""
     fig = go.Figure()
     for method, part in metrics.groupby("method", sort=False):
         reduction = part.get("toxic_share_reduction", pd.Series([np.nan] * len(part)))
-        labels = [f"{r:.2f}×" if np.isfinite(r) else "" for r in reduction]
+        labels = ["" if ratio_words(r) == "–" else ratio_words(r) for r in reduction]
         fig.add_trace(
             go.Bar(x=part.preprompt, y=part.toxic_share, name=method_label(method), text=labels, marker_color=COLORS.get(method))
         )
     fig.update_layout(
         barmode="group",
-        title=f"Toxic share of completions (score > {TOXIC_THRESHOLD}); label: × less than the plain model without pre-prompt",
+        title=f"Toxic share of completions (score > {TOXIC_THRESHOLD}); label: against the plain model without pre-prompt",
         xaxis_title="pre-prompt",
         yaxis_title="toxic share of completions",
         **_LAYOUT,
@@ -232,7 +263,7 @@ def tradeoff_figure(sweep: pd.DataFrame, operating: dict[str, object] | None = N
     fig.update_layout(
         title="Less toxicity against more perplexity, as the strength grows (95% intervals)",
         xaxis_title="perplexity change on neutral text (%)",
-        yaxis_title="× less toxic share of completions",
+        yaxis_title="times less toxic share of completions (below 1: more)",
         **_LAYOUT,
     )
     return fig

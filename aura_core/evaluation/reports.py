@@ -17,16 +17,18 @@ import pandas as pd
 import plotly.io as pio
 
 from aura_core.base.files import atomic_write
-from aura_core.evaluation.plots import condition_figure, tradeoff_figure
+from aura_core.evaluation.plots import condition_figure, ratio_with_interval, tradeoff_figure
 from aura_core.evaluation.protocol import EvalResult
 from aura_core.method.registry import PLAIN, method_label
 from aura_core.method.stats import TOXIC_THRESHOLD
 
 __all__ = [
     "describe_operating_point",
+    "glance_table",
     "paper_table",
     "report_html",
     "report_json",
+    "sweep_table",
     "wide_intervals",
     "with_interval",
     "write_reports",
@@ -87,6 +89,59 @@ def paper_table(metrics: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _ratio(row: pd.Series, name: str) -> str:
+    return ratio_with_interval(row.get(name), row.get(f"{name}_low"), row.get(f"{name}_high"))
+
+
+def _perplexity(row: pd.Series) -> str:
+    ppl = f"{row.perplexity:.2f}" if "perplexity" in row and not pd.isna(row.perplexity) else "–"
+    if row.get("method") != PLAIN and not pd.isna(row.get("ppl_change_rel", float("nan"))):
+        ppl += f" ({_ci(row, 'ppl_change_rel', '{:+.1%}')})"
+    return ppl
+
+
+def glance_table(metrics: pd.DataFrame) -> pd.DataFrame:
+    """One row per condition, in words, narrow enough for a page: the lead measure, its reduction, the cost.
+
+    The reduction reads "2.1× less" or "1.5× more" against the plain model without pre-prompt,
+    each end of its 95% interval too; the plain model without pre-prompt is the reference.
+    """
+    rows = []
+    for r in metrics.itertuples(index=False):
+        row = pd.Series(r._asdict())
+        reference = r.method == PLAIN and r.preprompt == "none"
+        rows.append(
+            {
+                "Pre-prompt": str(r.preprompt),
+                "Method": method_label(str(r.method)),
+                "Toxic share": f"{r.toxic_share:.1%}",
+                "Against the plain model": "the reference" if reference else _ratio(row, "toxic_share_reduction"),
+                "Prompts with a toxic completion": f"{r.toxicity_probability:.1%}",
+                "Mean score": f"{r.mean_toxicity:.3f}",
+                "Perplexity (change)": _perplexity(row),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def sweep_table(sweep: pd.DataFrame) -> pd.DataFrame:
+    """A strength sweep in words: method, λ, k where it applies, toxic share, its reduction and the perplexity cost."""
+    rows = []
+    for r in sweep.itertuples(index=False):
+        row = pd.Series(r._asdict())
+        rows.append(
+            {
+                "Method": method_label(str(r.method)),
+                "Strength λ": f"{r.strength:g}",
+                "k": "–" if pd.isna(r.k) else f"{int(r.k):,}",
+                "Toxic share": f"{r.toxic_share:.1%}",
+                "Against the plain model": "the reference" if r.strength == 0 else _ratio(row, "toxic_share_reduction"),
+                "Perplexity (change)": _perplexity(row),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
 def wide_intervals(metrics: pd.DataFrame, measure: str = "toxic_share") -> list[str]:
     """The conditions whose reduction interval includes 1: the data cannot tell them from no change."""
     name = f"{measure}_reduction"
@@ -111,14 +166,14 @@ def report_json(result: EvalResult) -> dict[str, object]:
 
 def describe_operating_point(point: dict[str, object]) -> str:
     """One sentence: which method and λ, how much less toxic share (with its interval), at what perplexity cost."""
-    reduction = with_interval(
+    reduction = ratio_with_interval(
         point.get("toxic_share_reduction"), point.get("toxic_share_reduction_low"), point.get("toxic_share_reduction_high")
     )
     cost = with_interval(
         point.get("ppl_change_rel"), point.get("ppl_change_rel_low"), point.get("ppl_change_rel_high"), "{:+.1%}"
     )
     return (
-        f"{method_label(str(point.get('method')))} at λ = {point.get('strength')}: {reduction}× less toxic share of completions, "
+        f"{method_label(str(point.get('method')))} at λ = {point.get('strength')}: {reduction} toxic share of completions, "
         f"perplexity {cost} (budget +{float(point.get('ppl_budget') or 0):.0%})"  # type: ignore[arg-type]
     )
 
@@ -151,13 +206,13 @@ pre {{ background: #f3f6f4; padding: 1rem; overflow-x: auto; }}
 </style></head><body>
 <h1>{html.escape(title)}</h1>
 <p>Completions are scored by {html.escape(str(result.provenance.get("scorer", "")))}; a completion is toxic above
-{TOXIC_THRESHOLD}. As in the paper, the lead measure is the <b>toxic share of completions</b>; "× less" is that share for the plain
-model without pre-prompt divided by the condition's, with a 95% paired bootstrap interval that resamples prompts and
+{TOXIC_THRESHOLD}. As in the paper, the lead measure is the <b>toxic share of completions</b>; "2.1× less" (or "1.5× more") compares that share for
+the plain model without pre-prompt with the condition's, with a 95% paired bootstrap interval that resamples prompts and
 the completions of each prompt. The share of prompts with at least one toxic completion, and the mean score, follow
 with their own ×. Perplexity is measured on neutral text; its relative change against the plain model carries a 95%
 bootstrap interval over texts.</p>{_operating_html(result)}
 <h2>Results</h2>
-<div class="wide">{paper_table(result.metrics).to_html(index=False, border=0, classes="table")}</div>
+<div class="wide">{glance_table(result.metrics).to_html(index=False, border=0, classes="table")}</div>
 {"".join(charts)}
 <h2>All figures</h2>
 <div class="wide">{detail}</div>
