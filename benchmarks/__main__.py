@@ -42,6 +42,7 @@ def build_parser(prog: str = "python -m benchmarks") -> argparse.ArgumentParser:
     parser.add_argument(
         "--model", default=DEFAULT_MODEL, help=f"model for collect, generate and memory (default {DEFAULT_MODEL})"
     )
+    parser.add_argument("--device", default="cpu", help="device for the serve benchmark: cpu (default) or cuda")
     parser.add_argument("--repeats", type=int, default=None, help="timed rounds per benchmark (default: each benchmark's own)")
     parser.add_argument("--min-seconds", type=float, default=0.0, help="keep timing rounds until this many seconds have passed")
     return parser
@@ -62,7 +63,9 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m benchmarks") 
     if args.repeats is not None and args.repeats < 1:
         print("error: --repeats must be at least 1", file=sys.stderr)
         return 2
-    settings = Settings(data=args.data or default_data(), model=args.model, repeats=args.repeats, min_seconds=args.min_seconds)
+    settings = Settings(
+        data=args.data or default_data(), model=args.model, repeats=args.repeats, min_seconds=args.min_seconds, device=args.device
+    )
     try:
         results = run_benchmarks(args.names, settings, progress=lambda name: print(f"benchmark {name}…", file=sys.stderr))
     except (BenchmarkError, AuraError) as err:

@@ -57,8 +57,9 @@ def bench_serve(
     new_tokens: int = 32,
     samples: int = 2,
     repeats: int = 3,
+    device: str = "cpu",
 ) -> dict[str, object]:
-    """Engine against one-at-a-time under a lock, for each number of simultaneous sessions."""
+    """Engine against one-at-a-time under a lock, for each number of simultaneous sessions (on ``device``)."""
     from aura_core.base.batching import encode
     from aura_core.base.data import load_prompts
     from aura_core.evaluation.generation import SAMPLING_PRESETS, row_seed, side_by_side_rows
@@ -67,7 +68,7 @@ def bench_serve(
     from aura_core.runtime.engine import Engine
     from aura_core.runtime.plans import intervened
 
-    loaded = load_model(model_name, device="cpu")  # loads in a thread of its own, as on the server
+    loaded = load_model(model_name, device=device)  # loads in a thread of its own, as on the server
     model, tok = loaded.model, loaded.tokenizer
     hf_model: Any = model  # transformers' generate, untyped
     hf_model.generation_config.eos_token_id = None  # every request decodes all its tokens on both paths
@@ -92,7 +93,7 @@ def bench_serve(
 
     def reference_request(index: int) -> None:
         prompt = prompts[index % len(prompts)]
-        input_ids = torch.tensor([encode(tok, [prompt])[0]])
+        input_ids = torch.tensor([encode(tok, [prompt])[0]], device=loaded.device)
         with lock:  # the former path: the whole request holds the model
             for intervention in (None, aura):
                 with intervened(model, intervention), torch.inference_mode():
@@ -164,4 +165,4 @@ def bench_serve(
 
 def run(settings: Settings) -> dict[str, object]:
     """1, 4 and 16 simultaneous sessions on ``--model``; 3 rounds by default."""
-    return bench_serve(settings.model, repeats=settings.repeats_or(3))
+    return bench_serve(settings.model, repeats=settings.repeats_or(3), device=settings.device)

@@ -40,6 +40,7 @@ class Settings:
     model: str = DEFAULT_MODEL
     repeats: int | None = None
     min_seconds: float = 0.0
+    device: str = "cpu"
 
     def repeats_or(self, default: int) -> int:
         return self.repeats if self.repeats is not None else default
