@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Collection
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -97,6 +98,22 @@ class Intervention:
 
     def with_strength(self, strength: float) -> Intervention:
         return self.with_settings(strength=float(strength))
+
+    def restricted(self, modules: Collection[str]) -> Intervention:
+        """The same intervention on ``modules`` only, in its own order; every other module keeps its output.
+
+        A unit family's share of a fitted intervention (see :func:`aura_core.model.architecture.discover_units`).
+
+        >>> iv = Intervention({"a": torch.tensor([0.9]), "b": torch.tensor([1.0])})
+        >>> iv.restricted(["b"]).factors()
+        {'b': tensor([0.])}
+        """
+        wanted = set(modules)
+        kept = {name: values for name, values in self.auroc.items() if name in wanted}
+        if not kept:
+            example = f" (such as {min(wanted)!r})" if wanted else ""
+            raise InterventionError(f"the intervention acts on none of the {len(wanted)} modules asked for{example}")
+        return replace(self, auroc=kept, meta=dict(self.meta))
 
     def alphas(self) -> dict[str, torch.Tensor]:
         """α per unit at full strength, by the method's rule."""

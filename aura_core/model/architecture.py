@@ -9,6 +9,8 @@ Adding a family is one entry in :data:`FAMILIES` (and a tiny-model test).
 'mlp.down_proj'
 >>> layer_of("model.layers.3.mlp.up_proj"), module_kind("model.layers.3.mlp.up_proj")
 (3, 'up_proj')
+>>> family_for("llama").roles()["gate"], family_for("gpt2").roles()["up"]
+(('mlp.gate_proj',), ('mlp.c_fc',))
 """
 
 from __future__ import annotations
@@ -26,7 +28,9 @@ from torch import nn
 from aura_core.errors import UnitPatternError
 
 __all__ = [
+    "ALL_UNITS",
     "FAMILIES",
+    "UNIT_ROLES",
     "Family",
     "context_length",
     "discover_units",
@@ -41,6 +45,8 @@ __all__ = [
     "sliding_window",
     "text_config",
     "unit_axis",
+    "unit_families",
+    "unit_family_roles",
     "unit_width",
     "weight_of",
 ]
@@ -75,9 +81,70 @@ class Family:
         """The regex (``re.fullmatch``) over module names that selects the paper's units."""
         return rf".*{self.block}\.\d+\.{_alternatives((*self.neurons, self.down))}"
 
+    def roles(self) -> dict[str, tuple[str, ...]]:
+        """The unit modules of each role (:data:`UNIT_ROLES`) this family has.
+
+        A gated MLP has a gate and an up projection; a plain MLP's one neuron layer is its
+        ``up`` (Phi-3's fused gate-up projection too); ``down`` writes the residual stream.
+        """
+        if self.gated:
+            gate, up = self.neurons
+            return {"gate": (gate,), "up": (up,), "down": (self.down,)}
+        return {"up": self.neurons, "down": (self.down,)}
+
+    def pattern_of(self, unit_family: str) -> str:
+        r"""The regex over module names of a unit family (``gate``, ``up+down``, ``all``...).
+
+        >>> family_for("llama").pattern_of("gate+up")
+        '.*layers\\.\\d+\\.(mlp\\.gate_proj|mlp\\.up_proj)'
+        """
+        roles = unit_family_roles(unit_family)
+        if roles is None:
+            raise UnitPatternError(f"{unit_family!r} is not a unit family: use {', '.join(UNIT_FAMILY_EXAMPLES)}")
+        if unit_family.strip().lower() == ALL_UNITS:
+            return self.unit_pattern
+        have = self.roles()
+        missing = [role for role in roles if role not in have]
+        if missing:
+            raise UnitPatternError(
+                f"{self.name} models have no {missing[0]} projections: use one of {', '.join(_names_of(self))}"
+            )
+        return rf".*{self.block}\.\d+\.{_alternatives(tuple(kind for role in roles for kind in have[role]))}"
+
 
 def _alternatives(kinds: tuple[str, ...]) -> str:
     return "(" + "|".join(re.escape(k) for k in kinds) + ")"
+
+
+UNIT_ROLES = ("gate", "up", "down")
+"""Unit families by their role in the MLP, the names ``--units`` accepts beside a regex (see :meth:`Family.roles`)."""
+ALL_UNITS = "all"
+"""Every unit module of the architecture: the paper's units."""
+UNIT_FAMILY_EXAMPLES = (*UNIT_ROLES, "gate+up", ALL_UNITS)
+
+
+def unit_family_roles(name: str) -> tuple[str, ...] | None:
+    r"""The roles a unit-family name stands for, in :data:`UNIT_ROLES` order; None when ``name`` is not one.
+
+    Roles join with ``+``; ``all`` stands for every role. Anything else is a regex to the callers.
+
+    >>> unit_family_roles("up+gate"), unit_family_roles("all"), unit_family_roles(r".*mlp\.up_proj")
+    (('gate', 'up'), ('gate', 'up', 'down'), None)
+    """
+    text = name.strip().lower()
+    if text == ALL_UNITS:
+        return UNIT_ROLES
+    parts = text.split("+")
+    if not all(part in UNIT_ROLES for part in parts) or len(set(parts)) != len(parts):
+        return None
+    return tuple(role for role in UNIT_ROLES if role in parts)
+
+
+def _names_of(family: Family) -> list[str]:
+    """A family's unit-family names: each role, each pair of roles, then ``all`` (no two of the same modules)."""
+    roles = [role for role in UNIT_ROLES if role in family.roles()]
+    pairs = [f"{a}+{b}" for i, a in enumerate(roles) for b in roles[i + 1 :]] if len(roles) > 2 else []
+    return [*roles, *pairs, ALL_UNITS]
 
 
 _LLAMA_LIKE: dict[str, object] = {
@@ -107,6 +174,20 @@ def family_for(model_type: str | None) -> Family | None:
 
 def family_of(model: nn.Module) -> Family | None:
     return family_for(getattr(getattr(model, "config", None), "model_type", None))
+
+
+def unit_families(model: nn.Module, *, pairs: bool = True) -> tuple[str, ...]:
+    """The unit-family names this model's architecture has: each role, each pair (unless ``pairs=False``), then ``all``.
+
+    >>> from transformers import GPT2Config, GPT2LMHeadModel
+    >>> unit_families(GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=8, n_head=2)))
+    ('up', 'down', 'all')
+    """
+    family = family_of(model)
+    if family is None:
+        return (ALL_UNITS,)
+    names = _names_of(family)
+    return tuple(name for name in names if pairs or "+" not in name)
 
 
 def layer_of(unit_module: str) -> int:
@@ -154,17 +235,27 @@ def unit_width(module: nn.Module) -> int:
 
 
 def discover_units(model: nn.Module, pattern: str | None = None) -> list[str]:
-    """Names of the modules whose outputs are AurA units: the family's, or those ``pattern`` matches.
+    """Names of the modules whose outputs are AurA units: the family's, or those ``pattern`` names.
 
-    ``pattern`` is a regex matched in full against ``named_modules()`` names, within a time
-    limit. A pattern that matches nothing raises :class:`UnitPatternError` listing the closest names.
+    ``pattern`` is a unit family (``gate``, ``up``, ``down``, ``all``, or roles joined by ``+``:
+    see :meth:`Family.roles`), or else a regex matched in full against ``named_modules()``
+    names, within a time limit. A pattern that matches nothing raises
+    :class:`UnitPatternError` listing the closest names.
 
     >>> from transformers import GPT2Config, GPT2LMHeadModel
     >>> tiny = GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=16, n_head=2))
     >>> discover_units(tiny)
     ['transformer.h.0.mlp.c_fc', 'transformer.h.0.mlp.c_proj', 'transformer.h.1.mlp.c_fc', 'transformer.h.1.mlp.c_proj']
+    >>> discover_units(tiny, "down")
+    ['transformer.h.0.mlp.c_proj', 'transformer.h.1.mlp.c_proj']
     """
     names = [name for name, module in model.named_modules() if name and hasattr(module, "weight")]
+    if pattern is not None and unit_family_roles(pattern) is not None:
+        family = family_of(model)
+        if family is None:
+            model_type = getattr(getattr(model, "config", None), "model_type", None)
+            raise UnitPatternError(f"unit family {pattern!r} is unknown for model type {model_type!r}: pass a regex instead")
+        pattern = family.pattern_of(pattern)
     if pattern is None:
         family = family_of(model)
         if family is None:
