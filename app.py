@@ -10,7 +10,7 @@ from aura_core.model.loading import loaded_model
 from aura_core.model.precision import describe_precision
 from studio import settings
 from studio.frame import ensure_frame
-from studio.resources import engine_load
+from studio.resources import engine_load, store_line
 from studio.state import concept_data, init_session, model_choice, session_experts, show_notes
 
 ensure_frame()
@@ -59,6 +59,7 @@ def draw_sidebar() -> None:
                 f"{load['rows_decoding']:.0f} completions decoding · {load['requests_waiting']:.0f} requests waiting"
                 + (f" · {load['units_waiting']:.0f} batches of longer jobs queued" if load["units_waiting"] else "")
             )
+        st.caption(store_line())
 
 
 draw_sidebar()

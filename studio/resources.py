@@ -25,6 +25,7 @@ from aura_core import AuraError, ConceptData, Intervention, LoadedModel, Respons
 from aura_core.analysis.experts import Experts, ExpertsRecipe, compute_experts, experts_key, load_experts
 from aura_core.analysis.unit_profile import ActivationProfile, activation_profile
 from aura_core.base.files import atomic_write, content_key
+from aura_core.base.store import enforce_budget, mark_used, store_usage
 from aura_core.evaluation.protocol import EvalConfig, EvalResult
 from aura_core.evaluation.scoring import ToxicityScorer
 from aura_core.model.loading import cache_root
@@ -226,7 +227,7 @@ def store_evaluation(key: str, result: EvalResult) -> None:
         "sweep": None if result.sweep is None else result.sweep.to_dict(orient="records"),
         "operating_point": result.operating_point,
     }
-    atomic_write(_evaluation_path(key), json.dumps(stored, default=str))
+    _store(_evaluation_path(key), json.dumps(stored, default=str), "evaluation")
 
 
 def load_evaluation(key: str) -> EvalResult | None:
@@ -235,6 +236,7 @@ def load_evaluation(key: str) -> EvalResult | None:
         return None
     try:
         stored = json.loads(_evaluation_path(key).read_text())
+        mark_used(_evaluation_path(key))
         return EvalResult(
             config=EvalConfig(**stored["config"]),
             generations=pd.DataFrame(stored["generations"]),
@@ -259,8 +261,8 @@ def store_generation(parts: list[object], result: dict[str, Any]) -> dict[str, A
     """Keep a side-by-side result on disk (small JSON), so a link to these settings shows it again."""
     key = generation_key(parts)
     stored = {**result, "samples": result["samples"].to_dict(orient="records"), "key": key}
-    atomic_write(cache_root() / "generations" / f"{key}.json", json.dumps(stored))
-    return {**result, "key": key}
+    unsaved = _store(cache_root() / "generations" / f"{key}.json", json.dumps(stored), "generation")
+    return {**result, "key": key} if unsaved is None else {**result, "key": key, "unsaved": unsaved}
 
 
 def load_generation(parts: list[object]) -> dict[str, Any] | None:
@@ -269,6 +271,35 @@ def load_generation(parts: list[object]) -> dict[str, Any] | None:
     try:
         stored: dict[str, Any] = json.loads(path.read_text())
         stored["samples"] = pd.DataFrame(stored["samples"])
+        mark_used(path)
     except (OSError, ValueError, KeyError):
         return None
     return stored
+
+
+def _store(path: Path, text: str, what: str) -> str | None:
+    """Write a finished result to the store, then keep the store in its budget; a failed write is a note, not a loss.
+
+    Returns None when stored, or the note shown beside the result (which the caller still shows).
+    """
+    try:
+        atomic_write(path, text)
+    except (AuraError, OSError) as err:
+        reason = str(err).removeprefix(f"{path}: ")  # the server's path is no visitor's business
+        note = f"This {what} is shown but was not saved, so a link to it will not open it: {reason}"
+        st.warning(note)
+        return note
+    try:
+        enforce_budget(cache_root(), keep=[path])
+    except (AuraError, OSError) as err:  # a malformed budget is the operator's to fix; the result is stored
+        st.warning(f"The store's budget could not be applied: {err}")
+    return None
+
+
+@st.cache_data(ttl=30, show_spinner=False)
+def store_line() -> str:
+    """The store's size against its budget, for the sidebar (measured at most every 30 s)."""
+    try:
+        return store_usage(cache_root()).describe()
+    except (AuraError, OSError) as err:
+        return f"store: {err}"

@@ -22,6 +22,7 @@ from torch import nn
 from aura_core.base.batching import Tokenizer, length_sorted_batches, pad_right, padding_fraction, tokenize_texts
 from aura_core.base.data import ConceptData
 from aura_core.base.files import CONTENT_KEY, atomic_path, content_hash, read_safetensors
+from aura_core.base.store import enforce_budget, ensure_free_space, mark_used
 from aura_core.errors import AuraError, DataError
 from aura_core.method.responses import Responses, responses_cache_key
 from aura_core.model.architecture import unit_width
@@ -140,9 +141,13 @@ def collect_responses(
         if progress:
             progress(total, total)
         cached = Responses.load(final_path)
+        mark_used(final_path)
         cached.meta["from_cache"] = True
         return cached
 
+    if use_cache:  # the parts and the final file, each texts × units float32: refused before any work
+        need = 8 * total * sum(unit_width(modules[name]) for name in units)
+        ensure_free_space(folder, need, f"collecting {total:,} texts")
     token_ids = tokenize_texts(tokenizer, data.texts, max_tokens)
     lengths = [len(ids) for ids in token_ids]
     batches = length_sorted_batches(lengths, batch_size)
@@ -186,6 +191,8 @@ def collect_responses(
     if use_cache:
         result.save(final_path)
         shutil.rmtree(parts_dir, ignore_errors=True)
+        if cache_dir is None:  # the project's store; a folder the caller named is the caller's to keep
+            enforce_budget(cache_root(), keep=[final_path])
     return result
 
 

@@ -25,6 +25,7 @@ from filelock import FileLock
 from aura_core.analysis.collect import MAX_TOKENS, POOLINGS, collect_responses
 from aura_core.base.data import ConceptData
 from aura_core.base.files import atomic_folder, atomic_write
+from aura_core.base.store import mark_used
 from aura_core.errors import AuraError
 from aura_core.method.fit import fit_intervention
 from aura_core.method.intervention import Intervention
@@ -175,6 +176,7 @@ def load_experts(key: str) -> Experts:
     folder = _root() / key
     if not (folder / "recipe.json").is_file():
         raise AuraError(f"no experts {key} on this server: they were found on another server, or removed")
+    mark_used(folder)  # a link still opens these: the store evicts them last
     try:
         recipe = ExpertsRecipe(**json.loads((folder / "recipe.json").read_text()))
         stored = json.loads((folder / "texts.json").read_text())

@@ -1,8 +1,9 @@
-"""List model presets, or describe one model's units: ``python -m aura_core models --show``."""
+"""List model presets, or describe one model's units: ``python -m aura_core models --show``; both report the store's size."""
 
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 import aura_core.cli.common as common
@@ -20,10 +21,12 @@ def add_to(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from aura_core.base.store import store_usage
     from aura_core.model.architecture import discover_units, module_kind, unit_width
-    from aura_core.model.loading import PRESETS, preset_status
+    from aura_core.model.loading import PRESETS, cache_root, preset_status
     from aura_core.model.precision import precision_of
 
+    store = store_usage(cache_root())
     if args.show:
         loaded = common.load(args)
         modules = dict(loaded.model.named_modules())
@@ -49,6 +52,8 @@ def run(args: argparse.Namespace) -> int:
                 "unit_modules": len(units),
                 "units_per_kind": per_kind,
                 "load_seconds": round(loaded.load_seconds, 2),
+                "store": store.describe(),
+                **store.as_dict(),
             },
             args.format,
             args.out,
@@ -59,4 +64,5 @@ def run(args: argparse.Namespace) -> int:
         for p in PRESETS.values()
     ]
     common.emit(rows, args.format, args.out)
+    print(store.describe(), file=sys.stderr)  # beside the table: stdout stays one table a program can read
     return 0

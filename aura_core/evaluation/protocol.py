@@ -23,6 +23,7 @@ from aura_core.base.batching import Tokenizer
 from aura_core.base.data import load_neutral_texts, load_preprompts, load_prompts, resolve_preprompt
 from aura_core.base.files import atomic_write, content_key
 from aura_core.base.numbers import check_finite
+from aura_core.base.store import ensure_free_space
 from aura_core.errors import AuraError
 from aura_core.evaluation.generation import PREPROMPT_FORMS, SAMPLING_PRESETS, Generation, SamplingSettings, completion_rows
 from aura_core.evaluation.scoring import DEFAULT_SCORER, ToxicityScorer, load_scorer, text_nll
@@ -190,6 +191,7 @@ class _RunFolder:
     def __init__(self, folder: Path | None) -> None:
         self.folder = folder
         if folder is not None:
+            ensure_free_space(folder, what="this evaluation")  # before any completion is decoded
             (folder / "pieces").mkdir(parents=True, exist_ok=True)
 
     def load(self, key: str) -> object | None:
