@@ -11,7 +11,7 @@ from aura_core.model.precision import describe_precision
 from studio import settings
 from studio.frame import ensure_frame
 from studio.resources import engine_load, store_line
-from studio.state import concept_data, init_session, model_choice, session_experts, show_notes
+from studio.state import init_session, model_choice, session_experts, show_notes, shown_concept_data
 
 ensure_frame()
 st.set_page_config(page_title="AurA Studio", page_icon="🧯", layout="wide")
@@ -31,34 +31,43 @@ navigation = st.navigation(
 )
 
 
+LIVE_EVERY_S = 3.0  # how often the sidebar's model and server lines are redrawn, without rerunning the page
+
+
+@st.fragment(run_every=LIVE_EVERY_S)
+def draw_live_status() -> None:
+    """The model and the server's load, as they are now: a page run loads the model, other sessions come and go."""
+    choice = model_choice()
+    st.caption("Model")
+    loaded = loaded_model(choice.name, choice.dtype, choice.device)  # never loads one
+    if loaded is None:
+        st.markdown(f"`{choice.name}` (loads on first use)")
+    else:
+        st.markdown(f"`{choice.name}` · {loaded.device.type} · {describe_precision(loaded)}")
+    load = engine_load(choice)
+    if load is not None:
+        st.caption("Server (all sessions)")
+        st.markdown(
+            f"{load['rows_decoding']:.0f} completions decoding · {load['requests_waiting']:.0f} requests waiting"
+            + (f" · {load['units_waiting']:.0f} batches of longer jobs queued" if load["units_waiting"] else "")
+        )
+
+
 def draw_sidebar() -> None:
     """Status of this session; pages that change it rerun the app so this stays current."""
     with st.sidebar:
         st.markdown("### AurA Studio")
-        choice = model_choice()
-        st.caption("Model")
-        loaded = loaded_model(choice.name, choice.dtype, choice.device)  # never loads one
-        if loaded is None:
-            st.markdown(f"`{choice.name}` · {choice.device} · {choice.dtype} (not loaded yet)")
-        else:
-            st.markdown(f"`{choice.name}` · {loaded.device.type} · {describe_precision(loaded)}")
-        data, label = concept_data()
-        counts = data.counts()
-        st.caption("Concept data")
-        st.markdown(f"{label}  \n{counts[1]:,} toxic · {counts[0]:,} non-toxic")
+        draw_live_status()
         experts = session_experts()
+        data, label = shown_concept_data()  # the experts' own data when experts are shown
+        counts = data.counts()
+        st.caption("Concept data" if experts is None else "Concept data of these experts")
+        st.markdown(f"{label}  \n{counts[1]:,} toxic · {counts[0]:,} non-toxic")
         st.caption("Experts")
         if experts is None:
             st.markdown("not computed yet: see **Find experts**")
         else:
             st.markdown(f"{experts.intervention.n_units:,} units · best AUROC {experts.intervention.auroc_max():.3f}")
-        load = engine_load(choice)
-        if load is not None:
-            st.caption("Server (all sessions)")
-            st.markdown(
-                f"{load['rows_decoding']:.0f} completions decoding · {load['requests_waiting']:.0f} requests waiting"
-                + (f" · {load['units_waiting']:.0f} batches of longer jobs queued" if load["units_waiting"] else "")
-            )
         st.caption(store_line())
 
 

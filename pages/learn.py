@@ -6,14 +6,14 @@ import streamlit as st
 from aura_core import unit_table
 from aura_core.evaluation.plots import experts_per_layer
 from studio.frame import ensure_frame
-from studio.state import concept_data, require_model, session_experts
+from studio.state import require_model, session_experts, shown_concept_data
 from studio.view import plain_markdown
 
 ensure_frame()
 
 st.title("Learn: how AurA finds and quiets toxic neurons")
 loaded = require_model()
-data, label = concept_data()
+data, label = shown_concept_data()  # the data the experts below were found on
 experts = session_experts()
 
 st.markdown(

@@ -97,6 +97,18 @@ def concept_data() -> tuple[ConceptData, str]:
     return data, label
 
 
+def shown_concept_data() -> tuple[ConceptData, str]:
+    """The concept data behind the numbers on screen: the shown experts' own texts and recipe, else the active data.
+
+    A link can open experts found on other data than this session's active set (Jigsaw, say);
+    their numbers must be named with their data, not the starter set.
+    """
+    experts = session_experts()
+    if experts is not None:
+        return experts.data, experts.spec.data
+    return concept_data()
+
+
 def set_concept_data(data: ConceptData, label: str) -> None:
     st.session_state["concept"] = data
     st.session_state["concept_label"] = label

@@ -149,11 +149,14 @@ def test_evaluate_page_runs_conditions_a_sweep_and_offers_reports(app):
     assert not at.exception, at.exception
     result = at.session_state["eval_result"]
     assert len(result.metrics) == 2 * 3
-    assert len(at.get("plotly_chart")) == 1
+    # A tiny random model rarely writes a toxic completion: then the page says so instead of drawing empty bars.
+    bars = int((result.metrics.toxic_share > 0).any())
+    assert len(at.get("plotly_chart")) == bars
+    assert bars or any("no toxic share to compare" in i.value for i in at.info)
     at.multiselect(key="sweep_grid").set_value([0.5, 1.0])
     next(b for b in at.button if b.label == "Run sweep").click().run()
     assert not at.exception, at.exception
-    assert len(at.get("plotly_chart")) == 2
+    assert len(at.get("plotly_chart")) == bars + 1
     labels = {b.proto.label for b in at.get("download_button")}
     assert {"Metrics (CSV)", "Generations (CSV)", "Report (JSON)", "Report (HTML)"} <= labels
 
