@@ -48,6 +48,8 @@ from aura_core.model.architecture import module_kind
 from aura_core.model.loaded import LoadedModel
 from aura_core.model.loading import cache_root, load_model
 from aura_core.runtime.inline import Inline
+from aura_core.runtime.runner import Runner
+from aura_core.runtime.vllm_runner import VllmRunner, vllm_python
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared" / "data"
@@ -140,9 +142,12 @@ def restricted(intervention: Intervention, family: str) -> Intervention:
 class Study:
     """One model's study: experts per data setting, validation conditions, and the public report."""
 
-    def __init__(self, plan: Plan) -> None:
+    def __init__(self, plan: Plan, engine: str = "auto") -> None:
         self.plan = plan.smoke_sized() if plan.smoke else plan
         self.loaded = load_model(plan.model)
+        # Completions decode on vLLM where it is installed (auto), unless the study is told otherwise.
+        use_vllm = engine == "vllm" or (engine == "auto" and vllm_python() is not None)
+        self.runner: Runner = VllmRunner(tokenizer=self.loaded.tokenizer) if use_vllm else Inline(max_rows=64)
         self.dtype = str(next(self.loaded.model.parameters()).dtype).replace("torch.", "")
         self.out = cache_root() / "studies" / plan.model
         self.experts: dict[str, Experts] = {}
@@ -207,7 +212,7 @@ class Study:
             None,
             settings,
             out_dir=self.out / stage,
-            runner=Inline(max_rows=64),
+            runner=self.runner if model is None else Inline(max_rows=64),  # a precision check is of our engine
             progress=lambda label, done, total: None,
         )
 
@@ -502,18 +507,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--compact", action="store_true", help="a second model's plan: one data size, no pooling stage (about half the time)"
     )
     parser.add_argument("--out-dir", type=Path, default=ROOT / "studies", help="where the report goes (default: studies/)")
+    parser.add_argument(
+        "--engine", choices=["auto", "ours", "vllm"], default="auto", help="where completions decode (auto: vLLM if installed)"
+    )
     args = parser.parse_args(argv)
     plan = Plan(model=args.model, smoke=args.smoke)
-    study = Study(plan.compact() if args.compact else plan)
-    study.collect_all()
-    tables, choice = study.validate()
-    forms = study.preprompt_forms(choice)
-    form = "text"
-    if not forms.empty and set(forms.form) == {"text", "system"}:
-        plain = forms[forms.method == "none"].set_index("form").toxic_share
-        form = "system" if plain["system"] < plain["text"] else "text"
-    report = study.report(choice, form)
-    precision = study.precision(choice)
+    study = Study(plan.compact() if args.compact else plan, engine=args.engine)
+    try:
+        study.collect_all()
+        tables, choice = study.validate()
+        forms = study.preprompt_forms(choice)
+        form = "text"
+        if not forms.empty and set(forms.form) == {"text", "system"}:
+            plain = forms[forms.method == "none"].set_index("form").toxic_share
+            form = "system" if plain["system"] < plain["text"] else "text"
+        report = study.report(choice, form)
+        precision = study.precision(choice)
+    finally:
+        close = getattr(study.runner, "close", None)
+        if callable(close):
+            close()
     path = write_report(study, tables, choice, forms, form, report, precision, args.out_dir)
     print(path)
     return 0
