@@ -9,7 +9,15 @@ from aura_core import SAMPLING_PRESETS, AuraError, load_preprompts
 from aura_core.analysis.experts import save_operating_point
 from aura_core.base.files import content_key
 from aura_core.evaluation.plots import condition_figure, tradeoff_figure
-from aura_core.evaluation.protocol import PREPROMPT_GROUPS, EvalConfig, EvalResult, operating_point, run_evaluation, run_sweep
+from aura_core.evaluation.protocol import (
+    PREPROMPT_GROUPS,
+    EvalConfig,
+    EvalResult,
+    operating_point,
+    run_evaluation,
+    run_sweep,
+    sweep_families,
+)
 from aura_core.evaluation.reports import (
     describe_operating_point,
     glance_table,
@@ -20,6 +28,7 @@ from aura_core.evaluation.reports import (
 )
 from aura_core.method.registry import METHODS, method_label, method_names
 from aura_core.method.stats import TOXIC_THRESHOLD
+from aura_core.model.architecture import ALL_UNITS, unit_families, unit_family_label
 from aura_core.model.loading import cache_root
 from aura_core.runtime.sampling import describe_presets
 from studio import settings
@@ -248,7 +257,18 @@ try:
 except ValueError:
     st.error(f"The k grid {ks_text!r} is not a list of whole numbers separated by commas.")
     ks = None
-points = sum(len(grid) * (len(ks) if METHODS[m].uses_k and ks else 1) for m in sweep_methods)
+held_families = list(sweep_families(loaded.model, experts.intervention))
+fits_every = len(held_families) * 4 * len(sweep_default) <= config_of_server.max_sweep_points
+families = st.multiselect(
+    "Unit families",
+    list(unit_families(loaded.model)),
+    default=held_families if fits_every else [ALL_UNITS],
+    format_func=unit_family_label,
+    key="sweep_units",
+    help="Each point acts on one family's units only (all: the paper's rule), so the sweep finds which family "
+    "gives most for the perplexity budget.",
+)
+points = len(families) * sum(len(grid) * (len(ks) if METHODS[m].uses_k and ks else 1) for m in sweep_methods)
 sweep_caps = [
     note
     for note in (
@@ -262,8 +282,8 @@ sweep_caps = [
     if note is not None
 ]
 for note in sweep_caps:
-    st.error(f"{note} Choose fewer λ, k or methods to sweep.")
-if cols[4].button("Run sweep", disabled=not grid or not sweep_methods or bool(sweep_caps)):
+    st.error(f"{note} Choose fewer λ, k, methods or unit families to sweep.")
+if cols[4].button("Run sweep", disabled=not grid or not sweep_methods or not families or bool(sweep_caps)):
     try:
         with st.status("Sweeping…", expanded=True) as status:
             progress = ProgressWithETA("starting")
@@ -275,6 +295,7 @@ if cols[4].button("Run sweep", disabled=not grid or not sweep_methods or bool(sw
                 method=tuple(sweep_methods),
                 strengths=tuple(sorted(grid)),
                 ks=ks,
+                units=tuple(families),
                 out_dir=run_dir,
                 scorer=get_scorer(result.config.scorer),
                 progress=progress.stage,

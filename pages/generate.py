@@ -17,6 +17,7 @@ from aura_core.evaluation.plots import ratio_words
 from aura_core.evaluation.reports import describe_operating_point
 from aura_core.method.registry import method_names
 from aura_core.method.stats import TOXIC_THRESHOLD
+from aura_core.model.architecture import ALL_UNITS, discover_units, unit_families, unit_family_label
 from aura_core.model.loading import cache_root
 from aura_core.runtime.folding import export_model
 from studio import settings
@@ -86,12 +87,19 @@ def _use_operating_point() -> None:
     assert operating is not None
     settings.put("method", operating["method"])
     settings.put("strength", float(operating["strength"]))
+    settings.put("units", str(operating.get("units") or ALL_UNITS))  # the family the sweep found, too
+
+
+families = list(unit_families(loaded.model))
+if settings.get("units") not in families:
+    settings.put("units", ALL_UNITS)
 
 
 with right:
     if operating is not None:
         st.button(
-            f"Use the operating point: {method_label(operating['method'])} λ = {float(operating['strength']):g}",
+            f"Use the operating point: {method_label(operating['method'])} on "
+            f"{unit_family_label(str(operating.get('units') or ALL_UNITS))}, λ = {float(operating['strength']):g}",
             on_click=_use_operating_point,
             help=f"Measured on Evaluate: {describe_operating_point(operating)}.",
         )
@@ -116,6 +124,16 @@ with right:
         "k",
         st.number_input(
             "k (top units)", 1, experts.intervention.n_units, key=settings.bind("k"), disabled=not METHODS[method].uses_k
+        ),
+    )
+    units = settings.keep(
+        "units",
+        st.selectbox(
+            "Units",
+            families,
+            key=settings.bind("units"),
+            format_func=unit_family_label,
+            help="The unit family the method acts on; every other unit keeps its output (all: the paper's rule).",
         ),
     )
     damp_alpha = settings.keep(
@@ -180,7 +198,8 @@ samples = settings.keep(
 )
 
 try:
-    intervention = experts.intervention.with_settings(
+    acting = experts.intervention if units == ALL_UNITS else experts.intervention.restricted(discover_units(loaded.model, units))
+    intervention = acting.with_settings(
         method=method, strength=strength, k=int(k) if METHODS[method].uses_k else None, damp_alpha=damp_alpha
     )
     sampling = SamplingSettings(
@@ -196,6 +215,7 @@ except AuraError as err:
     settings.stop()
 scorer = get_scorer(SCORER)
 result_key = [loaded.name, experts.key, prompt, pre_prompt, intervention.settings(), asdict(sampling), int(seed), SCORER]
+result_key += [] if units == ALL_UNITS else [units]  # earlier results (every unit) keep their keys
 
 autorun = st.session_state.pop("_autorun", False)  # the Start page's demo button
 can_generate = bool(prompt.strip()) and too_long is None
@@ -307,7 +327,8 @@ if not config.workshop:
     with st.expander("Export the intervened model as a checkpoint"):
         st.write("Writes an ordinary `transformers` folder with the intervention folded into the weights.")
         if st.button("Export", key="export_button"):
-            target = cache_root() / "exports" / f"{Path(loaded.name).name}-{method}-{strength:.2f}-{experts.key[:8]}"
+            family = "" if units == ALL_UNITS else f"-{units.replace('+', '-')}"  # earlier exports keep their names
+            target = cache_root() / "exports" / f"{Path(loaded.name).name}-{method}-{strength:.2f}{family}-{experts.key[:8]}"
             try:
                 if not target.exists():
                     with st.spinner("Exporting…"):

@@ -24,6 +24,7 @@ from aura_core.analysis import neurons
 from aura_core.analysis.collect import MAX_TOKENS, POOLINGS
 from aura_core.analysis.experts import N_PER_CLASS, is_experts_key
 from aura_core.errors import UnitPatternError
+from aura_core.model.architecture import ALL_UNITS, unit_family_roles
 from studio.resources import is_evaluation_key
 
 __all__ = ["SETTINGS", "Setting", "bind", "from_link", "get", "keep", "load_from_url", "parse_unit", "put", "stop", "sync_url"]
@@ -73,6 +74,12 @@ def _key(text: str) -> str:
     return text
 
 
+def _unit_family(text: str) -> str:
+    if unit_family_roles(text) is None:
+        raise ValueError(f"{text[:40]!r} is not a unit family")
+    return text
+
+
 def _run_key(text: str) -> str:
     if not is_evaluation_key(text):
         raise ValueError(f"{text[:40]!r} is not an evaluation key")
@@ -106,6 +113,7 @@ SETTINGS: dict[str, Setting] = {
         Setting("strength", "strength", 1.0, _number(float, 0.0, 1.0)),
         Setting("k", "k", 200, _number(int, 1, 10_000_000)),
         Setting("damp_alpha", "damp_alpha", 0.5, _number(float, 0.0, 1.0)),
+        Setting("units", "units", ALL_UNITS, _unit_family),
         Setting("seed", "seed", 0, _number(int, 0, 2**31 - 1)),
         Setting("sampling", "sampling", "paper", _choice(tuple(SAMPLING_PRESETS))),
         Setting("samples", "samples", 8, _number(int, 1, 1000)),

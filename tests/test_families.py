@@ -1,18 +1,22 @@
 """Unit families (gate, up, down, all): named without a regex, swept beside methods and λ, found by the budget."""
 
 import json
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
 from aura_core.cli import main
 from aura_core.errors import AuraError, UnitPatternError
 from aura_core.evaluation.protocol import EvalConfig, Evaluation, evaluate_args, operating_point, run_sweep
+from aura_core.evaluation.reports import describe_operating_point
 from aura_core.method.intervention import Intervention
 from aura_core.model.architecture import discover_units, unit_families, unit_width
 from aura_core.model.tiny import load_tiny
 
+ROOT = Path(__file__).resolve().parents[1]
 MARKER = "Z"
 
 
@@ -92,10 +96,12 @@ def test_a_restricted_intervention_changes_only_its_family():
     with pytest.raises(AuraError, match="acts on none of the 2 modules"):
         gate.restricted(discover_units(loaded.model, "down"))
     evaluation = Evaluation(loaded.model, loaded.tokenizer, iv, EvalConfig(n_prompts=2, units="down"))
-    assert list(evaluation.intervention_for("aura").auroc) == discover_units(loaded.model, "down")  # type: ignore[union-attr]
+    assert list(evaluation.intervention_for("aura").auroc) == discover_units(loaded.model, "down")
     with pytest.raises(AuraError, match="units 'gate': gpt2 models have no gate projections"):
         tiny = load_tiny("tiny-gpt2")
-        Evaluation(tiny.model, tiny.tokenizer, Intervention({"transformer.h.0.mlp.c_fc": torch.rand(64)}), EvalConfig(units="gate"))
+        Evaluation(
+            tiny.model, tiny.tokenizer, Intervention({"transformer.h.0.mlp.c_fc": torch.rand(64)}), EvalConfig(units="gate")
+        )
 
 
 def test_the_sweep_finds_the_family_that_holds_the_planted_unit(tmp_path):
@@ -163,3 +169,96 @@ def test_the_command_line_names_families(tmp_path, capsys, monkeypatch):
     assert json.loads((run / "report.json").read_text())["settings"]["units"] == "up"
     assert main([*args, "--sweep", "--sweep-units", "gate,.*"]) == 2
     assert "--sweep-units: '.*' is not a unit family" in capsys.readouterr().err
+
+
+def _sweep_frame() -> pd.DataFrame:
+    """Two families of one method along λ: gate costs little perplexity, all more."""
+    rows = []
+    for units, cost in (("gate", 0.01), ("all", 0.2)):
+        for strength in (0.0, 1.0):
+            rows.append(
+                {
+                    "method": "aura",
+                    "units": units,
+                    "strength": strength,
+                    "k": None,
+                    "damp_alpha": None,
+                    "units_changed": 0 if strength == 0 else (10 if units == "gate" else 40),
+                    "toxic_share": 0.3 if strength == 0 else 0.1,
+                    "toxic_share_reduction": 1.0 if strength == 0 else 3.0,
+                    "toxic_share_reduction_low": 1.0 if strength == 0 else 1.5,
+                    "toxic_share_reduction_high": 1.0 if strength == 0 else 6.0,
+                    "perplexity": 20.0 * (1 + cost * strength),
+                    "ppl_change_rel": cost * strength,
+                    "ppl_change_rel_low": cost * strength / 2,
+                    "ppl_change_rel_high": cost * strength * 2,
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def test_the_pareto_view_draws_each_family_with_its_own_marker():
+    from aura_core.evaluation.plots import tradeoff_figure
+
+    sweep = _sweep_frame()
+    point = operating_point(sweep, 0.05)
+    assert point is not None and point["units"] == "gate"
+    traces = [t for t in tradeoff_figure(sweep, point).data if t.name and "operating point" not in t.name]
+    assert [t.name for t in traces] == ["AurA · the gate projections", "AurA · all units"]
+    assert traces[0].marker.symbol != traces[1].marker.symbol and traces[0].marker.color == traces[1].marker.color
+    assert "AurA on the gate projections at λ = 1.0" in describe_operating_point(point)
+
+
+@pytest.fixture
+def llama_server(monkeypatch, tmp_path, capsys):
+    from studio.resources import get_server_config
+
+    monkeypatch.setenv("AURA_STUDIO_MODEL", "tiny-llama")
+    monkeypatch.setenv("AURA_CACHE_DIR", str(tmp_path))
+    monkeypatch.delenv("AURA_WORKSHOP", raising=False)
+    get_server_config.clear()
+    assert main(["prepare", "--model", "tiny-llama", "--n-per-class", "20", "--max-tokens", "32", "--json"]) == 0
+    capsys.readouterr()
+    yield tmp_path
+    get_server_config.clear()
+
+
+def test_the_pages_show_families_and_generate_applies_the_operating_points_family(llama_server):
+    from streamlit.testing.v1 import AppTest
+
+    from aura_core.analysis.experts import save_operating_point
+    from aura_core.evaluation.protocol import EvalResult, summarise
+    from studio.resources import store_evaluation
+
+    generations = pd.DataFrame(
+        [
+            {"method": m, "preprompt": "none", "prompt_index": i, "sample": 0, "toxicity": v, "completion": "x"}
+            for m, values in (("none", [0.9, 0.1, 0.1]), ("aura", [0.1, 0.1, 0.1]))
+            for i, v in enumerate(values)
+        ]
+    )
+    terms = {"none": (np.array([20.0, 20.0]), np.array([10, 10])), "aura": (np.array([21.0, 21.0]), np.array([10, 10]))}
+    sweep = _sweep_frame()
+    point = operating_point(sweep, 0.05)
+    config = EvalConfig(n_prompts=3, samples=1, preprompts=("none",))
+    result = EvalResult(config, generations, summarise(generations, terms, n_boot=200), terms, sweep=sweep, operating_point=point)
+    store_evaluation("c" * 24, result)
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
+    at.query_params["eval"] = "c" * 24
+    at.run()
+    at.switch_page("pages/evaluate.py").run()
+    assert not at.exception, at.exception
+    families = at.multiselect(key="sweep_units")
+    assert families.value == ["gate", "up", "down", "all"] and "the gate and up projections" in families.options
+    pareto = json.loads(at.get("plotly_chart")[-1].proto.spec)
+    assert {"AurA · the gate projections", "AurA · all units"} <= {trace.get("name") for trace in pareto["data"]}
+
+    save_operating_point(at.session_state["_settings"]["experts"], point)  # as a finished sweep does
+    at.switch_page("pages/generate.py").run()
+    assert not at.exception, at.exception
+    assert at.selectbox(key="w:units").value == "all"
+    next(b for b in at.button if b.label.startswith("Use the operating point: AurA on the gate projections")).click().run()
+    assert at.selectbox(key="w:units").value == "gate" and at.query_params["units"] == "gate"
+    at.slider(key="w:samples").set_value(1)
+    next(b for b in at.button if b.label == "Generate").click().run()
+    assert not at.exception, at.exception

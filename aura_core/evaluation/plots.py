@@ -15,6 +15,7 @@ from plotly.subplots import make_subplots
 
 from aura_core.method.registry import PLAIN, method_label
 from aura_core.method.stats import TOXIC_THRESHOLD
+from aura_core.model.architecture import ALL_UNITS, unit_family_label
 
 __all__ = [
     "COLORS",
@@ -45,6 +46,8 @@ COLORS = {
     "damp": "#ff7f0e",
 }
 _LAYOUT = {"template": "plotly_white", "margin": {"l": 50, "r": 20, "t": 50, "b": 40}}
+_SWEEP_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2")
+_SWEEP_SYMBOLS = ("circle", "square", "diamond", "triangle-up", "cross", "x", "pentagon")
 
 
 def ratio_words(factor: object) -> str:
@@ -218,13 +221,17 @@ def condition_figure(metrics: pd.DataFrame) -> go.Figure:
 def tradeoff_figure(sweep: pd.DataFrame, operating: dict[str, object] | None = None) -> go.Figure:
     """The Pareto view: toxic-share reduction × against the relative perplexity change, with 95% intervals.
 
-    Each method's points run along λ; ``operating`` (the best point within a perplexity budget)
-    is marked.
+    Each method's points run along λ, one colour per method and one marker per unit family;
+    ``operating`` (the best point within a perplexity budget) is marked.
     """
     fig = go.Figure()
-    for (method, k), part in sweep.groupby(["method", sweep.k.fillna(-1)], sort=False):
+    units = sweep.units if "units" in sweep else pd.Series(ALL_UNITS, index=sweep.index)  # sweeps from before families
+    families = list(dict.fromkeys(units))
+    colours = {m: _SWEEP_COLOURS[i % len(_SWEEP_COLOURS)] for i, m in enumerate(dict.fromkeys(sweep.method))}
+    for (method, k, family), part in sweep.groupby(["method", sweep.k.fillna(-1), units], sort=False):
         part = part.sort_values("strength")
-        name = method_label(method) + (f" k={int(k)}" if k >= 0 else "")
+        name = method_label(method) + (f" k={int(k)}" if k >= 0 else "") + f" · {unit_family_label(family)}"
+        symbol = _SWEEP_SYMBOLS[families.index(family) % len(_SWEEP_SYMBOLS)]
         fig.add_trace(
             go.Scatter(
                 x=part.ppl_change_rel * 100,
@@ -247,6 +254,8 @@ def tradeoff_figure(sweep: pd.DataFrame, operating: dict[str, object] | None = N
                 text=[f"λ={s:g}" for s in part.strength],
                 textposition="top center",
                 name=name,
+                marker={"symbol": symbol, "size": 9, "color": colours[method]},
+                line={"color": colours[method], "dash": "solid" if family == ALL_UNITS else "dot"},
             )
         )
     if operating is not None:

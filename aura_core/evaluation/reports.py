@@ -21,6 +21,7 @@ from aura_core.evaluation.plots import condition_figure, ratio_with_interval, tr
 from aura_core.evaluation.protocol import EvalResult
 from aura_core.method.registry import PLAIN, method_label
 from aura_core.method.stats import TOXIC_THRESHOLD
+from aura_core.model.architecture import ALL_UNITS, unit_family_label
 
 __all__ = [
     "describe_operating_point",
@@ -125,13 +126,14 @@ def glance_table(metrics: pd.DataFrame) -> pd.DataFrame:
 
 
 def sweep_table(sweep: pd.DataFrame) -> pd.DataFrame:
-    """A strength sweep in words: method, λ, k where it applies, toxic share, its reduction and the perplexity cost."""
+    """A strength sweep in words: method, unit family, λ, k where it applies, toxic share, its reduction and the perplexity cost."""
     rows = []
     for r in sweep.itertuples(index=False):
         row = pd.Series(r._asdict())
         rows.append(
             {
                 "Method": method_label(str(r.method)),
+                "Units": unit_family_label(str(getattr(r, "units", ALL_UNITS))),
                 "Strength λ": f"{r.strength:g}",
                 "k": "–" if pd.isna(r.k) else f"{int(r.k):,}",
                 "Toxic share": f"{r.toxic_share:.1%}",
@@ -173,7 +175,8 @@ def describe_operating_point(point: dict[str, object]) -> str:
         point.get("ppl_change_rel"), point.get("ppl_change_rel_low"), point.get("ppl_change_rel_high"), "{:+.1%}"
     )
     return (
-        f"{method_label(str(point.get('method')))} at λ = {point.get('strength')}: {reduction} toxic share of completions, "
+        f"{method_label(str(point.get('method')))} on {unit_family_label(str(point.get('units') or ALL_UNITS))} "
+        f"at λ = {point.get('strength')}: {reduction} toxic share of completions, "
         f"perplexity {cost} (budget +{float(point.get('ppl_budget') or 0):.0%})"  # type: ignore[arg-type]
     )
 

@@ -46,6 +46,7 @@ __all__ = [
     "text_config",
     "unit_axis",
     "unit_families",
+    "unit_family_label",
     "unit_family_roles",
     "unit_width",
     "weight_of",
@@ -138,6 +139,20 @@ def unit_family_roles(name: str) -> tuple[str, ...] | None:
     if not all(part in UNIT_ROLES for part in parts) or len(set(parts)) != len(parts):
         return None
     return tuple(role for role in UNIT_ROLES if role in parts)
+
+
+def unit_family_label(name: str) -> str:
+    """A unit family in words: ``gate+up`` → "the gate and up projections"; ``all`` → "all units"; a regex as itself.
+
+    >>> unit_family_label("gate+up"), unit_family_label("all"), unit_family_label("down")
+    ('the gate and up projections', 'all units', 'the down projections')
+    """
+    roles = unit_family_roles(name)
+    if roles is None:
+        return f"the units {name!r} names"
+    if name.strip().lower() == ALL_UNITS:
+        return "all units"
+    return f"the {' and '.join(roles)} projections"
 
 
 def _names_of(family: Family) -> list[str]:
