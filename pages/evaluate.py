@@ -169,6 +169,7 @@ if int(n_prompts) < FEW_PROMPTS:
     )
 run_key = content_key([loaded.name, experts.key], length=12)
 run_dir = cache_root() / "evaluations" / run_key
+failure = None
 if run:
     with st.status("Evaluating…", expanded=True) as status:
         where = "on the server" if config_of_server.workshop else f"in `{run_dir}`"  # no server path for a room
@@ -199,8 +200,10 @@ if run:
             settings.put("eval", shown_key)  # the link opens this report in any browser
             status.update(label="Evaluation finished", state="complete", expanded=False)
         except AuraError as err:
-            status.update(label="Evaluation failed", state="error")
-            st.error(str(err))
+            status.update(label="Evaluation failed", state="error", expanded=True)
+            failure = str(err)
+if failure is not None:
+    st.error(f"Evaluation failed: {failure}")  # in plain sight, not inside the status box
 
 result: EvalResult | None = st.session_state.get("eval_result")
 linked = settings.get("eval")

@@ -24,7 +24,15 @@ from studio import settings
 from studio.frame import ensure_frame
 from studio.resources import SessionExperts, activation_profile_of, get_engine, get_server_config
 from studio.state import model_choice, require_experts, require_model
-from studio.view import ProgressWithETA, expert_baselines, follow_flight, inline_html, token_highlight_html
+from studio.view import (
+    ProgressWithETA,
+    expert_baselines,
+    follow_flight,
+    inline_html,
+    token_highlight_html,
+    vocabulary_word,
+    word_at,
+)
 
 ensure_frame()
 
@@ -186,7 +194,7 @@ def draw_texts(detail: UnitDetail, label: int, title: str) -> None:
     for top in tops:
         acts = top.activations
         scale = max(max(acts.values), max(top.partner_values or [0.0]), 1e-6)
-        peak = inline_html(acts.tokens[acts.peak].strip()) if acts.tokens else ""
+        peak = inline_html(word_at(acts.tokens, acts.peak)) if acts.tokens else ""  # the whole word, not a piece of it
         html = f"<small>{'toxic' if label == 1 else 'non-toxic'} · max {top.response:.2f} at “{peak}”</small>"
         html += token_highlight_html(acts, scale)
         if partner is not None and top.partner_values is not None:
@@ -287,8 +295,8 @@ if detail.vocabulary is None:
     st.info(f"Not available for this unit: {detail.vocabulary_unavailable}")
 else:
     st.caption(
-        f"{VOCABULARY_NOTE} Output direction: {detail.vocabulary.direction}. Tokens are shown as read: ␣ is a space, "
-        "⏎ a line break; a token without ␣ continues a word; ⟨e2 80⟩ is part of one character's bytes."
+        f"{VOCABULARY_NOTE} Output direction: {detail.vocabulary.direction}. Tokens are shown as read: “taxpay…” starts a "
+        "longer word and “…ardships” ends one, ⏎ is a line break, ⟨e2 80⟩ part of one character's bytes."
     )
     left, right = st.columns(2)
     for col, title, effects in (
@@ -297,7 +305,7 @@ else:
     ):
         col.markdown(f"**{title}**")
         col.dataframe(
-            pd.DataFrame([{"token": e.token, "kind": e.kind, "logit": e.logit} for e in effects]),
+            pd.DataFrame([{"token": vocabulary_word(e.token, e.kind), "kind": e.kind, "logit": e.logit} for e in effects]),
             hide_index=True,
             width="stretch",
             column_config={"logit": st.column_config.NumberColumn(format="%.3f")},

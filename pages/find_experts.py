@@ -122,6 +122,7 @@ recipe = ExpertsRecipe(
 )
 if st.session_state.get("cancel_experts"):
     st.warning("Cancelled. Every finished batch of 32 texts is kept on disk: press **Find experts** again to resume from there.")
+failure = None
 if run:
     status = st.status(f"Running {loaded.name} over {len(sample)} texts…", expanded=True)
     with status:
@@ -138,8 +139,10 @@ if run:
         except CollectionCancelled as err:
             status.update(label=str(err), state="error")
         except AuraError as err:
-            status.update(label="Could not find experts", state="error")
-            st.error(str(err))
+            status.update(label="Could not find experts", state="error", expanded=True)
+            failure = str(err)
+if failure is not None:
+    st.error(f"Could not find experts: {failure}")  # in plain sight, not inside the status box
 
 experts = session_experts()
 if experts is None:

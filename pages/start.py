@@ -51,13 +51,16 @@ if demo:
     if experts is None:
         recipe = ExpertsRecipe(model=model_choice().name, data=STARTER_LABEL, **DEMO_RECIPE)  # type: ignore[arg-type]
         sample = balanced_sample(load_concept_data("starter"), recipe.n_per_class, seed=recipe.seed)
+        failure: str | None = None
         with st.status("Finding the experts of this model first…", expanded=True) as status:
             try:
                 found = experts_by_key(follow_flight(find_experts(model_choice(), sample, recipe), ProgressWithETA("texts")).key)
             except AuraError as err:
-                status.update(label="Could not find experts", state="error")
-                st.error(str(err))
-                settings.stop()
+                status.update(label="Could not find experts", state="error", expanded=True)
+                failure = str(err)
+        if failure is not None:
+            st.error(f"Could not find experts: {failure}")  # in plain sight, not inside the status box
+            settings.stop()
         if found is None:
             st.error("The experts could not be stored on this server; see Find experts.")
             settings.stop()

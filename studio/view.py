@@ -50,6 +50,42 @@ class ProgressWithETA:
         self.bar.progress(min(1.0, done / max(total, 1)), text=text)
 
 
+def _joins(left: str, right: str) -> bool:
+    """Whether piece ``right`` continues the word that ``left`` ends (no space between, letters on both sides)."""
+    return bool(left) and bool(right) and left[-1].isalnum() and right[0].isalnum()
+
+
+def word_at(pieces: Sequence[str], index: int) -> str:
+    """The whole word that piece ``index`` is part of: sub-word pieces joined as the highlight shows them.
+
+    >>> word_at(["You", " are", " an", " id", "iot", "!"], 4), word_at(["It", " is", " fine"], 2)
+    ('idiot', 'fine')
+    """
+    start = stop = index
+    while start > 0 and _joins(pieces[start - 1], pieces[start]):
+        start -= 1
+    while stop + 1 < len(pieces) and _joins(pieces[stop], pieces[stop + 1]):
+        stop += 1
+    return "".join(pieces[start : stop + 1]).strip() or pieces[index]  # a space or a line break stays itself
+
+
+def vocabulary_word(text: str, kind: str) -> str:
+    """A vocabulary entry as a reader takes it: a word's start or a piece of one, marked with "…" where the word goes on.
+
+    A token is a single entry of the vocabulary, so it cannot be joined to neighbours; the mark
+    says that "taxpay" begins a longer word and "ardships" ends one.
+
+    >>> vocabulary_word("␣taxpay", "word start"), vocabulary_word("ardships", "word piece"), vocabulary_word("!", "symbol")
+    ('taxpay…', '…ardships', '!')
+    """
+    word = text.removeprefix("␣")
+    if kind == "word start":
+        return f"{word}…"
+    if kind == "word piece":
+        return f"…{word}"
+    return text
+
+
 def token_highlight_html(acts: TokenActivations, scale: float) -> str:
     """The text with each token shaded by the unit's activation; the max token is outlined."""
     pieces = []
