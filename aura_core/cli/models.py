@@ -14,7 +14,7 @@ def add_to(sub: Any) -> None:
     models = sub.add_parser("models", help="list model presets, or inspect one model's units")
     common.add_model_args(models)
     models.add_argument("--show", action="store_true", help="load --model and describe its units")
-    models.add_argument("--units", default=None, help="regex over module names (with --show)")
+    models.add_argument("--units", default=None, help="a unit family (gate, up, down, all, gate+up...) or a regex (with --show)")
     models.add_argument("--format", choices=["json", "csv"], default="json")
     models.add_argument("--out", default=None, help="write to this file instead of stdout")
     models.set_defaults(func=run)
