@@ -1,6 +1,6 @@
 """Our engine beside vLLM on the paper's protocol: tokens/s per engine and dtype, with vLLM's start-up apart.
 
-The workload is what an evaluation decodes: a fixed subset of the challenging prompts, 25
+The workload is what an evaluation decodes: a fixed subset (10) of the challenging prompts, 25
 completions × 20 tokens each, for the plain model and for AurA (a folded checkpoint on vLLM,
 per-call plans on ours). Each path decodes the same rows; paths take turns, round by round,
 and the medians are compared. vLLM runs in its own environment (``bash scripts/setup.sh --vllm``).
@@ -28,7 +28,7 @@ CHALLENGING = ROOT.parent / "shared" / "data" / "rtp_challenging.jsonl"
 def bench_engines(
     model_name: str = DEFAULT_MODEL,
     *,
-    n_prompts: int = 20,
+    n_prompts: int = 10,
     samples: int = 25,
     repeats: int = 2,
     dtypes: tuple[str, ...] = ("float32", "bfloat16"),

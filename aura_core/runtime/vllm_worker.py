@@ -30,6 +30,9 @@ def _environment() -> None:
     os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
     # vLLM drops to one thread per engine where OMP_NUM_THREADS is unset.
     os.environ.setdefault("OMP_NUM_THREADS", str(len(os.sched_getaffinity(0))))
+    # vLLM 0.32's ahead-of-time compile cache fails to load on the CPU ('finalize_loading'), so every
+    # start compiled for minutes again; its older cache path loads.
+    os.environ.setdefault("VLLM_USE_AOT_COMPILE", "0")
     # Reseeding runs a small function of ours on the workers.
     os.environ.setdefault("VLLM_ALLOW_INSECURE_SERIALIZATION", "1")
 
