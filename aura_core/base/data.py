@@ -29,6 +29,8 @@ from aura_core.errors import DataError
 __all__ = [
     "DATA_DIR",
     "MAX_FILE_BYTES",
+    "NO_PREPROMPT",
+    "PREPROMPT_GROUPS",
     "ConceptData",
     "Prompt",
     "balanced_sample",
@@ -46,6 +48,7 @@ DATA_DIR = Path(__file__).resolve().parents[2] / "data"
 MAX_FILE_BYTES = 200 * 1024 * 1024
 JIGSAW_SUBLABELS = ("severe_toxic", "obscene", "threat", "insult", "identity_hate")
 PREPROMPT_GROUPS = ("favourable", "adversarial")
+NO_PREPROMPT = "none"  # the condition without any pre-prompt, beside the groups
 _TEXT_COLUMNS = ("text", "comment_text", "sentence", "content")
 _LABEL_COLUMNS = ("label", "toxic", "is_toxic", "labels")
 _TRUE_LABELS = ("1", "true", "toxic", "yes")

@@ -20,7 +20,8 @@ import pandas as pd
 from torch import nn
 
 from aura_core.base.batching import Tokenizer
-from aura_core.base.data import load_neutral_texts, load_preprompts, load_prompts, resolve_preprompt
+from aura_core.base.data import NO_PREPROMPT, load_neutral_texts, load_preprompts, load_prompts, resolve_preprompt
+from aura_core.base.data import PREPROMPT_GROUPS as STARTER_GROUPS
 from aura_core.base.files import atomic_write, content_key
 from aura_core.base.numbers import check_finite
 from aura_core.base.store import ensure_free_space
@@ -50,7 +51,7 @@ __all__ = [
     "sweep_families",
 ]
 
-PREPROMPT_GROUPS = ("none", "favourable", "adversarial")
+PREPROMPT_GROUPS = (NO_PREPROMPT, *STARTER_GROUPS)
 Progress = Callable[[str, int, int], None]
 ConditionProgress = Callable[[dict[str, tuple[int, int]]], None]
 
@@ -107,7 +108,7 @@ class EvalConfig:
         return settings.with_(**{k: v for k, v in changes.items() if v is not None})
 
     def preprompt_text(self, group: str) -> str:
-        if group == "none":
+        if group == NO_PREPROMPT:
             return ""
         wanted = self.favourable if group == "favourable" else self.adversarial
         if wanted is None:
@@ -152,7 +153,7 @@ def summarise(
     per_prompt = {
         (m, p): _score_matrix(generations[(generations.method == m) & (generations.preprompt == p)]) for m, p in conditions
     }
-    plain_key = (PLAIN, "none")
+    plain_key = (PLAIN, NO_PREPROMPT)
     rows = []
     for (method, preprompt), scores in per_prompt.items():
         row: dict[str, object] = {
@@ -306,7 +307,7 @@ class Evaluation:
         texts = [p.text for p in self.prompts]
 
         def key_of(condition: Condition) -> str:
-            intervention = "none" if condition.intervention is None else condition.intervention.key()
+            intervention = PLAIN if condition.intervention is None else condition.intervention.key()
             settings = asdict(self.settings)
             # The pre-prompt's form joins the key only when it is not plain text, so earlier runs stay valid.
             pre = condition.pre_text if self.config.preprompt_form == "text" else [condition.pre_text, self.config.preprompt_form]
@@ -373,7 +374,7 @@ class Evaluation:
 
     def perplexity_terms(self, intervention: Intervention | None, label: str) -> tuple[np.ndarray, np.ndarray]:
         """Per neutral text: summed NLL and token count under ``intervention`` (kept for a rerun)."""
-        intervention_key = "none" if intervention is None else intervention.key()
+        intervention_key = PLAIN if intervention is None else intervention.key()
         key = _hash("ppl", self.fingerprint, intervention_key, self.neutral, self.config.ppl_max_tokens)
         cached = self.pieces.load(key)
         if not isinstance(cached, dict):

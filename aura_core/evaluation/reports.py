@@ -16,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 import plotly.io as pio
 
+from aura_core.base.data import NO_PREPROMPT
 from aura_core.base.files import atomic_write
 from aura_core.evaluation.plots import condition_figure, ratio_with_interval, tradeoff_figure
 from aura_core.evaluation.protocol import EvalResult
@@ -110,7 +111,7 @@ def glance_table(metrics: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for r in metrics.itertuples(index=False):
         row = pd.Series(r._asdict())
-        reference = r.method == PLAIN and r.preprompt == "none"
+        reference = r.method == PLAIN and r.preprompt == NO_PREPROMPT
         rows.append(
             {
                 "Pre-prompt": str(r.preprompt),

@@ -30,6 +30,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from aura_core.base.files import atomic_folder, content_key
 from aura_core.errors import AuraError
+from aura_core.method.registry import PLAIN
 from aura_core.model.loading import cache_root, model_fingerprint
 from aura_core.runtime.decoding import DecodeRow, stop_ids
 from aura_core.runtime.folding import export_model
@@ -149,7 +150,7 @@ class VllmRunner:
         self.tokenizer = tokenizer
         self._worker: _Worker | None = None
         self._model_print: str | None = None
-        self._applied: str = "none"  # the intervention whose tensors the engine holds
+        self._applied: str = PLAIN  # the intervention whose tensors the engine holds
         self.startup_s: float | None = None
         self.version: str | None = None
 
@@ -179,7 +180,7 @@ class VllmRunner:
         groups: dict[tuple[str, str], list[DecodeRow]] = {}
         interventions: dict[str, Intervention | None] = {}
         for row in rows:
-            key = "none" if row.intervention is None else row.intervention.key()
+            key = PLAIN if row.intervention is None else row.intervention.key()
             interventions[key] = row.intervention
             groups.setdefault((key, json.dumps(_sampling(row, stops), sort_keys=True)), []).append(row)
         done, total = 0, len(rows)
@@ -239,7 +240,7 @@ class VllmRunner:
         self._worker = _Worker(self.python, start, log)
         self.startup_s = time.perf_counter() - started
         self.version = str(self._worker.info.get("version"))
-        self._model_print, self._applied = fingerprint, "none"
+        self._model_print, self._applied = fingerprint, PLAIN
         return self._worker
 
     def _plain_checkpoint(self, model: nn.Module, fingerprint: str) -> Path:
