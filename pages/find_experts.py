@@ -76,12 +76,19 @@ st.caption(f"Active: **{label}** · {counts[1]:,} toxic · {counts[0]:,} non-tox
 units_mode = st.radio("Units", ["auto (the paper's MLP layers)", "regex"], horizontal=True, key="units_mode")
 with st.form("experts_form"):
     cols = st.columns(4)
-    limit = max(1, min(*counts.values(), config.max_texts_per_class))
+    smaller_class = max(1, min(counts.values()))
+    limit = min(smaller_class, config.max_texts_per_class)
     if settings.get("n_per_class") > limit:
-        settings.put("n_per_class", limit)
+        settings.put("n_per_class", limit)  # a link's or the last data's count, brought within this data and server
     n_per_class = settings.keep(
         "n_per_class",
-        cols[0].number_input("Texts per class", 1, limit, key=settings.bind("n_per_class"), help=f"At most {limit} here."),
+        cols[0].number_input(
+            "Texts per class",
+            1,
+            None,  # over the limit is refused below by name, not a silently red field
+            key=settings.bind("n_per_class"),
+            help=f"At most {limit} here.",
+        ),
     )
     max_tokens = settings.keep(
         "max_tokens",
@@ -105,10 +112,20 @@ with st.form("experts_form"):
             "Regex over module names (re.fullmatch)", placeholder=r".*layers\.\d+\.mlp\.up_proj", key="units_regex"
         )
     run = st.form_submit_button("Find experts", type="primary")
-over_cap = config.over_cap("max_token_budget", int(max_tokens), "tokens per text")
-if over_cap is not None:
-    st.error(f"{over_cap} Lower the token budget to run.")
-    run = False
+too_much = [
+    note
+    for note in (
+        config.over_cap("max_texts_per_class", int(n_per_class), "texts per class"),
+        config.over_cap("max_token_budget", int(max_tokens), "tokens per text"),
+        None
+        if int(n_per_class) <= smaller_class
+        else f"Asked for {int(n_per_class):,} texts per class: this data holds {smaller_class:,} of its smaller class.",
+    )
+    if note is not None
+]
+for note in too_much:
+    st.error(f"{note} Lower it to run.")
+run = run and not too_much
 
 sample = balanced_sample(data, int(n_per_class), seed=int(seed))
 recipe = ExpertsRecipe(

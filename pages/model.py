@@ -127,7 +127,8 @@ if units:
     st.dataframe(per_kind, hide_index=True, width="stretch")
     with st.expander("Every hooked module"):
         st.dataframe(rows, hide_index=True, width="stretch")
-st.caption(f"Source: `{loaded.source}` · loaded in {loaded.load_seconds:.1f} s")
+source = loaded.source if config.allow_server_paths else Path(loaded.source).name  # no server path for a room
+st.caption(f"Source: `{source}` · loaded in {loaded.load_seconds:.1f} s")
 with st.expander("Presets"):
     st.dataframe(
         pd.DataFrame(

@@ -114,7 +114,9 @@ def test_workshop_mode_hides_what_reaches_the_server(cache, monkeypatch, capsys)
     assert not at.checkbox  # no "trust remote code" for a browser, ever
     at.switch_page("pages/find_experts.py").run()
     assert at.radio(key="data_source").options == ["Starter set", "Upload CSV / JSONL"]
-    assert at.number_input(key="w:n_per_class").max == 200
+    at.number_input(key="w:n_per_class").set_value(500)
+    next(b for b in at.button if b.label == "Find experts").click().run()
+    assert any("its cap max_texts_per_class" in e.value for e in at.error) and not at.status
     at.switch_page("pages/evaluate.py").run()
     assert not [t for t in at.text_input if t.label.startswith("Prompt file")]
     at.switch_page("pages/generate.py").run()
