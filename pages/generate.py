@@ -140,15 +140,14 @@ with right:
         "damp_alpha",
         st.slider("Damp α", 0.0, 1.0, step=0.05, key=settings.bind("damp_alpha"), disabled=not METHODS[method].uses_damp_alpha),
     )
-SAMPLING_KNOBS = ("max_new", "temperature", "top_p", "repetition")
 
 
 def _use_sampling_preset() -> None:
-    for name in SAMPLING_KNOBS:
+    for name in settings.SAMPLING_KNOBS:
         settings.put(name, None)  # a new preset brings its own values
 
 
-has_custom_sampling = any(settings.get(name) is not None for name in SAMPLING_KNOBS)
+has_custom_sampling = any(settings.get(name) is not None for name in settings.SAMPLING_KNOBS)
 with st.expander("Sampling", expanded=has_custom_sampling):
     cols = list(st.columns(6))
     preset_name = settings.keep(

@@ -67,5 +67,7 @@ if demo:
         set_session_experts(found)
     for name, value in (("prompt", prompt), ("pre", "none"), ("method", "aura"), ("strength", 1.0), ("samples", samples)):
         settings.put(name, value)
+    for name in settings.SAMPLING_KNOBS:
+        settings.put(name, None)  # the demo samples as its preset does, whatever was tried before
     st.session_state["_autorun"] = True
     st.switch_page("pages/generate.py")

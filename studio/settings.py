@@ -30,6 +30,8 @@ from studio.resources import is_evaluation_key
 __all__ = ["SETTINGS", "Setting", "bind", "from_link", "get", "keep", "load_from_url", "parse_unit", "put", "stop", "sync_url"]
 
 _STORE = "_settings"
+SAMPLING_KNOBS = ("max_new", "temperature", "top_p", "repetition")
+"""The sampling settings a preset brings; each is none while it follows the preset's value."""
 
 
 def parse_unit(text: str) -> tuple[str, int]:

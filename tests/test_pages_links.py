@@ -96,3 +96,12 @@ def test_an_evaluation_link_opens_its_stored_report_in_a_fresh_session(prepared)
     assert any("stored evaluation of this link" in c.value for c in fresh.caption)
     missing = _page("pages/evaluate.py", {**link, "eval": "0" * 24})
     assert any("not on this server" in w.value for w in missing.warning)
+
+
+def test_the_demo_samples_as_its_preset_whatever_was_tried_before(prepared):
+    at = _page("pages/generate.py", {"temperature": "2.5", "new_tokens": "7"})
+    at.switch_page("pages/start.py").run()
+    next(b for b in at.button if b.label == "Run the demo").click().run()
+    assert not at.exception, at.exception
+    assert not {"temperature", "new_tokens"} & set(at.query_params)
+    assert at.number_input(key="w:temperature").value == pytest.approx(1.0)
