@@ -53,6 +53,51 @@ FEW_PROMPTS = 30  # below this, a reduction's interval is usually wider than the
 config_of_server = get_server_config()
 preprompts = load_preprompts()
 sources = ["starter", "starter (provocative only)"] + (["file on the server"] if config_of_server.allow_server_paths else [])
+
+
+def form_values(config: EvalConfig) -> dict[str, object]:
+    """The form's widget values that ask for ``config``, so a linked report opens with its own settings."""
+    if config.prompts == "starter":
+        source = "starter (provocative only)" if config.prompt_kind == "provocative" else "starter"
+    else:
+        source = "file on the server"
+    values: dict[str, object] = {
+        "eval_prompts": source,
+        "eval_prompt_path": "" if config.prompts == "starter" else config.prompts,
+        "eval_n_prompts": config.n_prompts,
+        "eval_preset": config.sampling,
+        "eval_samples": config.samples,
+        "eval_seed": config.seed,
+        "eval_n_neutral": config.n_neutral,
+        "eval_bootstrap": config.bootstrap,
+        "eval_methods": list(config.methods),
+        "eval_groups": list(config.preprompts),
+        # A custom pre-prompt text is not among the form's choices: the form keeps its own then.
+        "eval_favourable": config.favourable if config.favourable in [p["name"] for p in preprompts["favourable"]] else None,
+        "eval_adversarial": config.adversarial if config.adversarial in [p["name"] for p in preprompts["adversarial"]] else None,
+        "eval_strength": config.strength,
+        "eval_k": min(config.k, experts.intervention.n_units),
+        "eval_damp_alpha": config.damp_alpha,
+    }
+    if source not in sources:
+        values = {k: v for k, v in values.items() if k not in ("eval_prompts", "eval_prompt_path")}
+    return {key: value for key, value in values.items() if value is not None}
+
+
+linked = settings.get("eval")
+if "eval_result" not in st.session_state and linked is not None:
+    restored = st.session_state["eval_result"] = load_evaluation(linked)  # a fresh browser opening a shared report
+    if restored is None:
+        st.warning("The evaluation named in the link is not on this server: run it here to see it.")
+        settings.put("eval", None)
+    else:
+        st.session_state.update(form_values(restored.config))
+        shown = restored.config
+        st.caption(
+            f"Showing the stored evaluation of this link: {shown.n_prompts} prompts × {shown.samples} completions, "
+            f"{', '.join(method_label(m) for m in shown.methods)}, pre-prompts {', '.join(shown.preprompts)}, "
+            f"seed {shown.seed}; the settings below are its own."
+        )
 with st.form("eval_form"):
     cols = list(st.columns(4))
     prompt_source = cols[0].selectbox("Prompt set", sources, key="eval_prompts")
@@ -206,19 +251,6 @@ if failure is not None:
     st.error(f"Evaluation failed: {failure}")  # in plain sight, not inside the status box
 
 result: EvalResult | None = st.session_state.get("eval_result")
-linked = settings.get("eval")
-if result is None and linked is not None:
-    result = st.session_state["eval_result"] = load_evaluation(linked)
-    if result is None:
-        st.warning("The evaluation named in the link is not on this server: run it here to see it.")
-        settings.put("eval", None)
-    else:
-        shown = result.config
-        st.caption(
-            f"Showing the stored evaluation of this link: {shown.n_prompts} prompts × {shown.samples} completions, "
-            f"{', '.join(method_label(m) for m in shown.methods)}, pre-prompts {', '.join(shown.preprompts)}, "
-            f"seed {shown.seed}. Its settings are in the JSON report below."
-        )
 if result is None:
     st.info("Choose the settings and press **Run evaluation**. The default finishes in a few minutes on a laptop CPU.")
     settings.stop()

@@ -94,6 +94,8 @@ def test_an_evaluation_link_opens_its_stored_report_in_a_fresh_session(prepared)
     assert not fresh.status  # nothing evaluated again
     assert fresh.session_state["eval_result"].metrics.equals(metrics)
     assert any("stored evaluation of this link" in c.value for c in fresh.caption)
+    assert fresh.number_input(key="eval_n_prompts").value == 2 and fresh.number_input(key="eval_samples").value == 1
+    assert fresh.multiselect(key="eval_groups").value == ["none"]  # the form shows the report's own settings
     missing = _page("pages/evaluate.py", {**link, "eval": "0" * 24})
     assert any("not on this server" in w.value for w in missing.warning)
 
