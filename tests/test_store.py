@@ -51,6 +51,7 @@ def test_the_least_recently_used_results_go_first_and_a_read_counts_as_a_use(tmp
 def test_models_and_prepared_experts_with_their_responses_are_never_evicted(tmp_path: Path) -> None:
     model = _file(tmp_path / "models" / "smollm2-135m" / "model.safetensors", 1000, age_s=9000)
     vllm = _file(tmp_path / "vllm" / "model-abc" / "weights.bin", 500, age_s=9000)
+    folded = _file(tmp_path / "vllm" / f"model-abc-{OTHER}" / "weights.bin", 500, age_s=9000)
     (tmp_path / "experts").mkdir()
     (tmp_path / "experts" / "prepared.json").write_text(json.dumps({"smollm2-135m": {"default": KEY}}))
     prepared = _file(tmp_path / "experts" / KEY / "recipe.json", 10, age_s=9000)
@@ -60,7 +61,7 @@ def test_models_and_prepared_experts_with_their_responses_are_never_evicted(tmp_
     usage = store_usage(tmp_path, budget=0)
     assert usage.kept == 1000 + 500 + 10 + 200 + len((tmp_path / "experts" / "prepared.json").read_bytes())
     removed = enforce_budget(tmp_path, budget=0)
-    assert sorted(removed) == sorted([other.parent, other_responses])
+    assert sorted(removed) == sorted([other.parent, other_responses, folded.parent])
     for path in (model, vllm, prepared, kept_responses, tmp_path / "experts" / "prepared.json"):
         assert path.exists(), path
     assert "kept: models and prepared experts" in store_usage(tmp_path, budget=0).describe()
@@ -183,3 +184,14 @@ def test_the_generate_page_shows_a_result_it_cannot_store_and_the_sidebar_shows_
     assert any("was not saved" in w.value for w in at.warning)
     assert len([m for m in at.metric if "mean toxicity" in m.label]) == 3  # the result is on screen all the same
     assert any(c.value.startswith("store ") and "kept: models and prepared experts" in c.value for c in at.sidebar.caption)
+
+
+def test_a_nearly_full_disk_refuses_an_evaluation_before_any_completion(tiny_gpt2, tmp_path: Path, monkeypatch) -> None:
+    from aura_core.evaluation.protocol import EvalConfig, run_evaluation
+
+    monkeypatch.setenv("AURA_MIN_FREE", "1000T")
+    with pytest.raises(AuraError, match="the disk is nearly full: this evaluation needs"):
+        run_evaluation(
+            tiny_gpt2.model, tiny_gpt2.tokenizer, None, EvalConfig(n_prompts=2, methods=("none",)), out_dir=tmp_path / "run"
+        )
+    assert not (tmp_path / "run").exists()

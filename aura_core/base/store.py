@@ -56,11 +56,15 @@ DEFAULT_MIN_FREE = "512M"
 """Free space a long write must leave on the disk (``AURA_MIN_FREE``): room for the system and other writers."""
 ABANDONED_AFTER_S = 24 * 3600.0
 """A resume folder or temporary file untouched this long has no live writer (a writer saves every batch)."""
-EVICTABLE = ("responses", "experts", "generations", "evaluations", "exports")
-"""The store's folders of results that can be computed again; every other folder (converted models) is kept."""
+EVICTABLE = ("responses", "experts", "generations", "evaluations", "exports", "vllm")
+"""The store's folders of results that can be computed again; every other folder (converted models) is kept.
+
+In ``vllm`` only the checkpoints folded for one intervention (``model-<print>-<key>``, rewritten when
+missing) are results; each model's plain checkpoint (``model-<print>``) is a converted model."""
 # Folders inside an evictable folder whose children are the entries (reports are one file each).
 _CONTAINERS = {("evaluations", "reports")}
 _RESUME_SUFFIX = ".parts"
+_PLAIN_CHECKPOINT = re.compile(r"model-[0-9a-f]+")
 _UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
 _SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)i?B?\s*", re.IGNORECASE)
 
@@ -197,6 +201,8 @@ def _entries(root: Path) -> list[_Entry]:
                 add(child, kept=not child.is_dir() or child.name in prepared)  # the registry and its lock stay
             elif top.name == "responses":
                 add(child, kept=child.name.removesuffix(".safetensors") in prepared)
+            elif top.name == "vllm":
+                add(child, kept=_PLAIN_CHECKPOINT.fullmatch(child.name) is not None)
             else:
                 add(child)
     return found
