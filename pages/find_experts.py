@@ -7,6 +7,7 @@ from aura_core.analysis.collect import POOLINGS
 from aura_core.analysis.experts import ExpertsRecipe
 from aura_core.base.data import source_label
 from aura_core.evaluation.plots import alpha_histogram, auroc_by_layer, experts_per_layer
+from aura_core.model.architecture import family_in_layers, layer_count, unit_families, unit_family_label
 from studio import settings
 from studio.frame import ensure_frame
 from studio.resources import experts_by_key, find_experts, get_server_config
@@ -73,7 +74,11 @@ data, label = concept_data()
 counts = data.counts()
 st.caption(f"Active: **{label}** · {counts[1]:,} toxic · {counts[0]:,} non-toxic" + "".join(f" · {n}" for n in data.notes))
 
-units_mode = st.radio("Units", ["auto (the paper's MLP layers)", "regex"], horizontal=True, key="units_mode")
+unit_modes = ["auto (the paper's MLP layers)", "a family, in chosen layers"] + (["regex"] if config.allow_regex else [])
+units_mode = st.radio("Units", unit_modes, horizontal=True, key="units_mode")
+if units_mode not in unit_modes:  # a regex chosen before the server stopped allowing one
+    units_mode = unit_modes[0]
+blocks = layer_count(loaded.model)
 with st.form("experts_form"):
     cols = st.columns(4)
     smaller_class = max(1, min(counts.values()))
@@ -111,6 +116,14 @@ with st.form("experts_form"):
         regex = st.text_input(
             "Regex over module names (re.fullmatch)", placeholder=r".*layers\.\d+\.mlp\.up_proj", key="units_regex"
         )
+    elif units_mode == unit_modes[1]:
+        family_col, layers_col = st.columns(2)
+        family = family_col.selectbox(
+            "Unit family", list(unit_families(loaded.model)), format_func=unit_family_label, key="units_family"
+        )
+        first, last = layers_col.slider("Layers", 0, max(blocks - 1, 1), (0, max(blocks - 1, 1)), key="units_layers")
+        whole = (first, last) == (0, blocks - 1)
+        regex = family if whole else family_in_layers(loaded.model, family, int(first), int(last))
     run = st.form_submit_button("Find experts", type="primary")
 too_much = [
     note

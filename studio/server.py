@@ -40,6 +40,7 @@ class ServerConfig:
     allow_remote_code: bool = False
     allow_hub_ids: bool = True
     allow_server_paths: bool = True
+    allow_regex: bool = True
     max_texts_per_class: int = 6000
     max_samples: int = 25
     max_new_tokens: int = 256
@@ -79,6 +80,9 @@ class ServerConfig:
 _WORKSHOP = {
     "allow_hub_ids": False,
     "allow_server_paths": False,
+    # Units by family and layer range only: a visitor's own pattern is matched with a time limit, but
+    # a family is all a workshop needs and leaves nothing to tune against the limit.
+    "allow_regex": False,
     "max_texts_per_class": 200,
     "max_samples": 10,
     "max_new_tokens": 64,
@@ -107,6 +111,7 @@ _ENV = {
     "AURA_ALLOW_REMOTE_CODE": "allow_remote_code",
     "AURA_ALLOW_HUB_IDS": "allow_hub_ids",
     "AURA_ALLOW_SERVER_PATHS": "allow_server_paths",
+    "AURA_ALLOW_REGEX": "allow_regex",
     "AURA_MAX_TEXTS_PER_CLASS": "max_texts_per_class",
     "AURA_MAX_SAMPLES": "max_samples",
     "AURA_MAX_NEW_TOKENS": "max_new_tokens",

@@ -233,3 +233,25 @@ def test_the_density_upload_is_capped_in_lines(workshop):
     at.file_uploader[0].set_value(("corpus.txt", lines.encode(), "text/plain")).run()
     assert not at.exception, at.exception
     assert "1,001 texts" in _errors(at) and "its cap max_upload_lines" in _errors(at)
+
+
+def test_workshop_units_are_a_family_in_a_layer_range_never_a_visitors_pattern(cache, monkeypatch):
+    monkeypatch.setenv("AURA_WORKSHOP", "1")
+    at = _session()
+    at.switch_page("pages/find_experts.py").run()
+    modes = at.radio(key="units_mode")
+    assert not any("regex" in option for option in modes.options)
+    modes.set_value(modes.options[1]).run()
+    at.selectbox(key="units_family").set_value("up")  # form widgets: their values go with the submit
+    at.slider(key="units_layers").set_value((1, 1))
+    at.number_input(key="w:n_per_class").set_value(10)
+    at.number_input(key="w:max_tokens").set_value(16)
+    next(b for b in at.button if b.label == "Find experts").click().run()
+    assert not at.exception, at.exception
+    assert next(m.value for m in at.metric if m.label == "Units analysed") == f"{4 * 16:,}"  # one layer's c_fc of tiny-gpt2
+
+
+def test_outside_a_workshop_the_regex_stays(cache):
+    at = _session()
+    at.switch_page("pages/find_experts.py").run()
+    assert any("regex" in option for option in at.radio(key="units_mode").options)

@@ -30,6 +30,8 @@ from aura_core.errors import UnitPatternError
 __all__ = [
     "ALL_UNITS",
     "FAMILIES",
+    "family_in_layers",
+    "layer_count",
     "UNIT_ROLES",
     "Family",
     "context_length",
@@ -203,6 +205,39 @@ def unit_families(model: nn.Module, *, pairs: bool = True) -> tuple[str, ...]:
         return (ALL_UNITS,)
     names = _names_of(family)
     return tuple(name for name in names if pairs or "+" not in name)
+
+
+def layer_count(model: nn.Module) -> int:
+    """How many blocks the model's text decoder has (0 when its config does not say).
+
+    >>> from transformers import GPT2Config, GPT2LMHeadModel
+    >>> layer_count(GPT2LMHeadModel(GPT2Config(n_layer=3, n_embd=8, n_head=2)))
+    3
+    """
+    config = text_config(model)
+    return int(getattr(config, "num_hidden_layers", None) or getattr(config, "n_layer", None) or 0)
+
+
+def family_in_layers(model: nn.Module, unit_family: str, first: int, last: int) -> str:
+    r"""The regex over module names of ``unit_family`` in blocks ``first`` to ``last`` (both included).
+
+    Built from literal names only, so it cannot run away as a visitor's own pattern could.
+
+    >>> from transformers import GPT2Config, GPT2LMHeadModel
+    >>> family_in_layers(GPT2LMHeadModel(GPT2Config(n_layer=4, n_embd=8, n_head=2)), "up", 1, 2)
+    '.*h\\.(1|2)\\.(mlp\\.c_fc)'
+    """
+    family = family_of(model)
+    if family is None:
+        raise UnitPatternError("this architecture has no unit families: choose its units with a regex")
+    if first > last or first < 0:
+        raise UnitPatternError(f"layers {first} to {last}: give a first layer no later than the last")
+    pattern = family.pattern_of(unit_family)
+    marker = rf"{family.block}\.\d+\."
+    if marker not in pattern:
+        raise UnitPatternError(f"{unit_family!r} cannot be limited to layers on {family.name} models")
+    layers = "|".join(str(i) for i in range(first, last + 1))
+    return pattern.replace(marker, rf"{re.escape(family.block)}\.({layers})\.", 1)
 
 
 def layer_of(unit_module: str) -> int:
