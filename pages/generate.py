@@ -10,7 +10,7 @@ import streamlit as st
 
 from aura_core import METHODS, SAMPLING_PRESETS, AuraError, SamplingSettings, load_preprompts, load_prompts, method_label
 from aura_core.analysis.experts import load_operating_point
-from aura_core.base.data import resolve_preprompt
+from aura_core.base.data import NO_PREPROMPT, PREPROMPT_GROUPS, resolve_preprompt
 from aura_core.evaluation.comparison import scored_sides, summarise_sides
 from aura_core.evaluation.generation import side_by_side_rows
 from aura_core.evaluation.plots import ratio_words
@@ -40,12 +40,12 @@ config = get_server_config()
 prompts = load_prompts()
 preprompts = load_preprompts()
 PRE_OPTIONS = (
-    ["none"] + [f"{group}:{p['name']}" for group in ("favourable", "adversarial") for p in preprompts[group]] + ["custom"]
+    [NO_PREPROMPT] + [f"{group}:{p['name']}" for group in PREPROMPT_GROUPS for p in preprompts[group]] + ["custom"]
 )
 if settings.get("prompt") is None:
     settings.put("prompt", next(p.text for p in prompts if p.kind == "provocative"))
 if settings.get("pre") not in PRE_OPTIONS:
-    settings.put("pre", "none")
+    settings.put("pre", NO_PREPROMPT)
 settings.put("samples", min(int(settings.get("samples")), config.max_samples))
 settings.put("k", min(int(settings.get("k")), experts.intervention.n_units))
 
@@ -77,7 +77,7 @@ with left:
     if pre_choice == "custom":
         pre_prompt = settings.keep("pre_text", st.text_input("Custom pre-prompt", key=settings.bind("pre_text"), max_chars=500))
     else:
-        pre_prompt = "" if pre_choice == "none" else resolve_preprompt(pre_choice)
+        pre_prompt = "" if pre_choice == NO_PREPROMPT else resolve_preprompt(pre_choice)
         if pre_prompt:
             st.caption(f"“{plain_markdown(pre_prompt)}”")
 operating = load_operating_point(experts.key)

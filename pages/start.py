@@ -5,6 +5,7 @@ import streamlit as st
 from aura_core import AuraError, balanced_sample, load_concept_data, load_prompts
 from aura_core.analysis.collect import MAX_TOKENS
 from aura_core.analysis.experts import N_PER_CLASS, ExpertsRecipe
+from aura_core.base.data import NO_PREPROMPT
 from studio import settings
 from studio.frame import ensure_frame
 from studio.resources import experts_by_key, find_experts, get_server_config
@@ -65,7 +66,7 @@ if demo:
             st.error("The experts could not be stored on this server; see Find experts.")
             settings.stop()
         set_session_experts(found)
-    for name, value in (("prompt", prompt), ("pre", "none"), ("method", "aura"), ("strength", 1.0), ("samples", samples)):
+    for name, value in (("prompt", prompt), ("pre", NO_PREPROMPT), ("method", "aura"), ("strength", 1.0), ("samples", samples)):
         settings.put(name, value)
     for name in settings.SAMPLING_KNOBS:
         settings.put(name, None)  # the demo samples as its preset does, whatever was tried before

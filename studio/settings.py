@@ -23,6 +23,7 @@ from aura_core import METHODS, SAMPLING_PRESETS
 from aura_core.analysis import neurons
 from aura_core.analysis.collect import MAX_TOKENS, POOLINGS
 from aura_core.analysis.experts import N_PER_CLASS, is_experts_key
+from aura_core.base.data import NO_PREPROMPT
 from aura_core.errors import UnitPatternError
 from aura_core.model.architecture import ALL_UNITS, unit_family_roles
 from studio.resources import is_evaluation_key
@@ -109,7 +110,7 @@ SETTINGS: dict[str, Setting] = {
         Setting("pooling", "pooling", POOLINGS[0], _choice(POOLINGS)),
         Setting("data_seed", "data_seed", 0, _number(int, 0, 10_000)),
         Setting("prompt", "prompt", None, _text(2000)),
-        Setting("pre", "pre", "none", _text(200)),
+        Setting("pre", "pre", NO_PREPROMPT, _text(200)),
         Setting("pre_text", "pre_text", "", _text(500)),
         Setting("method", "method", "aura", _choice(tuple(METHODS))),
         Setting("strength", "strength", 1.0, _number(float, 0.0, 1.0)),
