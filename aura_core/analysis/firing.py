@@ -26,11 +26,11 @@ from torch import nn
 
 from aura_core.analysis.neurons import unit_ref
 from aura_core.analysis.token_text import Piece, text_pieces, visible_whitespace
-from aura_core.analysis.unit_profile import youden_thresholds
 from aura_core.base.batching import Tokenizer, encode, pad_right, tokenize_texts
 from aura_core.errors import DataError
 from aura_core.method.intervention import Intervention
 from aura_core.method.responses import Responses
+from aura_core.method.stats import youden_thresholds
 from aura_core.model.architecture import layer_of, module_kind
 from aura_core.runtime.hooks import forward_until_recorded
 from aura_core.runtime.inline import INLINE
@@ -78,7 +78,7 @@ class Baselines:
 
 
 def unit_baselines(responses: Responses) -> Baselines:
-    """τ (:func:`aura_core.analysis.neurons.youden_thresholds`) and p (mean |response|, at least 1e-3) of every unit.
+    """τ (:func:`aura_core.method.stats.youden_thresholds`, as the fit stores it) and p (mean |response|, at least 1e-3) of every unit.
 
     >>> r = Responses({"m": torch.tensor([[2.0, -0.5], [0.0, 0.5]])}, torch.tensor([1, 0]))
     >>> b = unit_baselines(r)  # unit 1 responds more to the non-toxic text: τ is its highest response
@@ -340,7 +340,7 @@ def generation_activity(
     record_raw = {name: partial(before_factor, name) for name in scorers if name in scale}
     input_ids, attention = pad_right([ids], tokenizer.pad_token_id, device)
     runner.run(
-        partial(forward_until_recorded, model, input_ids, attention, record, record_raw=record_raw, scale=scale),
+        partial(forward_until_recorded, model, input_ids, attention, record, record_raw=record_raw, edits=plan),
         priority="interactive",
     )
     reduced = before - kept

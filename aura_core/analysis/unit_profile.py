@@ -11,13 +11,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from functools import partial
 
-import numpy as np
 import torch
 from torch import nn
 
 from aura_core.analysis.collect import MAX_TOKENS
 from aura_core.base.batching import Tokenizer, length_sorted_batches, pad_right, tokenize_texts
 from aura_core.errors import DataError, UnitPatternError
+from aura_core.method.stats import youden_thresholds
 from aura_core.model.architecture import unit_width
 from aura_core.runtime.hooks import Recorder, forward_until_recorded
 from aura_core.runtime.inline import INLINE
@@ -31,35 +31,6 @@ DENSITY_RULE = (
     "on its ROC curve). Its activation density is the share of the corpus's tokens on which it fires: how often it "
     "would raise its toxicity alarm on that text."
 )
-
-
-def youden_thresholds(values: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Per unit (column), the cut on its responses that best separates label 1 from label 0 (max TPR − FPR).
-
-    The cut lies halfway between the lowest response flagged and the next one below, so a
-    response above it is flagged. A unit that separates nothing gets its highest response.
-
-    >>> youden_thresholds(torch.tensor([[3.0], [2.0], [1.0], [0.0]]), torch.tensor([1, 1, 0, 0])).tolist()
-    [1.5]
-    """
-    flags = labels.to(torch.bool).numpy()
-    positives, negatives = int(flags.sum()), int((~flags).sum())
-    if positives == 0 or negatives == 0:
-        raise DataError("a firing threshold needs texts of both labels")
-    # One row per unit, sorted in NumPy: far faster than torch's sort along a strided axis.
-    scores = np.ascontiguousarray(values.reshape(values.shape[0], -1).to(torch.float32).numpy().T)
-    order = np.argsort(-scores, axis=1)
-    ranked = np.take_along_axis(scores, order, axis=1)
-    flagged = flags[order]
-    gain = np.cumsum(flagged, axis=1) / positives - np.cumsum(~flagged, axis=1) / negatives
-    gain[:, :-1][ranked[:, :-1] <= ranked[:, 1:]] = -np.inf  # a cut inside a run of ties is not a cut
-    best = gain.argmax(axis=1)
-    rows = np.arange(len(best))
-    upper = ranked[rows, best]
-    lower = ranked[rows, np.minimum(best + 1, ranked.shape[1] - 1)]
-    cut = np.where(best + 1 < ranked.shape[1], (upper + lower) / 2, upper - 1.0)
-    useless = gain[rows, best] <= 0
-    return torch.from_numpy(np.where(useless, ranked[:, 0], cut).astype(np.float32))
 
 
 # Histogram bins are even in y = sign(x)·log(1 + |x|/c): about 0.02 wide near zero and 7 % of

@@ -28,7 +28,7 @@ from torch import nn
 from aura_core.base.files import CONTENT_KEY, atomic_write, content_hash, read_safetensors
 from aura_core.base.numbers import check_finite
 from aura_core.errors import InterventionError
-from aura_core.method.registry import METHODS, AlphaInputs, method_label
+from aura_core.method.registry import METHODS, AlphaInputs, UnitEdit, method_label
 from aura_core.model.architecture import layer_of, module_kind, unit_width
 from aura_core.model.loading import model_fingerprint
 
@@ -51,6 +51,9 @@ class Intervention:
     k: int | None = None
     damp_alpha: float = 0.5
     meta: dict[str, object] = field(default_factory=dict)
+    # Per-unit statistics beside the AUROC that some methods need (registry.TAU, registry.TRANSPORT):
+    # kind → module → values, one row (or one row of sums) per unit.
+    stats: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         check_finite(self, ("strength", "damp_alpha"), InterventionError)
@@ -113,13 +116,31 @@ class Intervention:
         if not kept:
             example = f" (such as {min(wanted)!r})" if wanted else ""
             raise InterventionError(f"the intervention acts on none of the {len(wanted)} modules asked for{example}")
-        return replace(self, auroc=kept, meta=dict(self.meta))
+        stats = {kind: {name: v for name, v in per.items() if name in kept} for kind, per in self.stats.items()}
+        return replace(self, auroc=kept, meta=dict(self.meta), stats=stats)
+
+    def _inputs(self) -> AlphaInputs:
+        counts = self.meta.get("n_per_label")
+        n_per_label = (int(counts[0]), int(counts[1])) if isinstance(counts, list | tuple) and len(counts) == 2 else None
+        return AlphaInputs(self.auroc, self.k, float(self.damp_alpha), n_per_label, self.stats)
 
     def alphas(self) -> dict[str, torch.Tensor]:
         """α per unit at full strength, by the method's rule."""
-        counts = self.meta.get("n_per_label")
-        n_per_label = (int(counts[0]), int(counts[1])) if isinstance(counts, list | tuple) and len(counts) == 2 else None
-        return METHODS[self.method].alphas(AlphaInputs(self.auroc, self.k, float(self.damp_alpha), n_per_label))
+        return METHODS[self.method].alphas(self._inputs())
+
+    def edits(self) -> dict[str, UnitEdit]:
+        """Each module's edit at this strength: scale, and the shift and gate where the method has them (cached).
+
+        >>> iv = Intervention({"m": torch.tensor([0.75])}, "aura-cond", stats={"tau": {"m": torch.tensor([2.0])}})
+        >>> edit = iv.with_strength(0.5).edits()["m"]
+        >>> edit.scale.tolist(), edit.low.tolist(), edit.shift
+        ([0.75], [2.0], None)
+        """
+        cached = self.__dict__.get("_edits")
+        if cached is None:
+            cached = METHODS[self.method].edits_at(self._inputs(), float(self.strength))
+            object.__setattr__(self, "_edits", cached)  # a cache on a frozen value: the settings never change
+        return cached
 
     def factors(self) -> dict[str, torch.Tensor]:
         """What each unit's output is multiplied by: 1 − λ + λ·α (computed once per object)."""
@@ -131,20 +152,27 @@ class Intervention:
         return cached
 
     def key(self) -> str:
-        """A hash of the settings and every AUROC: equal keys, equal factors."""
+        """A hash of the settings, every AUROC and every statistic: equal keys, equal edits."""
         digest = hashlib.sha256(json.dumps(self.settings(), sort_keys=True).encode())
-        for name, values in self.auroc.items():
+        for name, values in self._tensors().items():
             digest.update(name.encode())
             digest.update(values.detach().to(torch.float64).cpu().numpy().tobytes())
         return digest.hexdigest()[:20]
+
+    def _tensors(self) -> dict[str, torch.Tensor]:
+        """AUROC under the module's name, each statistic under ``kind:module`` (names never hold a colon)."""
+        tensors = dict(self.auroc)
+        for kind, per_module in self.stats.items():
+            tensors.update({f"{kind}{_STAT_SEP}{name}": values for name, values in per_module.items()})
+        return tensors
 
     def settings(self) -> dict[str, object]:
         return {"method": self.method, "strength": self.strength, "k": self.k, "damp_alpha": self.damp_alpha}
 
     def to_bytes(self) -> bytes:
         """Per-unit AUROC (float64) in safetensors, settings and provenance in its JSON header."""
-        header = {"settings": self.settings(), "meta": self.meta, "units": list(self.auroc)}
-        tensors = {name: t.to(torch.float64).contiguous() for name, t in self.auroc.items()}
+        header = {"settings": self.settings(), "meta": self.meta, "units": list(self.auroc), "stats": list(self.stats)}
+        tensors = {name: t.to(torch.float64).contiguous() for name, t in self._tensors().items()}
         metadata = {"aura_intervention": json.dumps(header, default=str), CONTENT_KEY: content_hash(tensors)}
         return save_bytes(tensors, metadata=metadata)
 
@@ -199,6 +227,7 @@ class Intervention:
         meta = header.get("meta", {})
         if not isinstance(meta, dict):
             raise InterventionError(f"{path}: its 'meta' is not a JSON object{hint}")
+        stats = _split_stats(path, header.get("stats", []), tensors, hint)
         order = header.get("units", list(tensors))
         if not isinstance(order, list) or not all(isinstance(name, str) for name in order) or len(set(order)) != len(order):
             raise InterventionError(f"{path}: 'units' must list module names, each once{hint}")
@@ -216,7 +245,10 @@ class Intervention:
                 )
             if not bool(((values >= 0) & (values <= 1)).all()):
                 raise InterventionError(f"{path}: module {name!r} has AUROC outside [0, 1] (or NaN){hint}")
-        return cls({name: tensors[name] for name in order}, meta=meta, **settings)
+        for kind, per_module in stats.items():
+            if set(per_module) != set(order) or any(per_module[n].shape[0] != tensors[n].numel() for n in order):
+                raise InterventionError(f"{path}: its {kind!r} statistics do not match its modules{hint}")
+        return cls({name: tensors[name] for name in order}, meta=meta, stats=stats, **settings)
 
     def fitted_on(self, model: nn.Module) -> bool:
         """Whether the AUROC was computed on this very model (same weights), when that is known."""
@@ -234,6 +266,25 @@ class Intervention:
                     f"module {name!r} has {unit_width(modules[name])} units, the intervention {values.numel()}"
                 )
         return {name: modules[name] for name in self.auroc}
+
+
+_STAT_SEP = ":"
+
+
+def _split_stats(path: Path, kinds: object, tensors: dict[str, torch.Tensor], hint: str) -> dict[str, dict[str, torch.Tensor]]:
+    """Take the statistics (stored as ``kind:module``) out of ``tensors``; an error if they do not read right."""
+    if not isinstance(kinds, list) or not all(isinstance(kind, str) and kind for kind in kinds):
+        raise InterventionError(f"{path}: 'stats' must list the names of its statistics{hint}")
+    stats: dict[str, dict[str, torch.Tensor]] = {kind: {} for kind in kinds}
+    for key in [key for key in tensors if _STAT_SEP in key]:
+        kind, _, name = key.partition(_STAT_SEP)
+        values = tensors.pop(key)
+        if kind not in stats:
+            raise InterventionError(f"{path}: holds a statistic {kind!r} its header does not list{hint}")
+        if values.ndim not in (1, 2) or not values.is_floating_point() or not bool(values.isfinite().all()):
+            raise InterventionError(f"{path}: statistic {key!r} is not a finite row per unit{hint}")
+        stats[kind][name] = values
+    return stats
 
 
 def unit_table(intervention: Intervention) -> pd.DataFrame:

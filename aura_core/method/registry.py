@@ -1,8 +1,10 @@
-"""The intervention methods, in one registry: name, label, what they act on, and their α rule.
+"""The intervention methods, in one registry: name, label, what they act on, and their edit rule.
 
-Every method turns per-unit AUROC into α, the factor a unit's output is multiplied by at full
-strength. Pages, plots, reports, the command line and the evaluation read names and labels
-from here; adding a method is one entry in :data:`METHODS` (and its test).
+Every method turns per-unit statistics (the AUROC, and where it needs them the firing
+threshold τ or the transport sums) into α, the factor a unit's output is multiplied by at full
+strength, and into a :class:`UnitEdit` per module at a strength λ: a scale, an optional shift
+and an optional gate. Pages, plots, reports, the command line and the evaluation read names
+and labels from here; adding a method is one entry in :data:`METHODS` (and its test).
 
 >>> import torch
 >>> METHODS["aura"].alphas(AlphaInputs({"m": torch.tensor([0.4, 0.75, 1.0])}))["m"].tolist()
@@ -15,14 +17,29 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from statistics import NormalDist
 
 import torch
 
 from aura_core.errors import InterventionError
+from aura_core.method.stats import transport_map
 
-__all__ = ["METHODS", "PLAIN", "AlphaInputs", "Method", "method_label", "method_names", "null_band"]
+__all__ = [
+    "METHODS",
+    "PLAIN",
+    "TAU",
+    "TRANSPORT",
+    "AlphaInputs",
+    "Method",
+    "UnitEdit",
+    "method_label",
+    "method_names",
+    "null_band",
+]
+
+TAU = "tau"  # per unit, the Youden threshold on its pooled responses (its firing threshold τ)
+TRANSPORT = "transport"  # per unit, the sums a 1-D affine transport is fitted from (see method.stats.transport_sums)
 
 
 @dataclass(frozen=True)
@@ -33,16 +50,54 @@ class AlphaInputs:
     k: int | None = None
     damp_alpha: float = 0.5
     n_per_label: tuple[int, int] | None = None  # (non-toxic, toxic) texts
+    stats: Mapping[str, Mapping[str, torch.Tensor]] = field(default_factory=dict)  # TAU, TRANSPORT: per module
+
+    def stat(self, kind: str, method: str) -> Mapping[str, torch.Tensor]:
+        """The per-module statistic ``kind`` a method needs; an error saying so when the fit did not store it."""
+        found = self.stats.get(kind)
+        if found is None or set(found) != set(self.auroc):
+            raise InterventionError(f"{method} needs each unit's {kind}, which these experts were fitted without: fit them again")
+        return found
+
+
+@dataclass(frozen=True)
+class UnitEdit:
+    """What one module's units become: y = x·scale + shift where low < x < high, else x (per unit).
+
+    ``shift``, ``low`` and ``high`` are None where the method has none: a plain scale (AurA,
+    Det0, Damp) folds into the weights; a gate (``low`` or ``high``) decides per token and cannot.
+
+    >>> UnitEdit(torch.tensor([0.5])).gated, UnitEdit(torch.tensor([0.5]), low=torch.tensor([1.0])).gated
+    (False, True)
+    """
+
+    scale: torch.Tensor
+    shift: torch.Tensor | None = None
+    low: torch.Tensor | None = None
+    high: torch.Tensor | None = None
+
+    @property
+    def gated(self) -> bool:
+        return self.low is not None or self.high is not None
+
+    def is_identity(self) -> bool:
+        """Whether no unit changes (every scale 1, every shift 0)."""
+        return bool((self.scale == 1.0).all()) and (self.shift is None or not bool(self.shift.any()))
 
 
 AlphaRule = Callable[[AlphaInputs], dict[str, torch.Tensor]]
+EditRule = Callable[[AlphaInputs, float], dict[str, UnitEdit]]  # the inputs and the strength λ
 
 PLAIN = "none"  # the plain model: the reference every method is compared with
 
 
 @dataclass(frozen=True)
 class Method:
-    """One way to turn AUROC into per-unit factors; ``uses_k`` methods act on the k best units."""
+    """One way to turn per-unit statistics into edits; ``uses_k`` methods act on the k best units.
+
+    ``alphas`` gives the full-strength scale per unit; ``edits`` the whole edit at a strength
+    (by default the scale 1 − λ + λ·α and nothing else). ``paper`` names where the method is from.
+    """
 
     name: str
     label: str
@@ -50,6 +105,23 @@ class Method:
     alphas: AlphaRule
     uses_k: bool = False
     uses_damp_alpha: bool = False
+    edits: EditRule | None = None
+    paper: str = ""
+
+    def edits_at(self, inputs: AlphaInputs, strength: float) -> dict[str, UnitEdit]:
+        """Each module's :class:`UnitEdit` at strength λ.
+
+        >>> METHODS["aura"].edits_at(AlphaInputs({"m": torch.tensor([0.75])}), 0.5)["m"].scale.tolist()
+        [0.75]
+        """
+        if self.edits is not None:
+            return self.edits(inputs, strength)
+        return {name: UnitEdit(_blend(alpha, strength)) for name, alpha in self.alphas(inputs).items()}
+
+
+def _blend(alpha: torch.Tensor, strength: float) -> torch.Tensor:
+    """1 − λ + λ·α: the identity at λ = 0, α at λ = 1."""
+    return (1.0 - strength) + strength * alpha
 
 
 def _dampen_above(auroc: Mapping[str, torch.Tensor], floor: float) -> dict[str, torch.Tensor]:
@@ -106,6 +178,42 @@ def _top_k(value: Callable[[float], float]) -> AlphaRule:
     return rule
 
 
+def _conditional_aura(inputs: AlphaInputs, strength: float) -> dict[str, UnitEdit]:
+    """AurA's scale, applied at a token only where the unit's output is above its firing threshold τ."""
+    tau = inputs.stat(TAU, "conditional AurA")
+    return {name: UnitEdit(_blend(alpha, strength), low=tau[name].to(torch.float32)) for name, alpha in _aura(inputs).items()}
+
+
+def _transport_slopes(inputs: AlphaInputs) -> dict[str, torch.Tensor]:
+    """a per unit: the slope of the toxic-onto-non-toxic transport (its full-strength scale)."""
+    sums = inputs.stat(TRANSPORT, "Linear-AcT")
+    return {name: transport_map(sums[name])[0].to(torch.float32) for name in inputs.auroc}
+
+
+def _linear_act(inputs: AlphaInputs, strength: float) -> dict[str, UnitEdit]:
+    """y = x + λ·((a − 1)·x + b) where the source (toxic) responses reach, lowest < x < highest; else x.
+
+    The support gate is ml-act's ``quantiles_src: q_0_100``: outside what the map was fitted on, a
+    unit keeps its output. The transport is fitted on the responses as collected, pooled as
+    the experts were (max by default, the same responses AurA ranks), so every method is fitted
+    from one collection and a comparison differs in the method only. ml-act fits on mean
+    pooling, which matches a text's typical token more closely: collect with ``--pooling mean``
+    for its recipe.
+    """
+    sums = inputs.stat(TRANSPORT, "Linear-AcT")
+    edits = {}
+    for name in inputs.auroc:
+        a, b = transport_map(sums[name])
+        low, high = sums[name][:, 5], sums[name][:, 6]
+        edits[name] = UnitEdit(
+            _blend(a, strength).to(torch.float32),
+            (strength * b).to(torch.float32),
+            low=low.to(torch.float32),
+            high=high.to(torch.float32),
+        )
+    return edits
+
+
 METHODS: dict[str, Method] = {
     "aura": Method("aura", "AurA", "dampen every unit in proportion to its AUROC (the paper)", _aura),
     "aura-null": Method(
@@ -122,6 +230,22 @@ METHODS: dict[str, Method] = {
         _top_k(lambda alpha: alpha),
         uses_k=True,
         uses_damp_alpha=True,
+    ),
+    "aura-cond": Method(
+        "aura-cond",
+        "Conditional AurA",
+        "AurA's α, applied only at the tokens where the unit fires above its threshold τ",
+        _aura,
+        edits=_conditional_aura,
+        paper="conditional steering as in Apple's DSAS (2025), on AurA's α",
+    ),
+    "linear-act": Method(
+        "linear-act",
+        "Linear-AcT",
+        "map each unit's toxic responses onto its non-toxic ones: y = a·x + b, by sorted samples",
+        _transport_slopes,
+        edits=_linear_act,
+        paper="Rodriguez et al., Controlling Language and Diffusion Models by Transporting Activations (ICLR 2025)",
     ),
 }
 

@@ -13,12 +13,14 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import torch
 
-from aura_core.errors import AuraError
+from aura_core.errors import AuraError, DataError
 
 __all__ = [
     "MEASURES",
     "TOXIC_THRESHOLD",
+    "TRANSPORT_SUMS",
     "bootstrap_mean",
     "bootstrap_ppl_change",
     "bootstrap_ratio",
@@ -28,6 +30,9 @@ __all__ = [
     "ratio",
     "resample",
     "toxicity_metrics",
+    "transport_map",
+    "transport_sums",
+    "youden_thresholds",
 ]
 
 TOXIC_THRESHOLD = 0.5
@@ -210,3 +215,82 @@ def bootstrap_ppl_change(
     change = cond_draws / base_draws - 1.0 if relative else cond_draws - base_draws
     low, high = interval(change, level)
     return float(point), low, high
+
+
+def youden_thresholds(values: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Per unit (column), the cut on its responses that best separates label 1 from label 0 (max TPR − FPR).
+
+    The cut lies halfway between the lowest response flagged and the next one below, so a
+    response above it is flagged. A unit that separates nothing gets its highest response.
+
+    >>> youden_thresholds(torch.tensor([[3.0], [2.0], [1.0], [0.0]]), torch.tensor([1, 1, 0, 0])).tolist()
+    [1.5]
+    """
+    flags = labels.to(torch.bool).cpu().numpy()
+    positives, negatives = int(flags.sum()), int((~flags).sum())
+    if positives == 0 or negatives == 0:
+        raise DataError("a firing threshold needs texts of both labels")
+    # One row per unit, sorted in NumPy: far faster than torch's sort along a strided axis.
+    scores = np.ascontiguousarray(values.reshape(values.shape[0], -1).to(torch.float32).cpu().numpy().T)
+    order = np.argsort(-scores, axis=1)
+    ranked = np.take_along_axis(scores, order, axis=1)
+    flagged = flags[order]
+    gain = np.cumsum(flagged, axis=1) / positives - np.cumsum(~flagged, axis=1) / negatives
+    gain[:, :-1][ranked[:, :-1] <= ranked[:, 1:]] = -np.inf  # a cut inside a run of ties is not a cut
+    best = gain.argmax(axis=1)
+    rows = np.arange(len(best))
+    upper = ranked[rows, best]
+    lower = ranked[rows, np.minimum(best + 1, ranked.shape[1] - 1)]
+    cut = np.where(best + 1 < ranked.shape[1], (upper + lower) / 2, upper - 1.0)
+    useless = gain[rows, best] <= 0
+    return torch.from_numpy(np.where(useless, ranked[:, 0], cut).astype(np.float32))
+
+
+# The columns of :func:`transport_sums`, in order.
+TRANSPORT_SUMS = ("n", "sum_x", "sum_y", "sum_xx", "sum_xy", "low", "high")
+
+
+def transport_sums(values: torch.Tensor, labels: torch.Tensor, n_quantiles: int = 256) -> torch.Tensor:
+    """Per unit (column), what a 1-D affine transport from label 1 onto label 0 is fitted from: (units, 7) float64.
+
+    Both classes' responses are read at the same ``n_quantiles`` evenly spaced levels (sorted
+    samples matched by rank, the 1-D optimal transport; with equal class sizes and
+    ``n_quantiles`` = class size these are the sorted samples themselves). The columns are
+    :data:`TRANSPORT_SUMS`: the count, Σx, Σy, Σx², Σxy over the matched pairs (x toxic, y
+    non-toxic), the least-squares sufficient statistics of y ≈ a·x + b, and the toxic
+    responses' lowest and highest value, the support the transport is kept to.
+
+    >>> sums = transport_sums(torch.tensor([[1.0], [2.0], [3.0], [5.0]]), torch.tensor([1, 1, 0, 0]), 2)
+    >>> sums[0].tolist()
+    [2.0, 3.0, 8.0, 5.0, 13.0, 1.0, 2.0]
+    """
+    flags = labels.to(torch.bool).cpu()
+    if bool(flags.all()) or not bool(flags.any()):
+        raise DataError("a transport needs texts of both labels")
+    flat = values.reshape(values.shape[0], -1).to(torch.float64).cpu()
+    source, target = flat[flags], flat[~flags]
+    levels = torch.linspace(0.0, 1.0, n_quantiles, dtype=torch.float64)
+    x = torch.quantile(source, levels, dim=0)  # (levels, units)
+    y = torch.quantile(target, levels, dim=0)
+    count = torch.full((flat.shape[1],), float(n_quantiles), dtype=torch.float64)
+    columns = (count, x.sum(0), y.sum(0), (x * x).sum(0), (x * y).sum(0), source.min(0).values, source.max(0).values)
+    return torch.stack(columns, dim=1)
+
+
+def transport_map(sums: torch.Tensor, eps: float = 1e-12) -> tuple[torch.Tensor, torch.Tensor]:
+    """The least-squares slope a and intercept b of y ≈ a·x + b from :func:`transport_sums`.
+
+    A unit whose toxic responses do not vary (no slope to fit) gets a = 1 and the shift of
+    the means, b = ȳ − x̄.
+
+    >>> a, b = transport_map(torch.tensor([[2.0, 3.0, 8.0, 5.0, 13.0, 1.0, 2.0]], dtype=torch.float64))
+    >>> a.tolist(), b.tolist()
+    ([2.0], [1.0])
+    """
+    n, sx, sy, sxx, sxy = (sums[:, i] for i in range(5))
+    mean_x, mean_y = sx / n, sy / n
+    var = sxx / n - mean_x * mean_x
+    cov = sxy / n - mean_x * mean_y
+    flat = var <= eps * (1.0 + mean_x * mean_x)
+    slope = torch.where(flat, torch.ones_like(var), cov / torch.where(flat, torch.ones_like(var), var))
+    return slope, mean_y - slope * mean_x

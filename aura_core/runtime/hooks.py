@@ -3,7 +3,7 @@
 A plan belongs to a call, never to the model: it lives in a :class:`contextvars.ContextVar`
 of the thread that runs the forward pass, so two threads (or two rows of one batch) can run
 the same shared model with different interventions at once, and a model without a plan in
-scope runs untouched. A plan edits unit outputs (per-row factors) and records them.
+scope runs untouched. A plan edits unit outputs (per-row scales, shifts and gates) and records them.
 
 >>> import torch
 >>> unwrap_output((torch.ones(2), "cache")).shape
@@ -30,7 +30,7 @@ from functools import cached_property
 import torch
 from torch import nn
 
-from aura_core.errors import UnitPatternError
+from aura_core.errors import InterventionError, UnitPatternError
 
 __all__ = ["CallPlan", "Recorder", "call_plan", "ensure_hooks", "forward_until_recorded", "rewrap_output", "unwrap_output"]
 
@@ -56,22 +56,42 @@ def rewrap_output(output: object, tensor: torch.Tensor) -> object:
 
 @dataclass(frozen=True)
 class CallPlan:
-    """What one forward call does to unit outputs.
+    """What one forward call does to unit outputs: y = x·scale + shift where low < x < high, else x.
 
     ``scale[name]`` multiplies the module's output by factors of shape ``(units,)`` (every
     row alike) or ``(rows, units)`` (one row of factors per batch row; a row of ones leaves
-    that row untouched). ``record_raw[name]`` is called with the output before scaling and
-    ``record[name]`` with the output the model goes on with (scaled, if ``scale`` names it).
+    that row untouched). ``shift[name]``, of the same shapes, is added after (a row of zeros
+    leaves it untouched). ``low[name]`` and ``high[name]`` gate the edit per token and unit:
+    it applies only where the output is above ``low`` and below ``high`` (rows without a gate
+    hold −inf and +inf). A module named in ``shift``, ``low`` or ``high`` is named in ``scale``.
+    ``record_raw[name]`` is called with the output before the edit and ``record[name]`` with
+    the output the model goes on with (edited, if ``scale`` names it).
+
+    >>> plan = CallPlan(scale={"m": torch.tensor([2.0])}, shift={"m": torch.tensor([1.0])}, low={"m": torch.tensor([0.0])})
+    >>> plan.apply("m", torch.tensor([[[-1.0], [3.0]]])).tolist()
+    [[[-1.0], [7.0]]]
     """
 
     scale: Mapping[str, torch.Tensor] = field(default_factory=dict)
     record: Mapping[str, Recorder] = field(default_factory=dict)
     record_raw: Mapping[str, Recorder] = field(default_factory=dict)
+    shift: Mapping[str, torch.Tensor] = field(default_factory=dict)
+    low: Mapping[str, torch.Tensor] = field(default_factory=dict)
+    high: Mapping[str, torch.Tensor] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        stray = (set(self.shift) | set(self.low) | set(self.high)) - set(self.scale)
+        if stray:
+            raise InterventionError(f"a plan shifts or gates {min(stray)!r} without a scale for it")
 
     @cached_property
     def modules(self) -> frozenset[str]:
         # Read by every hooked module on every forward pass: built once per plan.
         return frozenset(self.scale) | frozenset(self.record) | frozenset(self.record_raw)
+
+    @cached_property
+    def gated(self) -> frozenset[str]:
+        return frozenset(self.low) | frozenset(self.high)
 
     def apply(self, name: str, output: object) -> object | None:
         hidden = unwrap_output(output)
@@ -81,22 +101,54 @@ class CallPlan:
         factor = self.scale.get(name)
         changed = None
         if factor is not None:
-            if factor.ndim == 2 and hidden.ndim == 3:
-                factor = factor.unsqueeze(1)  # (rows, 1, units): one row of factors per sequence
-            hidden = hidden * factor.to(hidden.dtype)
+            hidden = self._edit(name, hidden, factor)
             changed = rewrap_output(output, hidden)
         recorder = self.record.get(name)
         if recorder is not None:
             recorder(hidden)
         return changed
 
+    def _edit(self, name: str, hidden: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+        """One elementwise pass over the whole (rows, tokens, units) output."""
+        rowwise = factor.ndim == 2 and hidden.ndim == 3  # (rows, 1, units): one row of edits per sequence
+
+        def shaped(values: torch.Tensor) -> torch.Tensor:
+            return (values.unsqueeze(1) if rowwise else values).to(hidden.dtype)
+
+        shift = self.shift.get(name)
+        edited = torch.addcmul(shaped(shift), hidden, shaped(factor)) if shift is not None else hidden * shaped(factor)
+        if name not in self.gated:
+            return edited
+        low, high = self.low.get(name), self.high.get(name)
+        inside = hidden > shaped(low) if low is not None else None
+        if high is not None:
+            below = hidden < shaped(high)
+            inside = below if inside is None else inside.logical_and_(below)
+        assert inside is not None
+        return torch.where(inside, edited, hidden)
+
 
 def _combine(outer: CallPlan, inner: CallPlan) -> CallPlan:
-    """Nested scopes on one model compose: factors multiply, recorders of both run."""
+    """Nested scopes on one model compose: factors multiply, recorders of both run.
+
+    Shifted or gated edits do not commute, so two scopes may not both edit a module one of them shifts or gates.
+    """
     scale = dict(outer.scale)
     for name, factor in inner.scale.items():
-        scale[name] = scale[name] * factor if name in scale else factor
-    return CallPlan(scale, _merged(outer.record, inner.record), _merged(outer.record_raw, inner.record_raw))
+        if name in scale:
+            if any(name in part for plan in (outer, inner) for part in (plan.shift, plan.gated)):
+                raise InterventionError(f"two nested interventions edit {name!r} and one shifts or gates it: apply one at a time")
+            scale[name] = scale[name] * factor
+        else:
+            scale[name] = factor
+    return CallPlan(
+        scale,
+        _merged(outer.record, inner.record),
+        _merged(outer.record_raw, inner.record_raw),
+        {**outer.shift, **inner.shift},
+        {**outer.low, **inner.low},
+        {**outer.high, **inner.high},
+    )
 
 
 def _merged(first: Mapping[str, Recorder], second: Mapping[str, Recorder]) -> dict[str, Recorder]:
@@ -214,12 +266,15 @@ def forward_until_recorded(
     *,
     record_raw: Mapping[str, Recorder] | None = None,
     scale: Mapping[str, torch.Tensor] | None = None,
+    edits: CallPlan | None = None,
 ) -> None:
-    """Run ``model`` on a batch with these recorders (and factors), stopping after the last recorded module.
+    """Run ``model`` on a batch with these recorders (and factors, or the edits of a plan), stopping after the last recorded module.
 
     A unit in layer 3 needs layers 0 to 3 only: the rest of the model, and the unembedding,
     are skipped. Call it from the work a runner runs.
     """
+    if edits is not None and scale is not None:
+        raise InterventionError("give factors or a plan's edits, not both")
     pending = set(record)
 
     def finishing(name: str, recorder: Recorder) -> Recorder:
@@ -232,9 +287,12 @@ def forward_until_recorded(
         return wrapped
 
     plan = CallPlan(
-        scale=dict(scale or {}),
+        scale=dict(edits.scale if edits is not None else scale or {}),
         record={name: finishing(name, recorder) for name, recorder in record.items()},
         record_raw=dict(record_raw or {}),
+        shift=dict(edits.shift) if edits is not None else {},
+        low=dict(edits.low) if edits is not None else {},
+        high=dict(edits.high) if edits is not None else {},
     )
     try:
         with call_plan(model, plan), torch.inference_mode():

@@ -1,4 +1,4 @@
-"""Interventions as call plans: per-row factors for a batch, and scopes that apply them to calls.
+"""Interventions as call plans: per-row edits (scale, shift, gate) for a batch, and scopes that apply them to calls.
 
 >>> with intervened(model, aura):                       # doctest: +SKIP
 ...     logits = model(input_ids).logits
@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
@@ -13,18 +14,21 @@ import torch
 from torch import nn
 
 from aura_core.method.intervention import Intervention
+from aura_core.method.registry import UnitEdit
 from aura_core.model.architecture import unit_width, weight_of
 from aura_core.runtime.hooks import CallPlan, call_plan
 
-__all__ = ["active_factors", "intervened", "row_plan", "rows_intervened"]
+__all__ = ["active_edits", "intervened", "row_plan", "rows_intervened"]
 
 
-def active_factors(intervention: Intervention, modules: dict[str, nn.Module]) -> dict[str, tuple[nn.Module, torch.Tensor]]:
-    """Modules with at least one factor other than 1, with their factors on the module's device."""
+def active_edits(intervention: Intervention, modules: dict[str, nn.Module]) -> dict[str, tuple[nn.Module, UnitEdit]]:
+    """Modules on which the intervention changes at least one unit, with their edits on the module's device."""
     active = {}
-    for name, factor in intervention.factors().items():
-        if bool((factor != 1.0).any()):
-            active[name] = (modules[name], factor.to(weight_of(modules[name]).device))
+    for name, edit in intervention.edits().items():
+        if not edit.is_identity():
+            device = weight_of(modules[name]).device
+            moved = [None if part is None else part.to(device) for part in (edit.shift, edit.low, edit.high)]
+            active[name] = (modules[name], UnitEdit(edit.scale.to(device), *moved))
     return active
 
 
@@ -32,11 +36,16 @@ def _is_identity(intervention: Intervention | None) -> bool:
     return intervention is None or float(intervention.strength) == 0.0
 
 
+# What a row without an edit holds in each part of a plan: leaves its output as it is.
+_NEUTRAL = {"scale": 1.0, "shift": 0.0, "low": -math.inf, "high": math.inf}
+
+
 def row_plan(model: nn.Module, interventions: Sequence[Intervention | None]) -> CallPlan | None:
     """The call plan for a batch whose row ``i`` follows ``interventions[i]`` (None: untouched).
 
-    One intervention for every row gives factors of shape ``(units,)``; mixed rows give
-    ``(rows, units)``, with a row of ones for every untouched row. None when no row changes.
+    One intervention for every row gives edits of shape ``(units,)``; mixed rows give
+    ``(rows, units)``, with a neutral row (scale 1, shift 0, no gate) for every untouched row.
+    A shift or gate is in the plan only for modules where some row has one. None when no row changes.
 
     >>> from aura_core.model.tiny import load_tiny
     >>> model = load_tiny("tiny-gpt2").model
@@ -52,20 +61,35 @@ def row_plan(model: nn.Module, interventions: Sequence[Intervention | None]) -> 
     if not distinct:
         return None
     device = next(model.parameters()).device
-    active = {key: active_factors(iv, iv.check_fits(model)) for key, iv in distinct.items()}
-    names = sorted({name for per_module in active.values() for name in per_module})
+    active = {key: active_edits(iv, iv.check_fits(model)) for key, iv in distinct.items()}
     if len(distinct) == 1 and all(not _is_identity(iv) for iv in interventions):
         (only,) = active.values()
-        return CallPlan(scale={name: factor.to(device) for name, (_, factor) in only.items()})
+        parts: dict[str, dict[str, torch.Tensor]] = {part: {} for part in _NEUTRAL}
+        for name, (_, edit) in only.items():
+            for part in _NEUTRAL:
+                values = getattr(edit, part)
+                if values is not None:
+                    parts[part][name] = values.to(device)
+        return _plan(parts)
     modules = dict(model.named_modules())
-    scale = {}
+    names = sorted({name for per_module in active.values() for name in per_module})
+    rows: dict[str, dict[str, torch.Tensor]] = {part: {} for part in _NEUTRAL}
     for name in names:
-        rows = torch.ones((len(interventions), unit_width(modules[name])), device=device)
-        for row, iv in enumerate(interventions):
-            if not _is_identity(iv) and name in active[id(iv)]:
-                rows[row] = active[id(iv)][name][1]
-        scale[name] = rows
-    return CallPlan(scale=scale)
+        found = [None if _is_identity(iv) else active[id(iv)].get(name) for iv in interventions]
+        per_row = [None if entry is None else entry[1] for entry in found]
+        for part, neutral in _NEUTRAL.items():
+            if all(edit is None or getattr(edit, part) is None for edit in per_row):
+                continue
+            table = torch.full((len(interventions), unit_width(modules[name])), neutral, device=device)
+            for row, row_edit in enumerate(per_row):
+                if row_edit is not None and getattr(row_edit, part) is not None:
+                    table[row] = getattr(row_edit, part)
+            rows[part][name] = table
+    return _plan(rows)
+
+
+def _plan(parts: dict[str, dict[str, torch.Tensor]]) -> CallPlan:
+    return CallPlan(scale=parts["scale"], shift=parts["shift"], low=parts["low"], high=parts["high"])
 
 
 @contextmanager
