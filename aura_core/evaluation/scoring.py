@@ -1,7 +1,8 @@
 """Toxicity scorers and perplexity.
 
 The default scorer is a trained linear model shipped inside ``alt-profanity-check`` (works
-offline). Any Hugging Face text-classification model id also works, such as
+offline); ``minilm`` is a contextual judge that works offline too (:mod:`aura_core.evaluation.judge`).
+Any Hugging Face text-classification model id also works, such as
 ``s-nlp/roberta_toxicity_classifier`` as in the paper.
 
 >>> scorer = load_scorer()                                   # doctest: +SKIP
@@ -20,6 +21,7 @@ from torch import nn
 
 from aura_core.base.batching import Tokenizer, length_sorted_batches, pad_right, tokenize_texts
 from aura_core.errors import AuraError, ModelLoadError
+from aura_core.evaluation.judge import JUDGE_NAME, MiniLMJudge
 from aura_core.method.intervention import Intervention
 from aura_core.method.stats import TOXIC_THRESHOLD, perplexity_of
 from aura_core.runtime.inline import INLINE
@@ -28,6 +30,7 @@ from aura_core.runtime.runner import Runner
 
 __all__ = [
     "DEFAULT_SCORER",
+    "OFFLINE_SCORERS",
     "HFClassifierScorer",
     "ProfanityCheckScorer",
     "ToxicityScorer",
@@ -110,10 +113,15 @@ class HFClassifierScorer:
         return np.array([next(o["score"] for o in row if o["label"] == self.toxic_label) for row in outputs])
 
 
+OFFLINE_SCORERS = (DEFAULT_SCORER, JUDGE_NAME)  # judges that ship with the project and need no network
+
+
 def load_scorer(name: str = DEFAULT_SCORER, **kwargs: Any) -> ToxicityScorer:
-    """``profanity-check`` (default, offline) or a Hugging Face text-classification id or folder."""
+    """``profanity-check`` (default) or ``minilm`` (the contextual judge), both offline, or a Hugging Face text-classification id or folder."""
     if name in (DEFAULT_SCORER, "default", "alt-profanity-check"):
         return ProfanityCheckScorer()
+    if name == JUDGE_NAME:
+        return MiniLMJudge(**kwargs)
     return HFClassifierScorer(name, **kwargs)
 
 
