@@ -11,6 +11,7 @@ import aura_core.cli.common as common
 from aura_core.errors import AuraError
 from aura_core.evaluation.generation import SAMPLING_PRESETS
 from aura_core.evaluation.protocol import PREPROMPT_GROUPS, EvalConfig
+from aura_core.evaluation.scoring import OFFLINE_SCORERS
 from aura_core.method.registry import METHODS, PLAIN, method_names
 from aura_core.model.architecture import UNIT_FAMILY_EXAMPLES, unit_family_roles
 from aura_core.runtime.sampling import describe_presets
@@ -39,7 +40,15 @@ def add_to(sub: Any) -> None:
     evaluate.add_argument("--samples", type=int, default=defaults.samples, help="completions per prompt (overrides the preset)")
     evaluate.add_argument("--max-new-tokens", type=int, default=defaults.max_new_tokens)
     evaluate.add_argument("--seed", type=int, default=defaults.seed)
-    evaluate.add_argument("--scorer", default=defaults.scorer)
+    evaluate.add_argument(
+        "--scorer",
+        default=defaults.scorer,
+        help=f"toxicity judge: {', '.join(OFFLINE_SCORERS)} (offline) or a Hugging Face classifier; a comma list "
+        "scores the same completions by each, the first leading (e.g. profanity-check,minilm)",
+    )
+    evaluate.add_argument(
+        "--no-zero-shot", action="store_true", help="skip the last-word accuracy on the neutral texts beside perplexity"
+    )
     evaluate.add_argument(
         "--neutral", default=defaults.neutral, help="neutral text for perplexity: 'starter', a .txt or a CSV with text"
     )
@@ -101,8 +110,16 @@ def add_to(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from aura_core.base.data import load_neutral_texts
-    from aura_core.evaluation.protocol import EvalConfig, operating_point, run_evaluation, run_sweep, sweep_families
-    from aura_core.evaluation.reports import describe_operating_point, paper_table, wide_intervals, write_reports
+    from aura_core.evaluation.protocol import EvalConfig, judged_by, operating_point, run_evaluation, run_sweep, sweep_families
+    from aura_core.evaluation.reports import (
+        describe_operating_point,
+        judges_table,
+        paper_table,
+        power_of,
+        wide_intervals,
+        write_reports,
+    )
+    from aura_core.evaluation.scoring import load_scorer
     from aura_core.method.intervention import Intervention
     from aura_core.method.registry import METHODS
 
@@ -128,6 +145,10 @@ def run(args: argparse.Namespace) -> int:
             f"note: --n-neutral {args.n_neutral} is more than the {neutral} texts in {args.neutral}; using all {neutral}",
             file=sys.stderr,
         )
+    judges = common.csv_list(args.scorer)
+    if not judges or len(set(judges)) < len(judges):
+        raise AuraError(f"--scorer: give one judge or a comma list of different ones, e.g. {','.join(OFFLINE_SCORERS)}")
+    others = {name: load_scorer(name) for name in judges[1:]}  # a judge that cannot load fails before any work
     config = EvalConfig(
         prompts=args.prompts,
         n_prompts=args.n_prompts,
@@ -137,7 +158,8 @@ def run(args: argparse.Namespace) -> int:
         max_new_tokens=args.max_new_tokens,
         seed=args.seed,
         prompt_seed=args.prompt_seed,
-        scorer=args.scorer,
+        scorer=judges[0],
+        zero_shot=not args.no_zero_shot,
         neutral=args.neutral,
         n_neutral=args.n_neutral,
         methods=common.csv_list(args.methods),
@@ -183,10 +205,17 @@ def run(args: argparse.Namespace) -> int:
         if runner is not None:
             runner.close()
     result.provenance["model"] = args.model
+    for name, judge in others.items():
+        result.judges[name] = judged_by(result, judge)
     paths = write_reports(result, args.out)
     print(paper_table(result.metrics).to_string(index=False), file=sys.stderr)
     for condition in wide_intervals(result.metrics):
         print(f"warning: the toxic-share interval of {condition} includes 1: more prompts or samples needed", file=sys.stderr)
+    if result.judges:
+        print(judges_table(result.metrics, result.judges, judges[0]).to_string(index=False), file=sys.stderr)
+    power = power_of(result.metrics)
+    if power is not None:
+        print(power.warning() or power.text(), file=sys.stderr)
     point = result.operating_point
     if args.ppl_budget is not None:
         if point is None:
@@ -195,7 +224,11 @@ def run(args: argparse.Namespace) -> int:
             )
         else:
             print(f"operating point: {describe_operating_point(point)}", file=sys.stderr)
-    summary = {"reports": {k: str(v) for k, v in paths.items()}, "operating_point": point}
+    summary = {
+        "reports": {k: str(v) for k, v in paths.items()},
+        "operating_point": point,
+        "power": None if power is None else power.as_dict(),
+    }
     if args.json:
         print(json.dumps(summary, default=str))
     else:

@@ -28,6 +28,7 @@ from aura_core.base.store import ensure_free_space
 from aura_core.errors import AuraError
 from aura_core.evaluation.generation import PREPROMPT_FORMS, SAMPLING_PRESETS, Generation, SamplingSettings, completion_rows
 from aura_core.evaluation.scoring import DEFAULT_SCORER, ToxicityScorer, load_scorer, text_nll
+from aura_core.evaluation.zeroshot import accuracy_change, last_word_hits, last_word_items
 from aura_core.method.intervention import Intervention
 from aura_core.method.registry import METHODS, PLAIN, method_names
 from aura_core.method.stats import MEASURES, bootstrap_ppl_change, paired_reduction, perplexity_of, toxicity_metrics
@@ -44,6 +45,7 @@ __all__ = [
     "EvalResult",
     "Evaluation",
     "evaluate_args",
+    "judged_by",
     "operating_point",
     "run_evaluation",
     "run_sweep",
@@ -72,6 +74,7 @@ class EvalConfig:
     neutral: str = "starter"
     n_neutral: int | None = 60
     ppl_max_tokens: int = 128
+    zero_shot: bool = True  # last-word accuracy on the neutral texts, beside perplexity
     methods: tuple[str, ...] = (PLAIN, "aura")
     preprompts: tuple[str, ...] = PREPROMPT_GROUPS
     favourable: str | None = None
@@ -128,6 +131,8 @@ class EvalResult:
     provenance: dict[str, object] = field(default_factory=dict)
     sweep: pd.DataFrame | None = None
     operating_point: dict[str, object] | None = None
+    zero_shot: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # per method: hits, passage of each item
+    judges: dict[str, pd.DataFrame] = field(default_factory=dict)  # metrics of the same completions under other judges
 
 
 def _score_matrix(frame: pd.DataFrame) -> np.ndarray:
@@ -141,13 +146,16 @@ def summarise(
     *,
     n_boot: int = 1000,
     seed: int = 0,
+    zero_shot: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> pd.DataFrame:
     """One row per condition: toxicity measures, perplexity, and the change against the baselines.
 
     For each measure of :data:`aura_core.stats.MEASURES` (toxic share first, as the paper),
     ``<measure>_reduction`` compares with the plain model without pre-prompt (the paper's
     reference) and ``<measure>_reduction_same_preprompt`` with the plain model under the same
-    pre-prompt, each with a paired bootstrap interval (``_low``, ``_high``).
+    pre-prompt, each with a paired bootstrap interval (``_low``, ``_high``). With ``zero_shot``
+    (per method: last-word hits and each item's passage), ``zero_shot_acc`` and its change in
+    accuracy against the plain model (``zero_shot_change``) carry intervals over passages too.
     """
     conditions = generations[["method", "preprompt"]].drop_duplicates().itertuples(index=False)
     per_prompt = {
@@ -178,8 +186,22 @@ def summarise(
                         ppl_terms[PLAIN], ppl_terms[method], relative=relative, n_boot=n_boot, seed=seed
                     )
                     row.update({name: change, f"{name}_low": low, f"{name}_high": high})
+        if zero_shot and method in zero_shot:
+            hits, groups = zero_shot[method]
+            accuracy, low, high = accuracy_change(None, hits, groups, n_boot=n_boot, seed=seed)
+            row.update({"zero_shot_acc": accuracy, "zero_shot_acc_low": low, "zero_shot_acc_high": high})
+            if PLAIN in zero_shot:
+                change, low, high = accuracy_change(zero_shot[PLAIN][0], hits, groups, n_boot=n_boot, seed=seed)
+                row.update({"zero_shot_change": change, "zero_shot_change_low": low, "zero_shot_change_high": high})
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def judged_by(result: EvalResult, scorer: ToxicityScorer) -> pd.DataFrame:
+    """The result's metrics with its completions scored again by another judge (the same completions, the same prompts)."""
+    rescored = result.generations.assign(toxicity=scorer.score(result.generations["completion"].astype(str).tolist()))
+    config = result.config
+    return summarise(rescored, result.perplexity_terms, n_boot=config.bootstrap, seed=config.seed, zero_shot=result.zero_shot)
 
 
 def _hash(*parts: object) -> str:
@@ -392,6 +414,33 @@ class Evaluation:
         self._stage(label, 1, 1)
         return np.array(cached["nll"]), np.array(cached["count"])
 
+    def zero_shot_hits(self, intervention: Intervention | None, label: str) -> tuple[np.ndarray, np.ndarray] | None:
+        """Last-word hits on the neutral texts under ``intervention``, and each item's text (kept for a rerun).
+
+        None when the neutral texts hold no sentence long enough to make an item.
+        """
+        items = last_word_items(self.neutral)
+        if not items:
+            return None
+        intervention_key = PLAIN if intervention is None else intervention.key()
+        words = [(item.text_index, item.word) for item in items]  # the items themselves, so another recipe is another piece
+        key = _hash("zeroshot", self.fingerprint, intervention_key, self.neutral, words, self.config.ppl_max_tokens)
+        cached = self.pieces.load(key)
+        if not isinstance(cached, list):
+            self._stage(label, 0, 1)
+            hits = last_word_hits(
+                self.model,
+                self.tokenizer,
+                items,
+                max_tokens=self.config.ppl_max_tokens,
+                intervention=intervention,
+                runner=self.runner,
+            )
+            cached = [bool(hit) for hit in hits]
+            self.pieces.save(key, cached)
+        self._stage(label, 1, 1)
+        return np.array(cached, dtype=bool), np.array([item.text_index for item in items])
+
     def provenance(self) -> dict[str, object]:
         provenance: dict[str, object] = {
             "model_fingerprint": self.fingerprint,
@@ -422,8 +471,13 @@ class Evaluation:
         ppl = {
             method: self.perplexity_terms(self.intervention_for(method), f"{method} · perplexity") for method in config.methods
         }
-        metrics = summarise(generations, ppl, n_boot=config.bootstrap, seed=config.seed)
-        return EvalResult(config, generations, metrics, ppl, self.provenance())
+        zero_shot = {}
+        for method in config.methods if config.zero_shot else ():
+            hits = self.zero_shot_hits(self.intervention_for(method), f"{method} · last-word accuracy")
+            if hits is not None:
+                zero_shot[method] = hits
+        metrics = summarise(generations, ppl, n_boot=config.bootstrap, seed=config.seed, zero_shot=zero_shot)
+        return EvalResult(config, generations, metrics, ppl, self.provenance(), zero_shot=zero_shot)
 
     def sweep(
         self,

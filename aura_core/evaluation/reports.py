@@ -19,6 +19,7 @@ import plotly.io as pio
 from aura_core.base.data import NO_PREPROMPT
 from aura_core.base.files import atomic_write
 from aura_core.evaluation.plots import condition_figure, ratio_with_interval, tradeoff_figure
+from aura_core.evaluation.power import PowerLine, power_line
 from aura_core.evaluation.protocol import EvalResult
 from aura_core.method.registry import PLAIN, method_label
 from aura_core.method.stats import TOXIC_THRESHOLD
@@ -27,7 +28,9 @@ from aura_core.model.architecture import ALL_UNITS, unit_family_label
 __all__ = [
     "describe_operating_point",
     "glance_table",
+    "judges_table",
     "paper_table",
+    "power_of",
     "report_html",
     "report_json",
     "sweep_table",
@@ -87,6 +90,8 @@ def paper_table(metrics: pd.DataFrame) -> pd.DataFrame:
             if r.method != PLAIN and "ppl_change_rel" in r and not pd.isna(r.ppl_change_rel):
                 ppl += f" ({_ci(r, 'ppl_change_rel', '{:+.1%}')})"
             row[f"{name}: perplexity"] = ppl
+            if not pd.isna(r.get("zero_shot_acc", float("nan"))):
+                row[f"{name}: last-word accuracy"] = _zero_shot(r)
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -100,6 +105,19 @@ def _perplexity(row: pd.Series) -> str:
     if row.get("method") != PLAIN and not pd.isna(row.get("ppl_change_rel", float("nan"))):
         ppl += f" ({_ci(row, 'ppl_change_rel', '{:+.1%}')})"
     return ppl
+
+
+def _zero_shot(row: pd.Series) -> str:
+    """Last-word accuracy with its interval, and for an intervention its change in points against the plain model."""
+    if pd.isna(row.get("zero_shot_acc", float("nan"))):
+        return "–"
+    text = _ci(row, "zero_shot_acc", "{:.1%}")
+    if row.get("method") != PLAIN and not pd.isna(row.get("zero_shot_change", float("nan"))):
+        change = with_interval(
+            100 * row.zero_shot_change, 100 * row.zero_shot_change_low, 100 * row.zero_shot_change_high, "{:+.1f}"
+        )
+        text += f" ({change} points)"
+    return text
 
 
 def glance_table(metrics: pd.DataFrame) -> pd.DataFrame:
@@ -121,8 +139,51 @@ def glance_table(metrics: pd.DataFrame) -> pd.DataFrame:
                 "Prompts with a toxic completion": f"{r.toxicity_probability:.1%}",
                 "Mean score": f"{r.mean_toxicity:.3f}",
                 "Perplexity (change)": _perplexity(row),
+                **({"Last-word accuracy (change)": _zero_shot(row)} if "zero_shot_acc" in metrics else {}),
             }
         )
+    return pd.DataFrame(rows)
+
+
+def power_of(metrics: pd.DataFrame) -> PowerLine | None:
+    """The power line of a run: completions per condition against those needed at the plain model's toxic share.
+
+    The base rate is the plain model's without pre-prompt (any plain row if that one is missing);
+    None when the run has no plain condition.
+    """
+    plain = metrics[metrics.method == PLAIN]
+    if plain.empty:
+        return None
+    first = plain[plain.preprompt == "none"]
+    row = (first if len(first) else plain).iloc[0]
+    return power_line(float(row.toxic_share), int(row.prompts) * int(row.samples))
+
+
+def judges_table(metrics: pd.DataFrame, judges: dict[str, pd.DataFrame], lead: str) -> pd.DataFrame:
+    """Per condition, the toxic share's × less under each judge, and whether they agree.
+
+    A finding holds when every judge's interval excludes 1 on the same side; ``lead`` names
+    the judge that scored ``metrics``.
+    """
+    every = {lead: metrics, **judges}
+    rows = []
+    for r in metrics.itertuples(index=False):
+        if r.method == PLAIN and r.preprompt == "none":
+            continue
+        row: dict[str, object] = {"Pre-prompt": str(r.preprompt), "Method": method_label(str(r.method))}
+        sides = set()
+        for name, frame in every.items():
+            match = frame[(frame.method == r.method) & (frame.preprompt == r.preprompt)]
+            if match.empty:
+                row[name] = "–"
+                sides.add("none")
+                continue
+            other = match.iloc[0]
+            row[name] = _ratio(other, "toxic_share_reduction")
+            low, high = other.get("toxic_share_reduction_low"), other.get("toxic_share_reduction_high")
+            sides.add("less" if low is not None and low > 1 else "more" if high is not None and high < 1 else "none")
+        row["Both judges"] = f"agree: {sides.pop()}" if len(sides) == 1 and "none" not in sides else "no finding"
+        rows.append(row)
     return pd.DataFrame(rows)
 
 
@@ -161,6 +222,11 @@ def report_json(result: EvalResult) -> dict[str, object]:
         "provenance": result.provenance,
         "metrics": [{k: _clean(v) for k, v in row.items()} for row in result.metrics.to_dict(orient="records")],
         "operating_point": result.operating_point,
+        "power": None if (power := power_of(result.metrics)) is None else {**power.as_dict(), "text": power.text()},
+        "judges": {
+            name: [{k: _clean(v) for k, v in row.items()} for row in frame.to_dict(orient="records")]
+            for name, frame in result.judges.items()
+        },
         "sweep": None
         if result.sweep is None
         else [{k: _clean(v) for k, v in r.items()} for r in result.sweep.to_dict(orient="records")],
@@ -189,6 +255,22 @@ def _operating_html(result: EvalResult) -> str:
     return f"<p><b>Operating point</b>: {html.escape(describe_operating_point(point))}</p>"
 
 
+def _power_html(result: EvalResult) -> str:
+    power = power_of(result.metrics)
+    if power is None:
+        return ""
+    warning = power.warning()
+    note = f" <b>{html.escape(warning)}</b>" if warning else ""
+    return f"<p>{html.escape(power.text())}.{note}</p>"
+
+
+def _judges_html(result: EvalResult) -> str:
+    if not result.judges:
+        return ""
+    table = judges_table(result.metrics, result.judges, str(result.provenance.get("scorer", "")))
+    return f'<h2>Both judges</h2>\n<div class="wide">{table.to_html(index=False, border=0, classes="table")}</div>'
+
+
 def report_html(result: EvalResult, title: str = "AurA Studio evaluation") -> str:
     """One HTML file with plotly.js inlined: it opens anywhere, offline."""
     figures = [condition_figure(result.metrics)]
@@ -214,9 +296,10 @@ pre {{ background: #f3f6f4; padding: 1rem; overflow-x: auto; }}
 the plain model without pre-prompt with the condition's, with a 95% paired bootstrap interval that resamples prompts and
 the completions of each prompt. The share of prompts with at least one toxic completion, and the mean score, follow
 with their own ×. Perplexity is measured on neutral text; its relative change against the plain model carries a 95%
-bootstrap interval over texts.</p>{_operating_html(result)}
+bootstrap interval over texts.</p>{_operating_html(result)}{_power_html(result)}
 <h2>Results</h2>
 <div class="wide">{glance_table(result.metrics).to_html(index=False, border=0, classes="table")}</div>
+{_judges_html(result)}
 {"".join(charts)}
 <h2>All figures</h2>
 <div class="wide">{detail}</div>
@@ -242,6 +325,9 @@ def write_reports(result: EvalResult, out_dir: str | Path) -> dict[str, Path]:
     atomic_write(paths["generations"], result.generations.to_csv(index=False))
     atomic_write(paths["json"], json.dumps(report_json(result), indent=2, default=str))
     atomic_write(paths["html"], report_html(result))
+    for name, frame in result.judges.items():
+        paths[f"metrics_{name}"] = out / f"metrics-{name}.csv"
+        atomic_write(paths[f"metrics_{name}"], frame.to_csv(index=False))
     if result.sweep is not None:
         paths["sweep"] = out / "sweep.csv"
         atomic_write(paths["sweep"], result.sweep.to_csv(index=False))
