@@ -194,7 +194,7 @@ def _linear_act(inputs: AlphaInputs, strength: float) -> dict[str, UnitEdit]:
     """y = x + λ·((a − 1)·x + b) where the source (toxic) responses reach, lowest < x < highest; else x.
 
     The support gate is ml-act's ``quantiles_src: q_0_100``: outside what the map was fitted on, a
-    unit keeps its output. The transport is fitted on the responses as collected, pooled as
+    unit keeps its output (the lowest and highest toxic response themselves are inside). The transport is fitted on the responses as collected, pooled as
     the experts were (max by default, the same responses AurA ranks), so every method is fitted
     from one collection and a comparison differs in the method only. ml-act fits on mean
     pooling, which matches a text's typical token more closely: collect with ``--pooling mean``
@@ -204,12 +204,13 @@ def _linear_act(inputs: AlphaInputs, strength: float) -> dict[str, UnitEdit]:
     edits = {}
     for name in inputs.auroc:
         a, b = transport_map(sums[name])
-        low, high = sums[name][:, 5], sums[name][:, 6]
+        # The gate is strict: one step past the extremes keeps the fitted support's own ends inside it.
+        low, high = sums[name][:, 5].to(torch.float32), sums[name][:, 6].to(torch.float32)
         edits[name] = UnitEdit(
             _blend(a, strength).to(torch.float32),
             (strength * b).to(torch.float32),
-            low=low.to(torch.float32),
-            high=high.to(torch.float32),
+            low=torch.nextafter(low, torch.full_like(low, -math.inf)),
+            high=torch.nextafter(high, torch.full_like(high, math.inf)),
         )
     return edits
 
