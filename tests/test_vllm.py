@@ -95,3 +95,16 @@ def test_evaluate_on_vllm_reproduces_our_engine_within_its_intervals(real_aura_f
     ours, theirs = metrics["ours"]["aura"], metrics["vllm"]["aura"]
     low, high = ours["mean_toxicity_reduction_low"], ours["mean_toxicity_reduction_high"]
     assert low <= theirs["mean_toxicity_reduction"] <= high, "vLLM's reduction lies outside our run's interval"
+
+
+def test_a_condition_no_checkpoint_can_hold_decodes_on_our_engine(real, real_aura, vllm_fp32, shared_data, capsys):
+    """Conditional AurA edits tokens above a threshold: it cannot fold, so its rows decode on our engine, as alone."""
+    gated = real_aura.with_settings(method="aura-cond")
+    greedy = SamplingSettings(max_new_tokens=12, do_sample=False)
+    prompts = _challenging(shared_data, 4)
+    ours = completion_rows(real.tokenizer, prompts, settings=greedy, intervention=gated)
+    theirs = completion_rows(real.tokenizer, prompts, settings=greedy, intervention=gated)
+    Inline(max_rows=4).decode(real.model, ours)
+    vllm_fp32.decode(real.model, theirs)
+    assert [r.tokens for r in theirs] == [r.tokens for r in ours]
+    assert "decode on our engine" in capsys.readouterr().err

@@ -29,11 +29,12 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from aura_core.base.files import atomic_folder, content_key
-from aura_core.errors import AuraError
+from aura_core.errors import AuraError, InterventionError
 from aura_core.method.registry import PLAIN
 from aura_core.model.loading import cache_root, model_fingerprint
 from aura_core.runtime.decoding import DecodeRow, stop_ids
 from aura_core.runtime.folding import export_model
+from aura_core.runtime.inline import Inline
 from aura_core.runtime.runner import Priority, T
 
 if TYPE_CHECKING:
@@ -185,7 +186,15 @@ class VllmRunner:
             groups.setdefault((key, json.dumps(_sampling(row, stops), sort_keys=True)), []).append(row)
         done, total = 0, len(rows)
         for (key, sampling), group in groups.items():
-            self._apply(model, key, interventions[key])
+            try:
+                self._apply(model, key, interventions[key])
+            except InterventionError as err:  # a gated or shifted edit no checkpoint holds: our engine decodes it
+                print(f"note: {err}; these {len(group)} completions decode on our engine", file=sys.stderr)
+                Inline(max_rows=32).decode(model, group)
+                done += len(group)
+                if progress:
+                    progress(done, total)
+                continue
             prompts: list[list[int]] = []
             counts: list[int] = []
             for row in group:  # rows come prompt-major: equal neighbours are one prompt's samples
