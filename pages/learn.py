@@ -30,6 +30,12 @@ AUROC 0.9 keeps 20 % of its voice, one at 0.5 or below is left alone. Nothing to
 **4. Check the cost.** Less toxic text should not mean worse text: the paper measured up to 2.2× less
 toxicity for about +0.7 perplexity on models from 1.5B to 40B parameters, and AurA still works when a
 pre-prompt asks the model to be rude.
+
+**5. What came after.** **Linear-AcT** (Rodriguez et al., *Controlling Language and Diffusion Models by Transporting
+Activations*, ICLR 2025) maps each unit's outputs on toxic text onto its outputs on non-toxic text with a line,
+y = a·x + b, fitted on the two classes' sorted responses, instead of only turning units down. **Conditional AurA**
+keeps AurA's α but applies it only at the tokens where a unit fires above its threshold τ, as conditional steering
+does (Apple's DSAS, 2025), so ordinary text passes untouched; both are on **Generate** and **Evaluate** beside AurA.
 """
 )
 

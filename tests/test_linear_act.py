@@ -71,7 +71,7 @@ def test_the_fit_stores_statistics_and_the_file_keeps_them(tmp_path):
     assert Intervention.load(old).factors()["m"].shape == (2,)
     for method in ("linear-act", "aura-cond"):
         with pytest.raises(InterventionError, match="fit them again"):
-            Intervention.load(old, method=method).edits()
+            Intervention.load(old, method=method)
 
 
 def test_conditional_aura_dampens_a_unit_only_where_it_fires():

@@ -183,7 +183,12 @@ def load_experts(key: str) -> Experts:
         data = ConceptData(list(stored["texts"]), [int(v) for v in stored["labels"]], str(stored["source"]))
     except (OSError, ValueError, TypeError, KeyError) as err:
         raise AuraError(f"experts {key}: the stored record is unreadable ({err}); find these experts again") from err
-    return Experts(key, recipe, data, Intervention.load(folder / "intervention.safetensors"))
+    intervention = Intervention.load(folder / "intervention.safetensors")
+    if not intervention.stats and _responses_path(key).is_file():
+        # Found before the fit stored τ and the transport sums beside the AUROC: fit again from the same responses, once.
+        intervention = fit_intervention(Responses.load(_responses_path(key)), "aura")
+        intervention.save(folder / "intervention.safetensors")
+    return Experts(key, recipe, data, intervention)
 
 
 def save_operating_point(key: str, point: dict[str, object]) -> None:

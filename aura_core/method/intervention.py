@@ -69,6 +69,8 @@ class Intervention:
                 raise InterventionError(f"k = {self.k} is more than the {self.n_units} units available")
         if method.uses_damp_alpha and not 0.0 <= float(self.damp_alpha) <= 1.0:
             raise InterventionError(f"damp alpha must be within [0, 1], not {self.damp_alpha}")
+        for kind in method.needs:
+            self._inputs().stat(kind, method.label)  # refused now, not at the first forward pass
 
     @property
     def n_units(self) -> int:

@@ -40,6 +40,7 @@ __all__ = [
 
 TAU = "tau"  # per unit, the Youden threshold on its pooled responses (its firing threshold τ)
 TRANSPORT = "transport"  # per unit, the sums a 1-D affine transport is fitted from (see method.stats.transport_sums)
+_NEEDS = {TAU: "firing threshold τ", TRANSPORT: "transport statistics"}
 
 
 @dataclass(frozen=True)
@@ -56,7 +57,9 @@ class AlphaInputs:
         """The per-module statistic ``kind`` a method needs; an error saying so when the fit did not store it."""
         found = self.stats.get(kind)
         if found is None or set(found) != set(self.auroc):
-            raise InterventionError(f"{method} needs each unit's {kind}, which these experts were fitted without: fit them again")
+            raise InterventionError(
+                f"{method} needs each unit's {_NEEDS[kind]}, which these experts were fitted without: fit them again"
+            )
         return found
 
 
@@ -107,6 +110,7 @@ class Method:
     uses_damp_alpha: bool = False
     edits: EditRule | None = None
     paper: str = ""
+    needs: tuple[str, ...] = ()  # the statistics beside the AUROC it reads (TAU, TRANSPORT)
 
     def edits_at(self, inputs: AlphaInputs, strength: float) -> dict[str, UnitEdit]:
         """Each module's :class:`UnitEdit` at strength λ.
@@ -239,6 +243,7 @@ METHODS: dict[str, Method] = {
         _aura,
         edits=_conditional_aura,
         paper="conditional steering as in Apple's DSAS (2025), on AurA's α",
+        needs=(TAU,),
     ),
     "linear-act": Method(
         "linear-act",
@@ -247,6 +252,7 @@ METHODS: dict[str, Method] = {
         _transport_slopes,
         edits=_linear_act,
         paper="Rodriguez et al., Controlling Language and Diffusion Models by Transporting Activations (ICLR 2025)",
+        needs=(TRANSPORT,),
     ),
 }
 
