@@ -198,11 +198,14 @@ def _linear_act(inputs: AlphaInputs, strength: float) -> dict[str, UnitEdit]:
     """y = x + λ·((a − 1)·x + b) where the source (toxic) responses reach, lowest < x < highest; else x.
 
     The support gate is ml-act's ``quantiles_src: q_0_100``: outside what the map was fitted on, a
-    unit keeps its output (the lowest and highest toxic response themselves are inside). The transport is fitted on the responses as collected, pooled as
-    the experts were (max by default, the same responses AurA ranks), so every method is fitted
-    from one collection and a comparison differs in the method only. ml-act fits on mean
-    pooling, which matches a text's typical token more closely: collect with ``--pooling mean``
-    for its recipe.
+    unit keeps its output (the lowest and highest toxic response themselves are inside).
+
+    Pooling: the map is fitted on the responses the experts were found with, pooled as they
+    were (max over tokens by default, the very responses AurA ranks), so one collection serves
+    every method and a comparison with AurA differs in the method alone. ml-act fits on mean
+    pooling, nearer a typical token than a text's peak: find the experts with mean pooling for
+    its recipe. On max-pooled responses the support gate keeps the map to the range of the toxic
+    texts' peaks, so it acts where the unit runs high, as conditional AurA does.
     """
     sums = inputs.stat(TRANSPORT, "Linear-AcT")
     edits = {}
