@@ -278,11 +278,10 @@ def _split_stats(path: Path, kinds: object, tensors: dict[str, torch.Tensor], hi
     if not isinstance(kinds, list) or not all(isinstance(kind, str) and kind for kind in kinds):
         raise InterventionError(f"{path}: 'stats' must list the names of its statistics{hint}")
     stats: dict[str, dict[str, torch.Tensor]] = {kind: {} for kind in kinds}
-    for key in [key for key in tensors if _STAT_SEP in key]:
+    # Only a listed kind makes a key a statistic: a module's own name may hold the separator too.
+    for key in [key for key in tensors if key.partition(_STAT_SEP)[0] in stats and _STAT_SEP in key]:
         kind, _, name = key.partition(_STAT_SEP)
         values = tensors.pop(key)
-        if kind not in stats:
-            raise InterventionError(f"{path}: holds a statistic {kind!r} its header does not list{hint}")
         if values.ndim not in (1, 2) or not values.is_floating_point() or not bool(values.isfinite().all()):
             raise InterventionError(f"{path}: statistic {key!r} is not a finite row per unit{hint}")
         stats[kind][name] = values
