@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -109,3 +111,24 @@ def real_aura_file(real_aura, tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("aura") / "aura.safetensors"
     real_aura.save(path)
     return path
+
+
+@pytest.fixture
+def prepared_record(monkeypatch, tmp_path, capsys) -> Iterator[dict]:
+    """A tiny-gpt2 server (its own cache, not in workshop mode) with prepared default experts: their record."""
+    from aura_core.cli import main
+    from studio.resources import get_server_config
+
+    monkeypatch.setenv("AURA_STUDIO_MODEL", "tiny-gpt2")
+    monkeypatch.setenv("AURA_CACHE_DIR", str(tmp_path))
+    monkeypatch.delenv("AURA_WORKSHOP", raising=False)
+    get_server_config.clear()  # the server reads its settings once per process; each test is a new server
+    assert main(["prepare", "--model", "tiny-gpt2", "--n-per-class", "20", "--max-tokens", "32", "--json"]) == 0
+    yield json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    get_server_config.clear()
+
+
+@pytest.fixture
+def prepared(prepared_record, tmp_path) -> Path:
+    """The cache folder of ``prepared_record``'s server."""
+    return tmp_path

@@ -1,30 +1,15 @@
 """Errors in plain sight, and units' tokens read as words."""
 
-import json
 import re
 from pathlib import Path
 
-import pytest
 from streamlit.testing.v1 import AppTest
 
 from aura_core.analysis.experts import load_experts
-from aura_core.cli import main
-from studio.resources import get_server_config
 from studio.view import vocabulary_word, word_at
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = str(ROOT / "app.py")
-
-
-@pytest.fixture
-def prepared(monkeypatch, tmp_path, capsys):
-    monkeypatch.setenv("AURA_STUDIO_MODEL", "tiny-gpt2")
-    monkeypatch.setenv("AURA_CACHE_DIR", str(tmp_path))
-    monkeypatch.delenv("AURA_WORKSHOP", raising=False)
-    get_server_config.clear()
-    assert main(["prepare", "--model", "tiny-gpt2", "--n-per-class", "20", "--max-tokens", "32", "--json"]) == 0
-    yield json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    get_server_config.clear()
 
 
 def _page(page: str) -> AppTest:
@@ -35,7 +20,7 @@ def _page(page: str) -> AppTest:
     return at
 
 
-def test_a_unit_pattern_that_matches_nothing_says_so_outside_the_status_box(prepared):
+def test_a_unit_pattern_that_matches_nothing_says_so_outside_the_status_box(prepared_record):
     at = _page("pages/find_experts.py")
     at.radio(key="units_mode").set_value("regex").run()
     at.text_input(key="units_regex").set_value(r"nothing\.here")
@@ -53,9 +38,9 @@ def test_word_at_joins_the_pieces_of_a_word_and_nothing_more():
     assert vocabulary_word("␣taxpay", "word start") == "taxpay…" and vocabulary_word("ardships", "word piece") == "…ardships"
 
 
-def test_the_unit_page_names_its_peak_by_whole_words(prepared):
+def test_the_unit_page_names_its_peak_by_whole_words(prepared_record):
     at = _page("pages/expert_neurons.py")
-    texts = load_experts(prepared["experts"]).data.texts
+    texts = load_experts(prepared_record["experts"]).data.texts
     peaks = [m for v in (m.value for m in at.markdown) for m in re.findall(r"· max [-\d.]+ at “(.*?)”</small>", v)]
     assert peaks  # the byte tokenizer cuts every word into letters: each peak must still read as a word
     words = [p for p in peaks if re.search(r"\w", p)]

@@ -1,18 +1,15 @@
 """Evaluate reads at a glance: ratios in words, narrow tables with word headers, and an empty result that says why."""
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pytest
 from streamlit.testing.v1 import AppTest
 
-from aura_core.cli import main
 from aura_core.evaluation.plots import condition_figure, ratio_with_interval, ratio_words
 from aura_core.evaluation.protocol import EvalConfig, EvalResult, summarise
 from aura_core.evaluation.reports import describe_operating_point, glance_table, sweep_table
-from studio.resources import get_server_config, store_evaluation
+from studio.resources import store_evaluation
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = str(ROOT / "app.py")
@@ -73,18 +70,6 @@ def test_the_sweep_table_reads_as_words():
     assert not any("_" in c for c in table.columns) and not table.isin(["None", "nan"]).any().any()
     point = {**sweep.iloc[2].to_dict(), "ppl_budget": 0.3}
     assert "2.0× more (from 4.0× more to 1.1× less) toxic share" in describe_operating_point(point)
-
-
-@pytest.fixture
-def prepared(monkeypatch, tmp_path, capsys):
-    monkeypatch.setenv("AURA_STUDIO_MODEL", "tiny-gpt2")
-    monkeypatch.setenv("AURA_CACHE_DIR", str(tmp_path))
-    monkeypatch.delenv("AURA_WORKSHOP", raising=False)
-    get_server_config.clear()
-    assert main(["prepare", "--model", "tiny-gpt2", "--n-per-class", "20", "--max-tokens", "32", "--json"]) == 0
-    json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    yield tmp_path
-    get_server_config.clear()
 
 
 def _open_report(scores: dict[tuple[str, str], list[float]], key: str) -> AppTest:

@@ -1,28 +1,14 @@
 """The address bar holds what is on screen: Generate's sampling knobs and Evaluate's report, restored in a fresh session."""
 
-import json
 from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from aura_core.cli import main
 from studio.resources import get_server_config
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = str(ROOT / "app.py")
-
-
-@pytest.fixture
-def prepared(monkeypatch, tmp_path, capsys):
-    monkeypatch.setenv("AURA_STUDIO_MODEL", "tiny-gpt2")
-    monkeypatch.setenv("AURA_CACHE_DIR", str(tmp_path))
-    monkeypatch.delenv("AURA_WORKSHOP", raising=False)
-    get_server_config.clear()
-    assert main(["prepare", "--model", "tiny-gpt2", "--n-per-class", "20", "--max-tokens", "32", "--json"]) == 0
-    json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    yield tmp_path
-    get_server_config.clear()
 
 
 def _page(page: str, params: dict[str, str] | None = None) -> AppTest:
