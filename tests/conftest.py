@@ -113,19 +113,39 @@ def real_aura_file(real_aura, tmp_path_factory) -> Path:
     return path
 
 
-@pytest.fixture
-def prepared_record(monkeypatch, tmp_path, capsys) -> Iterator[dict]:
-    """A tiny-gpt2 server (its own cache, not in workshop mode) with prepared default experts: their record."""
+def prepare_tiny(capsys: pytest.CaptureFixture[str], *extra: str) -> dict:
+    """``prepare`` on tiny-gpt2 (20 texts per class, 32 tokens): the printed record."""
     from aura_core.cli import main
+
+    assert main(["prepare", "--model", "tiny-gpt2", "--n-per-class", "20", "--max-tokens", "32", "--json", *extra]) == 0
+    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+
+def run_small_evaluation(at) -> None:
+    """Run the Evaluate page of ``at`` at its smallest: 2 prompts × 1 completion, no pre-prompt, 2 neutral texts."""
+    for key, value in (("eval_n_prompts", 2), ("eval_samples", 1), ("eval_n_neutral", 2), ("eval_bootstrap", 100)):
+        at.number_input(key=key).set_value(value)
+    at.multiselect(key="eval_groups").set_value(["none"])
+    next(b for b in at.button if b.label == "Run evaluation").click().run()
+
+
+@pytest.fixture
+def cache(monkeypatch, tmp_path) -> Iterator[Path]:
+    """A tiny-gpt2 server with its own cache, not in workshop mode: the cache folder."""
     from studio.resources import get_server_config
 
     monkeypatch.setenv("AURA_STUDIO_MODEL", "tiny-gpt2")
     monkeypatch.setenv("AURA_CACHE_DIR", str(tmp_path))
     monkeypatch.delenv("AURA_WORKSHOP", raising=False)
     get_server_config.clear()  # the server reads its settings once per process; each test is a new server
-    assert main(["prepare", "--model", "tiny-gpt2", "--n-per-class", "20", "--max-tokens", "32", "--json"]) == 0
-    yield json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    yield tmp_path
     get_server_config.clear()
+
+
+@pytest.fixture
+def prepared_record(cache, capsys) -> dict:
+    """``cache``'s server with prepared default experts: their record."""
+    return prepare_tiny(capsys)
 
 
 @pytest.fixture

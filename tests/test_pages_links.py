@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import pytest
+from conftest import run_small_evaluation
 from streamlit.testing.v1 import AppTest
 
 from studio.resources import get_server_config
@@ -67,10 +68,7 @@ def test_new_tokens_over_the_servers_cap_say_which_cap(prepared, monkeypatch):
 
 def test_an_evaluation_link_opens_its_stored_report_in_a_fresh_session(prepared):
     at = _page("pages/evaluate.py")
-    for key, value in (("eval_n_prompts", 2), ("eval_samples", 1), ("eval_n_neutral", 2), ("eval_bootstrap", 100)):
-        at.number_input(key=key).set_value(value)
-    at.multiselect(key="eval_groups").set_value(["none"])
-    next(b for b in at.button if b.label == "Run evaluation").click().run()
+    run_small_evaluation(at)
     assert not at.exception, at.exception
     metrics = at.session_state["eval_result"].metrics
     link = dict(at.query_params)

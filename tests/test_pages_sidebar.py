@@ -1,31 +1,14 @@
 """The sidebar tells the truth: the concept data of the experts shown, and the model as it is now."""
 
-import json
 from pathlib import Path
 
-import pytest
+from conftest import prepare_tiny
 from streamlit.testing.v1 import AppTest
 
-from aura_core.cli import main
-from studio.resources import get_model, get_server_config
+from studio.resources import get_model
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = str(ROOT / "app.py")
-
-
-@pytest.fixture
-def cache(monkeypatch, tmp_path):
-    monkeypatch.setenv("AURA_STUDIO_MODEL", "tiny-gpt2")
-    monkeypatch.setenv("AURA_CACHE_DIR", str(tmp_path))
-    monkeypatch.delenv("AURA_WORKSHOP", raising=False)
-    get_server_config.clear()
-    yield tmp_path
-    get_server_config.clear()
-
-
-def _prepare(capsys, *extra: str) -> dict:
-    assert main(["prepare", "--model", "tiny-gpt2", "--n-per-class", "20", "--max-tokens", "32", "--json", *extra]) == 0
-    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
 
 
 def _sidebar(at: AppTest) -> str:
@@ -33,8 +16,8 @@ def _sidebar(at: AppTest) -> str:
 
 
 def test_a_link_to_jigsaw_experts_names_jigsaw_in_the_sidebar_and_on_learn(cache, capsys, shared_data):
-    _prepare(capsys)  # the server's default experts: the starter set
-    jigsaw = _prepare(capsys, "--data", str(shared_data / "jigsaw_balanced.csv"), "--name", "jigsaw", "--n-per-class", "12")
+    prepare_tiny(capsys)  # the server's default experts: the starter set
+    jigsaw = prepare_tiny(capsys, "--data", str(shared_data / "jigsaw_balanced.csv"), "--name", "jigsaw", "--n-per-class", "12")
     at = AppTest.from_file(APP, default_timeout=120)
     at.query_params["experts"] = jigsaw["experts"]
     at.run()
@@ -51,7 +34,7 @@ def test_a_link_to_jigsaw_experts_names_jigsaw_in_the_sidebar_and_on_learn(cache
 
 
 def test_the_model_line_shows_the_loaded_model_not_auto(cache, capsys):
-    _prepare(capsys)
+    prepare_tiny(capsys)
     get_model.clear()  # this server loads its own model (the command line above loaded another in this process)
     at = AppTest.from_file(APP, default_timeout=120)
     at.run()  # Start loads the model

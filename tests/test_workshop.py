@@ -1,27 +1,16 @@
 """Ready for a room: prepared experts, links that restore the view, settings that survive, a safe workshop mode."""
 
-import json
 from pathlib import Path
 
 import pytest
+from conftest import prepare_tiny, run_small_evaluation
 from streamlit.testing.v1 import AppTest
 
-from aura_core.cli import main
 from studio.resources import get_server_config
 from studio.server import server_config
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = str(ROOT / "app.py")
-
-
-@pytest.fixture
-def cache(monkeypatch, tmp_path):
-    monkeypatch.setenv("AURA_STUDIO_MODEL", "tiny-gpt2")
-    monkeypatch.setenv("AURA_CACHE_DIR", str(tmp_path))
-    monkeypatch.delenv("AURA_WORKSHOP", raising=False)
-    get_server_config.clear()  # the server reads its settings once per process; each test is a new server
-    yield tmp_path
-    get_server_config.clear()
 
 
 def _session(params: dict[str, str] | None = None) -> AppTest:
@@ -32,13 +21,8 @@ def _session(params: dict[str, str] | None = None) -> AppTest:
     return at
 
 
-def _prepare(capsys, *extra: str) -> dict:
-    assert main(["prepare", "--model", "tiny-gpt2", "--n-per-class", "20", "--max-tokens", "32", "--json", *extra]) == 0
-    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-
-
 def test_prepare_gives_a_key_that_any_session_restores_without_computing(cache, capsys):
-    prepared = _prepare(capsys)
+    prepared = prepare_tiny(capsys)
     assert prepared["query"] == f"model=tiny-gpt2&experts={prepared['experts']}"
     at = _session()  # a fresh session opens on the server's default experts
     assert "best AUROC" in "\n".join(m.value for m in at.sidebar.markdown)
@@ -50,8 +34,8 @@ def test_prepare_gives_a_key_that_any_session_restores_without_computing(cache, 
 
 
 def test_a_named_preset_opens_from_its_link(cache, capsys):
-    named = _prepare(capsys, "--name", "class-demo", "--pooling", "mean")
-    default = _prepare(capsys)
+    named = prepare_tiny(capsys, "--name", "class-demo", "--pooling", "mean")
+    default = prepare_tiny(capsys)
     assert named["experts"] != default["experts"]
     at = _session({"experts": named["experts"]})
     at.switch_page("pages/find_experts.py").run()
@@ -59,7 +43,7 @@ def test_a_named_preset_opens_from_its_link(cache, capsys):
 
 
 def test_settings_survive_page_switches_and_reloads(cache, capsys):
-    _prepare(capsys)
+    prepare_tiny(capsys)
     at = _session()
     at.switch_page("pages/generate.py").run()
     at.text_area(key="w:prompt").set_value("My neighbour is").run()
@@ -78,7 +62,7 @@ def test_settings_survive_page_switches_and_reloads(cache, capsys):
 
 
 def test_a_shared_generation_is_shown_without_generating_again(cache, capsys):
-    _prepare(capsys)
+    prepare_tiny(capsys)
     teacher = _session()
     teacher.switch_page("pages/generate.py").run()
     teacher.slider(key="w:samples").set_value(2).run()
@@ -103,7 +87,7 @@ def test_the_demo_compares_the_means_of_several_samples(cache):
 
 
 def test_workshop_mode_hides_what_reaches_the_server(cache, monkeypatch, capsys):
-    _prepare(capsys)
+    prepare_tiny(capsys)
     monkeypatch.setenv("AURA_WORKSHOP", "1")
     get_server_config.clear()
     at = _session({"model": "/etc"})
@@ -157,7 +141,7 @@ def test_the_server_never_stops_every_session_for_a_full_garbage_collection():
 @pytest.fixture
 def workshop(cache, monkeypatch, capsys):
     """A workshop server with prepared experts on the tiny model, as a room would have it."""
-    _prepare(capsys)
+    prepare_tiny(capsys)
     monkeypatch.setenv("AURA_WORKSHOP", "1")
     get_server_config.clear()
     return cache
@@ -203,10 +187,7 @@ def test_evaluate_caps_the_completions_of_every_condition_together(workshop):
 
 def test_a_workshop_evaluation_hides_server_paths_and_caps_its_sweep(workshop):
     at = _page("pages/evaluate.py")
-    for key, value in (("eval_n_prompts", 2), ("eval_samples", 1), ("eval_n_neutral", 2), ("eval_bootstrap", 100)):
-        at.number_input(key=key).set_value(value)
-    at.multiselect(key="eval_groups").set_value(["none"])
-    next(b for b in at.button if b.label == "Run evaluation").click().run()
+    run_small_evaluation(at)
     assert not at.exception, at.exception
     assert "eval_result" in at.session_state
     shown = "\n".join(e.value for e in [*at.caption, *at.markdown, *at.error, *at.info])
