@@ -195,33 +195,29 @@ class VllmRunner:
                 if progress:
                     progress(done, total)
                 continue
-            prompts: list[list[int]] = []
-            counts: list[int] = []
-            for row in group:  # rows come prompt-major: equal neighbours are one prompt's samples
-                if prompts and prompts[-1] == row.prompt_ids:
-                    counts[-1] += 1
+            samples_of: list[list[DecodeRow]] = []  # each prompt's rows: they come prompt-major, equal neighbours
+            for row in group:
+                if samples_of and samples_of[-1][0].prompt_ids == row.prompt_ids:
+                    samples_of[-1].append(row)
                 else:
-                    prompts.append(row.prompt_ids)
-                    counts.append(1)
-            for n in sorted(set(counts)):
-                chosen = [i for i, c in enumerate(counts) if c == n]
-                seed = int(content_key([self.seed, [group[sum(counts[:i])].seed for i in chosen]])[:8], 16)
+                    samples_of.append([row])
+            for n in sorted({len(prompt_rows) for prompt_rows in samples_of}):
+                chosen = [prompt_rows for prompt_rows in samples_of if len(prompt_rows) == n]
+                seed = int(content_key([self.seed, [prompt_rows[0].seed for prompt_rows in chosen]])[:8], 16)
                 answer = worker.ask(
                     {
                         "op": "generate",
-                        "prompts": [prompts[i] for i in chosen],
+                        "prompts": [prompt_rows[0].prompt_ids for prompt_rows in chosen],
                         "n": n,
                         "seed": seed,
                         "sampling": json.loads(sampling),
                     }
                 )
-                for i, samples in zip(chosen, answer["tokens"], strict=True):
-                    first = sum(counts[:i])
-                    for offset, tokens in enumerate(samples):
-                        row = group[first + offset]
+                for prompt_rows, samples in zip(chosen, answer["tokens"], strict=True):
+                    for row, tokens in zip(prompt_rows, samples, strict=True):
                         row.tokens = [t for t in tokens if t not in stops]
                         row.done = True
-                done += sum(counts[i] for i in chosen)
+                done += n * len(chosen)
                 if progress:
                     progress(done, total)
 
