@@ -185,6 +185,7 @@ class Engine:
         self._decode_since_bulk = 0.0
         self._last_bulk_s = 0.0
         self._tokens_per_s = 0.0
+        self._requests_total = 0  # requests ever queued: how many computations the server ran
         self._step_s = 0.0
         self._thread: threading.Thread | None = None
 
@@ -212,6 +213,7 @@ class Engine:
             if self._closed:
                 raise EngineBusy("this model's engine is closed; load the model again")
             self._requests.append(request)
+            self._requests_total += 1
             self._ensure_thread()
             self._cond.notify()
         return request
@@ -265,6 +267,7 @@ class Engine:
                 "requests_waiting": sum(1 for r in self._requests if r.pending),
                 "units_waiting": len(self._units),
                 "tokens_per_s": round(self._tokens_per_s, 1),
+                "requests_total": self._requests_total,
             }
 
     def close(self) -> None:
