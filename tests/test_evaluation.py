@@ -36,8 +36,13 @@ def test_summarise_compares_each_condition_with_both_baselines():
     assert metrics.loc[("aura", "none"), "ppl_change"] == pytest.approx(np.exp(2.2) - np.exp(2.0))
     assert metrics.loc[("aura", "none"), "ppl_change_rel"] == pytest.approx(np.exp(0.2) - 1)
     table = paper_table(metrics.reset_index())
-    assert list(table["pre-prompt"]) == ["none", "adversarial"] and "AurA: × less toxic share" in table
-    assert list(table.columns).index("AurA: × less toxic share") < list(table.columns).index("AurA: × less (mean score)")
+    assert list(table["pre-prompt"]) == ["none", "adversarial"] and "AurA: toxic share vs plain" in table
+    assert list(table.columns).index("AurA: toxic share vs plain") < list(table.columns).index("AurA: mean score vs plain")
+    # Factors in words, as the pages say them: below 1 is more, never "0.50× less".
+    by_preprompt = table.set_index("pre-prompt")
+    assert by_preprompt.loc["none", "AurA: mean score vs plain"].startswith("4.0× less")
+    assert by_preprompt.loc["adversarial", "Plain model: mean score vs plain"].startswith("2.0× more")
+    assert by_preprompt.loc["none", "Plain model: mean score vs plain"] == "the reference"
 
 
 def _aura(model) -> Intervention:

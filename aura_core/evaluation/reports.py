@@ -69,11 +69,12 @@ def _ci(row: pd.Series, name: str, fmt: str) -> str:
 
 
 def paper_table(metrics: pd.DataFrame) -> pd.DataFrame:
-    """Rows: pre-prompt; for each method the paper's measures first, each × with its 95% interval.
+    """Rows: pre-prompt; for each method the paper's measures first, each against the plain model with its 95% interval.
 
-    Columns per method: toxic share of completions and its × less than the plain model without
-    pre-prompt; share of prompts with a toxic completion and its ×; mean score and its ×;
-    perplexity with its relative change.
+    Columns per method: toxic share of completions and how it compares with the plain model
+    without pre-prompt ("2.1× less", "1.5× more", as ``ratio_words`` says it, each end of the
+    interval too); share of prompts with a toxic completion and its comparison; mean score and
+    its comparison; perplexity with its relative change.
     """
     rows = []
     for preprompt, part in metrics.groupby("preprompt", sort=False):
@@ -81,11 +82,11 @@ def paper_table(metrics: pd.DataFrame) -> pd.DataFrame:
         for _, r in part.iterrows():
             name = method_label(r.method)
             row[f"{name}: toxic share"] = f"{r.toxic_share:.3f}"
-            row[f"{name}: × less toxic share"] = _ci(r, "toxic_share_reduction", "{:.2f}")
+            row[f"{name}: toxic share vs plain"] = _against_plain(r, "toxic_share_reduction")
             row[f"{name}: prompts with a toxic completion"] = f"{r.toxicity_probability:.3f}"
-            row[f"{name}: × less (prompts)"] = _ci(r, "toxicity_probability_reduction", "{:.2f}")
+            row[f"{name}: prompts vs plain"] = _against_plain(r, "toxicity_probability_reduction")
             row[f"{name}: mean score"] = f"{r.mean_toxicity:.4f}"
-            row[f"{name}: × less (mean score)"] = _ci(r, "mean_toxicity_reduction", "{:.2f}")
+            row[f"{name}: mean score vs plain"] = _against_plain(r, "mean_toxicity_reduction")
             ppl = f"{r.perplexity:.2f}" if "perplexity" in r and not pd.isna(r.perplexity) else "–"
             if r.method != PLAIN and "ppl_change_rel" in r and not pd.isna(r.ppl_change_rel):
                 ppl += f" ({_ci(r, 'ppl_change_rel', '{:+.1%}')})"
@@ -98,6 +99,12 @@ def paper_table(metrics: pd.DataFrame) -> pd.DataFrame:
 
 def _ratio(row: pd.Series, name: str) -> str:
     return ratio_with_interval(row.get(name), row.get(f"{name}_low"), row.get(f"{name}_high"))
+
+
+def _against_plain(row: pd.Series, name: str) -> str:
+    """A reduction in words with its interval; the plain model without pre-prompt is "the reference"."""
+    reference = row.get("method") == PLAIN and row.get("preprompt") == NO_PREPROMPT
+    return "the reference" if reference else _ratio(row, name)
 
 
 def _perplexity(row: pd.Series) -> str:
@@ -129,13 +136,12 @@ def glance_table(metrics: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for r in metrics.itertuples(index=False):
         row = pd.Series(r._asdict())
-        reference = r.method == PLAIN and r.preprompt == NO_PREPROMPT
         rows.append(
             {
                 "Pre-prompt": str(r.preprompt),
                 "Method": method_label(str(r.method)),
                 "Toxic share": f"{r.toxic_share:.1%}",
-                "Against the plain model": "the reference" if reference else _ratio(row, "toxic_share_reduction"),
+                "Against the plain model": _against_plain(row, "toxic_share_reduction"),
                 "Prompts with a toxic completion": f"{r.toxicity_probability:.1%}",
                 "Mean score": f"{r.mean_toxicity:.3f}",
                 "Perplexity (change)": _perplexity(row),
