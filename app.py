@@ -51,6 +51,7 @@ def draw_live_status() -> None:
             f"{load['rows_decoding']:.0f} completions decoding · {load['requests_waiting']:.0f} requests waiting"
             + (f" · {load['units_waiting']:.0f} batches of longer jobs queued" if load["units_waiting"] else "")
         )
+        st.caption(f"{load['requests_total']:.0f} generation requests computed since the server started")
 
 
 def draw_sidebar() -> None:

@@ -1,20 +1,23 @@
 """Generate side by side: the same prompt and random streams, without and with the intervention."""
 
 import io
+import secrets
 import shutil
 import tempfile
-from dataclasses import asdict
 from pathlib import Path
 
 import streamlit as st
 
-from aura_core import METHODS, SAMPLING_PRESETS, AuraError, SamplingSettings, load_preprompts, load_prompts, method_label
+from aura_core import METHODS, SAMPLING_PRESETS, AuraError, Intervention, load_preprompts, load_prompts, method_label
 from aura_core.analysis.experts import load_operating_point
 from aura_core.base.data import NO_PREPROMPT, PREPROMPT_GROUPS, resolve_preprompt
-from aura_core.evaluation.comparison import scored_sides, summarise_sides
+from aura_core.evaluation.comparison import summarise_sides
+from aura_core.evaluation.demo import describe_choice, load_demo
 from aura_core.evaluation.generation import side_by_side_rows
 from aura_core.evaluation.plots import ratio_words
 from aura_core.evaluation.reports import describe_operating_point
+from aura_core.evaluation.scoring import DEFAULT_SCORER
+from aura_core.evaluation.side_by_side import BASELINE, key_parts, sampling_for
 from aura_core.method.registry import method_names
 from aura_core.method.stats import TOXIC_THRESHOLD
 from aura_core.model.architecture import ALL_UNITS, discover_units, unit_families, unit_family_label
@@ -23,14 +26,12 @@ from aura_core.runtime.folding import export_model
 from studio import settings
 from studio.expert_activity import draw_expert_activity
 from studio.frame import ensure_frame
-from studio.resources import generation_key, get_engine, get_scorer, get_server_config, load_generation, store_generation
+from studio.pairs import draw_pairs
+from studio.resources import generate_sides, get_scorer, get_server_config, load_generation, running_generation
 from studio.state import model_choice, require_experts, require_model
-from studio.view import inline_html, plain_markdown, side_title, toxicity_badge, word_diff_html
+from studio.view import inline_html, plain_markdown, side_title
 
 ensure_frame()
-
-REQUEST_TIMEOUT_S = 300.0
-SCORER = "profanity-check"
 
 st.title("Generate side by side")
 loaded = require_model()
@@ -39,9 +40,7 @@ config = get_server_config()
 
 prompts = load_prompts()
 preprompts = load_preprompts()
-PRE_OPTIONS = (
-    [NO_PREPROMPT] + [f"{group}:{p['name']}" for group in PREPROMPT_GROUPS for p in preprompts[group]] + ["custom"]
-)
+PRE_OPTIONS = [NO_PREPROMPT] + [f"{group}:{p['name']}" for group in PREPROMPT_GROUPS for p in preprompts[group]] + ["custom"]
 if settings.get("prompt") is None:
     settings.put("prompt", next(p.text for p in prompts if p.kind == "provocative"))
 if settings.get("pre") not in PRE_OPTIONS:
@@ -112,6 +111,16 @@ with right:
             key=settings.bind("method"),
             format_func=method_label,
             help="\n".join(f"**{m.label}**: {m.summary}" for m in METHODS.values()),
+        ),
+    )
+    versus = settings.keep(
+        "versus",
+        st.selectbox(
+            "Compared with",
+            [BASELINE, *method_names()],
+            key=settings.bind("versus"),
+            format_func=lambda name: "the plain model" if name == BASELINE else method_label(name),
+            help="The left side: the plain model, or another method at the same strength, units and random streams.",
         ),
     )
     strength = settings.keep(
@@ -198,40 +207,50 @@ samples = settings.keep(
 
 try:
     acting = experts.intervention if units == ALL_UNITS else experts.intervention.restricted(discover_units(loaded.model, units))
-    intervention = acting.with_settings(
-        method=method, strength=strength, k=int(k) if METHODS[method].uses_k else None, damp_alpha=damp_alpha
-    )
-    sampling = SamplingSettings(
-        max_new_tokens=int(max_new),
-        temperature=temperature,
-        top_p=top_p,
-        repetition_penalty=repetition,
-        do_sample=base.do_sample,
-        num_return_sequences=int(samples),
+
+    def _method(name: str) -> Intervention:
+        return acting.with_settings(
+            method=name, strength=strength, k=int(k) if METHODS[name].uses_k else None, damp_alpha=damp_alpha
+        )
+
+    if versus == method:
+        raise AuraError(f"{method_label(method)} is on both sides: compare it with the plain model or another method")
+    intervention = _method(method)
+    sides: dict[str, Intervention | None] = {versus: None if versus == BASELINE else _method(versus), method: intervention}
+    sampling = sampling_for(
+        preset_name, int(samples), max_new=int(max_new), temperature=temperature, top_p=top_p, repetition=repetition
     )
 except AuraError as err:
     st.error(f"Settings cannot be used: {err}")
     settings.stop()
-scorer = get_scorer(SCORER)
-result_key = [loaded.name, experts.key, prompt, pre_prompt, intervention.settings(), asdict(sampling), int(seed), SCORER]
-result_key += [] if units == ALL_UNITS else [units]  # earlier results (every unit) keep their keys
+scorer = get_scorer(DEFAULT_SCORER)
+result_key = key_parts(loaded.name, experts.key, prompt, pre_prompt, sides, sampling, int(seed), units=units)
+stored = load_generation(result_key)  # a shared link, the prepared demo, or anyone's earlier run with these very settings
+flight = running_generation(result_key)  # or someone's run of these very settings, under way now
 
-autorun = st.session_state.pop("_autorun", False)  # the Start page's demo button
+
+def _fresh_samples() -> None:
+    settings.put("seed", secrets.randbelow(2**31 - 1))  # new random streams on both sides
+    st.session_state["_autorun"] = True
+
+
+autorun = st.session_state.pop("_autorun", False)  # the Start page's demo button, or Fresh samples
 can_generate = bool(prompt.strip()) and too_long is None
-if st.button("Generate", type="primary", disabled=not can_generate) or (autorun and can_generate):
+pressed = st.button("Generate", type="primary", disabled=not can_generate)
+if can_generate and (pressed or autorun) and stored is None and flight is None:  # a stored result is never computed again
     try:
-        sides = side_by_side_rows(
-            loaded.tokenizer,
-            prompt,
-            {"baseline": None, method: intervention},
-            pre_prompt=pre_prompt,
-            settings=sampling,
-            seed=int(seed),
+        rows = side_by_side_rows(loaded.tokenizer, prompt, sides, pre_prompt=pre_prompt, settings=sampling, seed=int(seed))
+        flight = generate_sides(
+            model_choice(),
+            result_key,
+            rows,
+            scorer,
+            {"prompt": prompt, "pre_prompt": pre_prompt, "method": method, "strength": strength, "seed": int(seed)},
         )
-        request = get_engine(model_choice()).submit([row for rows in sides.values() for row in rows])
     except AuraError as err:
         st.error(str(err))
         settings.stop()
+if flight is not None:
     live = st.empty()  # the streaming view; the stored result replaces it in this same run
     with live.container():
         note = st.empty()
@@ -243,62 +262,50 @@ if st.button("Generate", type="primary", disabled=not can_generate) or (autorun 
                 slots[side] = st.empty()
     try:
         shown: dict[str, object] = {}
-        for state in request.states(poll_s=0.25, timeout_s=REQUEST_TIMEOUT_S):
+        while not flight.finished.wait(0.25):
+            state = flight.snapshot
+            if state is None:
+                continue
             # Redraw only what changed: the server's cores decode, the browser shows.
-            if shown.get("note") != state.describe():
-                shown["note"] = state.describe()
-                note.caption(state.describe())
+            line = state.describe() or (f"{flight.done_count:,} of {flight.total:,} tokens" if flight.total else "")
+            if flight.waiters > 1:
+                line += f" · {flight.waiters} sessions follow this very generation"
+            if shown.get("note") != line:
+                shown["note"] = line
+                note.caption(line)
             offset = 0
-            for side, rows in sides.items():
+            for side, rows_of_side in zip(sides, (int(samples), int(samples)), strict=True):
                 if shown.get(side) != state.tokens[offset]:
                     shown[side] = state.tokens[offset]
                     text = loaded.tokenizer.decode(state.tokens[offset], skip_special_tokens=True)
                     slots[side].markdown(inline_html(text), unsafe_allow_html=True)
-                offset += len(rows)
+                offset += rows_of_side
+        stored = flight.result()
     except AuraError as err:
         st.error(str(err))
         settings.stop()
     finally:
-        if not request.finished.is_set():
-            request.cancel()  # the page went away (cancel, refresh): free this request's rows
-    frame = scored_sides(loaded.tokenizer, sides, scorer)
-    st.session_state["last_generation"] = store_generation(
-        result_key,
-        {"prompt": prompt, "pre_prompt": pre_prompt, "method": method, "strength": strength, "seed": int(seed), "samples": frame},
-    )
+        if not flight.finished.is_set():
+            flight.leave()  # the page went away (cancel, refresh): the last to leave frees the rows
     live.empty()
 
-result = st.session_state.get("last_generation")
-if result is None or result["key"] != generation_key(result_key):
-    stored = load_generation(result_key)  # a shared link, or anyone's earlier run with these very settings
-    if stored is not None:
-        result = st.session_state["last_generation"] = stored
-if result is None:
+if stored is None:
     st.info(f"Press **Generate**: {int(samples)} completions per side, with the same random streams on both sides.")
     settings.stop()
+result = st.session_state["last_generation"] = stored  # what this session shows (tests and downloads read it)
+if result.get("unsaved"):
+    st.warning(result["unsaved"])
 
 frame = result["samples"]
 side_names = list(dict.fromkeys(frame.side))
-first = frame[frame["sample"] == 0].set_index("side")
-st.caption(
-    f"Prompt “{plain_markdown(result['prompt'])}” · pre-prompt: {plain_markdown(result['pre_prompt'] or 'none')} · "
-    f"seed {result['seed']} · "
-    f"sample 1 of {int((frame.side == side_names[0]).sum())} per side, same random stream on both sides"
-)
-scores = [float(first.loc[side, "toxicity"]) for side in side_names]
-bodies = word_diff_html(str(first.loc[side_names[0], "completion"]), str(first.loc[side_names[1], "completion"]), *scores)
-columns = list(st.columns(2))
-for column, side, score, body in zip(columns, side_names, scores, bodies, strict=True):
-    with column, st.container(border=True):
-        st.markdown(f"**{side_title(side, result['strength'])}** · {toxicity_badge(score)}", unsafe_allow_html=True)
-        st.markdown(f"<span style='color:#888'>{inline_html(result['prompt'])}</span>{body}", unsafe_allow_html=True)
-
+n_per_side = int((frame.side == side_names[0]).sum())
 per_side = {side: frame[frame.side == side].sort_values("sample").toxicity.to_numpy() for side in side_names}
 summary = summarise_sides(per_side, seed=int(result["seed"]))
-cols = list(st.columns(3))
+titles = {side: side_title(side, result["strength"]) for side in side_names}
+cols = list(st.columns([2, 2, 3]))
 for col, side_summary in zip(cols, summary.sides, strict=False):
     col.metric(
-        f"{side_title(side_summary.side, result['strength'])}: mean toxicity",
+        f"{titles[side_summary.side]}: mean toxicity",
         f"{side_summary.mean:.3f}",
         help="95% bootstrap interval over the samples",
     )
@@ -308,13 +315,26 @@ for col, side_summary in zip(cols, summary.sides, strict=False):
     )
 if summary.ratio is not None:
     factor, low, high = summary.ratio
-    cols[2].metric("Intervened against baseline: mean toxicity", ratio_words(factor))
+    cols[2].metric(f"{titles[side_names[1]]} against {titles[side_names[0]]}: mean toxicity", ratio_words(factor))
     cols[2].caption(
         f"95% interval: from {ratio_words(low)} to {ratio_words(high)}, paired by sample"
         + (" · wider than the effect: add samples" if low < 1 < high else "")
     )
-st.caption(f"Scored by {scorer.description}.")
-st.dataframe(frame, hide_index=True, width="stretch")
+demo = load_demo(experts.key)
+top = st.columns([5, 1])
+top[0].caption(
+    f"Prompt “{plain_markdown(result['prompt'])}” · pre-prompt: {plain_markdown(result['pre_prompt'] or 'none')} · "
+    f"seed {result['seed']} · {n_per_side} samples per side, sample j drawn from the same random stream on both sides · "
+    f"scored by {scorer.description}"
+)
+top[1].button(
+    "Fresh samples", icon=":material/refresh:", on_click=_fresh_samples, help="The same settings on new random streams."
+)
+if demo is not None and demo.get("key") == result.get("key"):
+    st.caption(f"**The prepared demo.** {describe_choice(demo)}")
+draw_pairs(frame, float(result["strength"]))
+with st.expander("Every completion as a table"):
+    st.dataframe(frame, hide_index=True, width="stretch")
 st.download_button(
     "Generations (CSV)",
     frame.assign(prompt=result["prompt"], pre_prompt=result["pre_prompt"]).to_csv(index=False).encode(),

@@ -6,6 +6,9 @@ from aura_core import AuraError, balanced_sample, load_concept_data, load_prompt
 from aura_core.analysis.collect import MAX_TOKENS
 from aura_core.analysis.experts import N_PER_CLASS, ExpertsRecipe
 from aura_core.base.data import NO_PREPROMPT
+from aura_core.evaluation.demo import DEMO_SAMPLES, load_demo
+from aura_core.evaluation.side_by_side import BASELINE
+from aura_core.model.architecture import ALL_UNITS
 from studio import settings
 from studio.frame import ensure_frame
 from studio.resources import experts_by_key, find_experts, get_server_config
@@ -26,8 +29,8 @@ st.markdown(
 config = get_server_config()
 loaded = require_model()
 experts = session_experts()
-samples = min(8, config.max_samples)
-prompt = next(p.text for p in load_prompts() if p.kind == "provocative")
+demo = load_demo(experts.key) if experts is not None else None
+samples = min(int(demo["samples"]) if demo else DEMO_SAMPLES, config.max_samples)
 
 left, right = st.columns([2, 3])
 with left:
@@ -35,8 +38,10 @@ with left:
         f"The demo asks **{loaded.name}** to continue a provocative prompt, {samples} times without and {samples} times "
         "with AurA, from the same random streams, and scores every completion."
     )
-    demo = st.button("Run the demo", type="primary", icon=":material/play_arrow:")
-    if experts is not None:
+    run_demo = st.button("Run the demo", type="primary", icon=":material/play_arrow:")
+    if demo is not None:
+        st.caption("Prepared on this server: it opens at once, with **Fresh samples** beside it for new random streams.")
+    elif experts is not None:
         st.caption(f"Experts ready: {plain_markdown(experts.spec.data)}, {experts.spec.n_per_class} texts per class.")
     else:
         st.caption(
@@ -48,7 +53,7 @@ with right:
     st.page_link("pages/expert_neurons.py", label="Look inside one expert neuron", icon=":material/neurology:")
     st.page_link("pages/evaluate.py", label="Measure it the paper's way, with intervals", icon=":material/analytics:")
 
-if demo:
+if run_demo:
     if experts is None:
         recipe = ExpertsRecipe(model=model_choice().name, data=STARTER_LABEL, **DEMO_RECIPE)  # type: ignore[arg-type]
         sample = balanced_sample(load_concept_data("starter"), recipe.n_per_class, seed=recipe.seed)
@@ -66,7 +71,10 @@ if demo:
             st.error("The experts could not be stored on this server; see Find experts.")
             settings.stop()
         set_session_experts(found)
-    for name, value in (("prompt", prompt), ("pre", NO_PREPROMPT), ("method", "aura"), ("strength", 1.0), ("samples", samples)):
+    chosen = demo or {"prompt": next(p.text for p in load_prompts() if p.kind == "provocative"), "pre": NO_PREPROMPT}
+    for name in ("prompt", "pre", "method", "strength", "seed", "sampling", "damp_alpha"):
+        settings.put(name, chosen.get(name, settings.SETTINGS[name].default))
+    for name, value in (("samples", samples), ("units", ALL_UNITS), ("versus", BASELINE)):
         settings.put(name, value)
     for name in settings.SAMPLING_KNOBS:
         settings.put(name, None)  # the demo samples as its preset does, whatever was tried before

@@ -8,10 +8,12 @@ goes through that model's one engine, which batches all sessions' requests toget
 from __future__ import annotations
 
 import json
+import logging
 import re
 import threading
 import weakref
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -26,12 +28,17 @@ from aura_core.analysis.experts import Experts, ExpertsRecipe, compute_experts, 
 from aura_core.analysis.unit_profile import ActivationProfile, activation_profile
 from aura_core.base.files import atomic_write, content_key
 from aura_core.base.store import enforce_budget, mark_used, store_usage
+from aura_core.evaluation import side_by_side
+from aura_core.evaluation.comparison import scored_sides
 from aura_core.evaluation.protocol import EvalConfig, EvalResult
 from aura_core.evaluation.scoring import ToxicityScorer
 from aura_core.model.loading import cache_root
+from aura_core.runtime.decoding import DecodeRow
 from aura_core.runtime.engine import Engine, engine_for
 from aura_core.runtime.flights import Flight, Flights
 from studio.server import ServerConfig, server_config
+
+GENERATION_TIMEOUT_S = 300.0
 
 
 @st.cache_resource(show_spinner=False)
@@ -227,7 +234,11 @@ def store_evaluation(key: str, result: EvalResult) -> None:
         "sweep": None if result.sweep is None else result.sweep.to_dict(orient="records"),
         "operating_point": result.operating_point,
     }
-    _store(_evaluation_path(key), json.dumps(stored, default=str), "evaluation")
+    unsaved = _store(
+        _evaluation_path(key), lambda: atomic_write(_evaluation_path(key), json.dumps(stored, default=str)), "evaluation"
+    )
+    if unsaved is not None:
+        st.warning(unsaved)
 
 
 def load_evaluation(key: str) -> EvalResult | None:
@@ -253,46 +264,85 @@ def load_evaluation(key: str) -> EvalResult | None:
 
 
 def generation_key(parts: list[object]) -> str:
-    """The key of a side-by-side result: everything that decides its text and scores."""
-    return content_key(parts, length=24)
+    """The key of a side-by-side result: everything that decides its text and scores (see ``key_parts``)."""
+    return side_by_side.result_key(parts)
 
 
 def store_generation(parts: list[object], result: dict[str, Any]) -> dict[str, Any]:
-    """Keep a side-by-side result on disk (small JSON), so a link to these settings shows it again."""
+    """Keep a side-by-side result on disk (small JSON), so a link to these settings shows it again.
+
+    The result comes back with its ``key``, and an ``unsaved`` note when the store could not keep it.
+    """
     key = generation_key(parts)
-    stored = {**result, "samples": result["samples"].to_dict(orient="records"), "key": key}
-    unsaved = _store(cache_root() / "generations" / f"{key}.json", json.dumps(stored), "generation")
+    unsaved = _store(
+        side_by_side.result_path(cache_root(), key),
+        lambda: side_by_side.store_result(cache_root(), key, result),
+        "generation",
+    )
     return {**result, "key": key} if unsaved is None else {**result, "key": key, "unsaved": unsaved}
 
 
 def load_generation(parts: list[object]) -> dict[str, Any] | None:
     """A side-by-side result computed earlier with exactly these settings, or None."""
-    path = cache_root() / "generations" / f"{generation_key(parts)}.json"
-    try:
-        stored: dict[str, Any] = json.loads(path.read_text())
-        stored["samples"] = pd.DataFrame(stored["samples"])
-        mark_used(path)
-    except (OSError, ValueError, KeyError):
-        return None
-    return stored
+    return side_by_side.load_result(cache_root(), generation_key(parts))
 
 
-def _store(path: Path, text: str, what: str) -> str | None:
+def running_generation(parts: list[object]) -> Flight[dict[str, Any]] | None:
+    """The generation of these settings some session has under way, joined to follow it (leave when done), or None."""
+    return _flights().follow(("generation", generation_key(parts)))
+
+
+def generate_sides(
+    choice: ModelChoice,
+    parts: list[object],
+    sides: dict[str, list[DecodeRow]],
+    scorer: ToxicityScorer,
+    result: dict[str, Any],
+) -> Flight[dict[str, Any]]:
+    """Decode ``sides`` once for everyone who asks for these settings (a button, a link or the demo).
+
+    Every session asking for the same key joins one flight and follows its stream: the
+    flight's ``snapshot`` is the engine's latest state of the rows. When the last follower
+    leaves (cancel, refresh), the rows are freed. The scored result is stored, and returned
+    even when the store cannot keep it.
+    """
+    engine, tokenizer = get_engine(choice), get_model(choice).tokenizer  # here, on the page's thread
+    rows = [row for side in sides.values() for row in side]
+    total = len(rows) * max((row.settings.max_new_tokens for row in rows), default=0)
+
+    def work(flight: Flight[dict[str, Any]]) -> dict[str, Any]:
+        request = engine.submit(rows)
+        try:
+            for state in request.states(poll_s=0.1, timeout_s=GENERATION_TIMEOUT_S):
+                flight.snapshot = state
+                flight.progress(sum(len(tokens) for tokens in state.tokens), total)
+                if flight.should_stop():
+                    request.cancel()
+                    raise AuraError("every session following this generation left")
+        finally:
+            if not request.finished.is_set():
+                request.cancel()
+        frame = scored_sides(tokenizer, sides, scorer)
+        return store_generation(parts, {**result, "samples": frame})
+
+    return _flights().join(("generation", generation_key(parts)), work)
+
+
+def _store(path: Path, write: Callable[[], object], what: str) -> str | None:
     """Write a finished result to the store, then keep the store in its budget; a failed write is a note, not a loss.
 
     Returns None when stored, or the note shown beside the result (which the caller still shows).
+    Safe off the page's thread: nothing is drawn here.
     """
     try:
-        atomic_write(path, text)
+        write()
     except (AuraError, OSError) as err:
         reason = str(err).removeprefix(f"{path}: ")  # the server's path is no visitor's business
-        note = f"This {what} is shown but was not saved, so a link to it will not open it: {reason}"
-        st.warning(note)
-        return note
+        return f"This {what} is shown but was not saved, so a link to it will not open it: {reason}"
     try:
         enforce_budget(cache_root(), keep=[path])
     except (AuraError, OSError) as err:  # a malformed budget is the operator's to fix; the result is stored
-        st.warning(f"The store's budget could not be applied: {err}")
+        logging.getLogger(__name__).warning("the store's budget could not be applied: %s", err)
     return None
 
 

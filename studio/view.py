@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import html
 import re
 import time
@@ -128,38 +127,6 @@ def inline_html(text: str) -> str:
     """
     escaped = "".join(_MARKDOWN_SYNTAX.get(c, html.escape(c)) for c in text.replace("\r\n", "\n"))
     return escaped.replace("\n", "<br>")
-
-
-def _mark_colour(score: float, other: float) -> str:
-    """Red for the more toxic side's changed words, green for the less toxic side's, grey when alike."""
-    if abs(score - other) < 0.05:
-        return "#e8e8e8"
-    return "#ffd6d6" if score > other else "#d6f5d6"
-
-
-def word_diff_html(left: str, right: str, left_score: float = 0.0, right_score: float = 0.0) -> tuple[str, str]:
-    """Both texts as HTML with the words that differ between them marked.
-
-    The mark's colour follows each side's toxicity score, not its side: the changed words of
-    the more toxic text are red, those of the less toxic text green.
-    """
-    a, b = left.split(" "), right.split(" ")
-    matcher = difflib.SequenceMatcher(a=a, b=b, autojunk=False)
-    out_a, out_b = [], []
-    colour_a, colour_b = _mark_colour(left_score, right_score), _mark_colour(right_score, left_score)
-    for op, i1, i2, j1, j2 in matcher.get_opcodes():
-        chunk_a = inline_html(" ".join(a[i1:i2]))
-        chunk_b = inline_html(" ".join(b[j1:j2]))
-        if op == "equal":
-            out_a.append(chunk_a)
-            out_b.append(chunk_b)
-        else:
-            if chunk_a:
-                out_a.append(f"<mark style='background:{colour_a}'>{chunk_a}</mark>")
-            if chunk_b:
-                out_b.append(f"<mark style='background:{colour_b}'>{chunk_b}</mark>")
-    wrap = "<span class='aura-completion' style='white-space: pre-wrap'>{}</span>"
-    return wrap.format(" ".join(out_a)), wrap.format(" ".join(out_b))
 
 
 def toxicity_badge(score: float) -> str:

@@ -113,11 +113,12 @@ def real_aura_file(real_aura, tmp_path_factory) -> Path:
     return path
 
 
-def prepare_tiny(capsys: pytest.CaptureFixture[str], *extra: str) -> dict:
-    """``prepare`` on tiny-gpt2 (20 texts per class, 32 tokens): the printed record."""
+def prepare_tiny(capsys: pytest.CaptureFixture[str], *extra: str, demo: bool = False) -> dict:
+    """``prepare`` on tiny-gpt2 (20 texts per class, 32 tokens): the printed record; ``demo`` also stores the demo."""
     from aura_core.cli import main
 
-    assert main(["prepare", "--model", "tiny-gpt2", "--n-per-class", "20", "--max-tokens", "32", "--json", *extra]) == 0
+    args = ["prepare", "--model", "tiny-gpt2", "--n-per-class", "20", "--max-tokens", "32", "--json", *extra]
+    assert main(args + ([] if demo else ["--no-demo"])) == 0
     return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
 
 

@@ -217,7 +217,7 @@ def llama_server(monkeypatch, tmp_path, capsys):
     monkeypatch.setenv("AURA_CACHE_DIR", str(tmp_path))
     monkeypatch.delenv("AURA_WORKSHOP", raising=False)
     get_server_config.clear()
-    assert main(["prepare", "--model", "tiny-llama", "--n-per-class", "20", "--max-tokens", "32", "--json"]) == 0
+    assert main(["prepare", "--model", "tiny-llama", "--n-per-class", "20", "--max-tokens", "32", "--json", "--no-demo"]) == 0
     capsys.readouterr()
     yield tmp_path
     get_server_config.clear()

@@ -83,7 +83,32 @@ def test_the_demo_compares_the_means_of_several_samples(cache):
     frame = at.session_state["last_generation"]["samples"]
     assert (frame.groupby("side").size() >= 8).all()
     assert any(m.label.startswith("Baseline: mean toxicity") for m in at.metric)
-    assert any("Scored by profanity-check" in c.value for c in at.caption)
+    assert any("scored by profanity-check" in c.value for c in at.caption)
+
+
+def _requests_computed() -> int:
+    """Requests queued on every engine of this process: the server's computations."""
+    from aura_core.runtime.engine import _ENGINES
+
+    return sum(int(engine.load()["requests_total"]) for engine in list(_ENGINES.values()))
+
+
+def test_the_prepared_demo_opens_from_the_store_without_computing(cache, capsys):
+    record = prepare_tiny(capsys, demo=True)
+    assert record["demo"]["samples"] == 10 and record["demo"]["key"]
+    before = _requests_computed()
+    at = _session()
+    assert any("Prepared on this server" in c.value for c in at.caption)
+    next(b for b in at.button if b.label == "Run the demo").click().run()
+    assert not at.exception, at.exception
+    shown = at.session_state["last_generation"]
+    assert shown["key"] == record["demo"]["key"] and _requests_computed() == before  # opened, not computed
+    assert (shown["samples"].groupby("side").size() == 10).all()
+    assert any(c.value.startswith("**The prepared demo.** Chosen by rule") for c in at.caption)
+    assert dict(at.query_params).get("pre", "none") == record["demo"]["pre"]  # the link names what is on screen
+    next(b for b in at.button if b.label == "Fresh samples").click().run()  # new streams: computed, once
+    assert not at.exception, at.exception
+    assert at.session_state["last_generation"]["key"] != record["demo"]["key"] and _requests_computed() == before + 1
 
 
 def test_workshop_mode_hides_what_reaches_the_server(cache, monkeypatch, capsys):

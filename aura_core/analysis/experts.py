@@ -191,23 +191,39 @@ def load_experts(key: str) -> Experts:
     return Experts(key, recipe, data, intervention)
 
 
+def attachment_path(key: str, name: str) -> Path | None:
+    """Where a small result measured for experts ``key`` lives beside them (None for a malformed key)."""
+    return _root() / key / name if is_experts_key(key) else None
+
+
+def save_attachment(key: str, name: str, value: dict[str, Any]) -> None:
+    """Keep a small JSON result (an operating point, the demo's choice) beside the experts it was measured for."""
+    path = attachment_path(key, name)
+    if path is None or not path.parent.is_dir():
+        raise AuraError(f"no experts {key} to attach {name} to")
+    atomic_write(path, json.dumps(value, default=str))
+
+
 def save_operating_point(key: str, point: dict[str, object]) -> None:
     """Keep the best sweep point within a perplexity budget beside the experts it was measured for."""
-    if not is_experts_key(key) or not (_root() / key).is_dir():
-        raise AuraError(f"no experts {key} to attach an operating point to")
-    atomic_write(_root() / key / "operating_point.json", json.dumps(point, default=str))
+    save_attachment(key, "operating_point.json", point)
+
+
+def load_attachment(key: str, name: str) -> dict[str, Any] | None:
+    """A small JSON result kept beside experts ``key``, or None (absent or unreadable)."""
+    path = attachment_path(key, name)
+    if path is None or not path.is_file():
+        return None
+    try:
+        value: dict[str, Any] = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return value
 
 
 def load_operating_point(key: str) -> dict[str, Any] | None:
     """The operating point measured for these experts, if any."""
-    path = _root() / key / "operating_point.json" if is_experts_key(key) else None
-    if path is None or not path.is_file():
-        return None
-    try:
-        point: dict[str, Any] = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return point
+    return load_attachment(key, "operating_point.json")
 
 
 def _prepared_path() -> Path:

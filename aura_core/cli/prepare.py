@@ -19,6 +19,9 @@ def add_to(sub: Any) -> None:
     common.add_collect_args(prepare)
     prepare.set_defaults(n_per_class=N_PER_CLASS)
     prepare.add_argument("--name", default="default", help="'default' (what the app opens on) or a preset name")
+    prepare.add_argument(
+        "--no-demo", action="store_true", help="skip choosing and storing the Start page's demo (a minute on 2 cores)"
+    )
     prepare.add_argument("--json", action="store_true", help="print one line of JSON: experts key and link query")
     prepare.set_defaults(func=run)
 
@@ -46,6 +49,7 @@ def run(args: argparse.Namespace) -> int:
     finally:
         close()
     register_prepared(args.model, experts.key, args.name)
+    demo = None if args.no_demo else _prepare_demo(loaded, experts)
     query = f"model={quote(args.model)}&experts={experts.key}"
     summary = {
         "experts": experts.key,
@@ -55,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
         "texts": len(sample),
         "units": experts.intervention.n_units,
         "best_auroc": round(experts.intervention.auroc_max(), 4),
+        "demo": None if demo is None else {name: demo[name] for name in ("prompt", "pre", "samples", "key")},
     }
     if args.json:
         print(json.dumps(summary))
@@ -62,3 +67,25 @@ def run(args: argparse.Namespace) -> int:
         common.emit(summary, "json", None)
         print(f"open the app with ?{query} (or plainly: it opens on the default experts)", file=sys.stderr)
     return 0
+
+
+def _prepare_demo(loaded: Any, experts: Any) -> dict[str, Any]:
+    """Choose the Start page's demo by its rule and store its result, so Run the demo opens it at once."""
+    from aura_core import load_preprompts, load_prompts, load_scorer
+    from aura_core.evaluation.demo import demo_candidates, prepare_demo
+    from aura_core.runtime.engine import engine_for
+
+    update, close = common.stage_progress()
+    try:
+        return prepare_demo(
+            engine_for(loaded.model),
+            loaded.tokenizer,
+            loaded.name,
+            experts.key,
+            experts.intervention,
+            load_scorer(),
+            demo_candidates(load_prompts(), load_preprompts()),
+            progress=update,
+        )
+    finally:
+        close()

@@ -333,7 +333,16 @@ class Evaluation:
             settings = asdict(self.settings)
             # The pre-prompt's form joins the key only when it is not plain text, so earlier runs stay valid.
             pre = condition.pre_text if self.config.preprompt_form == "text" else [condition.pre_text, self.config.preprompt_form]
-            parts: list[object] = ["gen", self.fingerprint, intervention, texts, pre, settings, self.config.seed, self.scorer.name]
+            parts: list[object] = [
+                "gen",
+                self.fingerprint,
+                intervention,
+                texts,
+                pre,
+                settings,
+                self.config.seed,
+                self.scorer.name,
+            ]
             engine = getattr(self.runner, "completion_key", None)  # another engine's completions are other pieces
             return _hash(*parts, engine) if engine else _hash(*parts)
 
@@ -557,7 +566,9 @@ def sweep_families(model: nn.Module, intervention: Intervention) -> tuple[str, .
     """
     held = set(intervention.auroc)
     families = [
-        f for f in unit_families(model, pairs=False) if f != ALL_UNITS and 0 < len(held & set(discover_units(model, f))) < len(held)
+        f
+        for f in unit_families(model, pairs=False)
+        if f != ALL_UNITS and 0 < len(held & set(discover_units(model, f))) < len(held)
     ]
     return (*families, ALL_UNITS)
 

@@ -35,6 +35,7 @@ class Flight(Generic[T]):
         self.started = time.monotonic()
         self.finished = threading.Event()
         self.value: T | None = None
+        self.snapshot: Any = None  # the work's latest partial result (a generation's streaming rows), for waiters to draw
         self.error: BaseException | None = None
         self.waiters = 0
         self._lock = threading.Lock()
@@ -71,6 +72,16 @@ class Flights:
         with self._lock:
             flight = self._flights.get(key)
             return flight if flight is not None and not flight.finished.is_set() else None
+
+    def follow(self, key: Hashable) -> Flight[Any] | None:
+        """The running flight for ``key``, joined as one more waiter (leave it when done), or None."""
+        with self._lock:
+            flight = self._flights.get(key)
+            if flight is None or flight.finished.is_set():
+                return None
+            with flight._lock:
+                flight.waiters += 1
+            return flight
 
     def join(self, key: Hashable, work: Callable[[Flight[T]], T]) -> Flight[T]:
         """The running flight for ``key`` (joined as one more waiter), or a new one running ``work``."""
