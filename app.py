@@ -12,9 +12,11 @@ from studio import settings
 from studio.frame import ensure_frame
 from studio.resources import engine_load, store_line
 from studio.state import init_session, model_choice, session_experts, show_notes, shown_concept_data
+from studio.theme import draw_theme
 
 ensure_frame()
 st.set_page_config(page_title="AurA Studio", page_icon="🧯", layout="wide")
+draw_theme()
 init_session()
 
 navigation = st.navigation(
@@ -51,7 +53,8 @@ def draw_live_status() -> None:
             f"{load['rows_decoding']:.0f} completions decoding · {load['requests_waiting']:.0f} requests waiting"
             + (f" · {load['units_waiting']:.0f} batches of longer jobs queued" if load["units_waiting"] else "")
         )
-        st.caption(f"{load['requests_total']:.0f} generation requests computed since the server started")
+        total = int(load["requests_total"])
+        st.caption(f"{total:,} generation {'request' if total == 1 else 'requests'} computed since the server started")
 
 
 def draw_sidebar() -> None:

@@ -199,7 +199,7 @@ def draw_texts(detail: UnitDetail, label: int, title: str) -> None:
         html += token_highlight_html(acts, scale)
         if partner is not None and top.partner_values is not None:
             partner_acts = TokenActivations(acts.text, acts.tokens, top.partner_values)
-            html += f"<small style='color:#666'>{partner.kind} {partner.unit} on the same text:</small>"
+            html += f"<small style='color:var(--aura-muted)'>{partner.kind} {partner.unit} on the same text:</small>"
             html += token_highlight_html(partner_acts, scale)
         st.markdown(html, unsafe_allow_html=True)
 
@@ -257,7 +257,7 @@ with heading:
     st.plotly_chart(unit_classifier_figure(values, labels, unit.auroc, detail.threshold), width="stretch")
 
 with texts_section:
-    st.caption("Each token is shaded by the unit's output there (the strongest is outlined); hover a token for its value.")
+    st.caption("Each token is shaded by the unit's output there (the strongest is outlined); hover or tap a token for its value.")
     left, right = st.columns(2)
     with left:
         draw_texts(detail, 1, "Toxic texts")

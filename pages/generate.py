@@ -5,6 +5,7 @@ import secrets
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import streamlit as st
 
@@ -22,6 +23,7 @@ from aura_core.method.registry import method_names
 from aura_core.method.stats import TOXIC_THRESHOLD
 from aura_core.model.architecture import ALL_UNITS, discover_units, unit_families, unit_family_label
 from aura_core.model.loading import cache_root
+from aura_core.runtime.flights import Flight
 from aura_core.runtime.folding import export_model
 from studio import settings
 from studio.expert_activity import draw_expert_activity
@@ -33,7 +35,8 @@ from studio.view import inline_html, plain_markdown, side_title
 
 ensure_frame()
 
-st.title("Generate side by side")
+with st.container(key="aura-title"):
+    st.title("Generate side by side")
 loaded = require_model()
 experts = require_experts("the intervention is built from their AUROC.")
 config = get_server_config()
@@ -250,13 +253,15 @@ if can_generate and (pressed or autorun) and stored is None and flight is None: 
     except AuraError as err:
         st.error(str(err))
         settings.stop()
-if flight is not None:
+
+
+def _follow(flight: Flight[dict[str, Any]], names: list[str], n_per_side: int) -> dict[str, Any] | None:
+    """Stream a running generation (this session's or another's with these settings) until its result is stored."""
     live = st.empty()  # the streaming view; the stored result replaces it in this same run
     with live.container():
         note = st.empty()
-        columns = list(st.columns(2))
         slots = {}
-        for column, side in zip(columns, sides, strict=True):
+        for column, side in zip(st.columns(2), names, strict=True):
             with column:
                 st.markdown(f"#### {side_title(side, strength)}")
                 slots[side] = st.empty()
@@ -273,74 +278,84 @@ if flight is not None:
             if shown.get("note") != line:
                 shown["note"] = line
                 note.caption(line)
-            offset = 0
-            for side, rows_of_side in zip(sides, (int(samples), int(samples)), strict=True):
-                if shown.get(side) != state.tokens[offset]:
-                    shown[side] = state.tokens[offset]
-                    text = loaded.tokenizer.decode(state.tokens[offset], skip_special_tokens=True)
-                    slots[side].markdown(inline_html(text), unsafe_allow_html=True)
-                offset += rows_of_side
-        stored = flight.result()
+            for index, side in enumerate(names):
+                tokens = state.tokens[index * n_per_side]  # sample 1 of each side streams
+                if shown.get(side) != tokens:
+                    shown[side] = tokens
+                    slots[side].markdown(
+                        inline_html(loaded.tokenizer.decode(tokens, skip_special_tokens=True)), unsafe_allow_html=True
+                    )
+        return flight.result()
     except AuraError as err:
         st.error(str(err))
-        settings.stop()
+        return None
     finally:
         if not flight.finished.is_set():
             flight.leave()  # the page went away (cancel, refresh): the last to leave frees the rows
-    live.empty()
+        live.empty()
 
-if stored is None:
-    st.info(f"Press **Generate**: {int(samples)} completions per side, with the same random streams on both sides.")
-    settings.stop()
-result = st.session_state["last_generation"] = stored  # what this session shows (tests and downloads read it)
-if result.get("unsaved"):
-    st.warning(result["unsaved"])
 
-frame = result["samples"]
-side_names = list(dict.fromkeys(frame.side))
-n_per_side = int((frame.side == side_names[0]).sum())
-per_side = {side: frame[frame.side == side].sort_values("sample").toxicity.to_numpy() for side in side_names}
-summary = summarise_sides(per_side, seed=int(result["seed"]))
-titles = {side: side_title(side, result["strength"]) for side in side_names}
-cols = list(st.columns([2, 2, 3]))
-for col, side_summary in zip(cols, summary.sides, strict=False):
-    col.metric(
-        f"{titles[side_summary.side]}: mean toxicity",
-        f"{side_summary.mean:.3f}",
-        help="95% bootstrap interval over the samples",
+def _draw_result(result: dict[str, Any]) -> None:
+    """The headline (both means, their interval and ratio), how it was made, every pair, and the downloads."""
+    if result.get("unsaved"):
+        st.warning(result["unsaved"])
+    frame = result["samples"]
+    side_names = list(dict.fromkeys(frame.side))
+    n_per_side = int((frame.side == side_names[0]).sum())
+    per_side = {side: frame[frame.side == side].sort_values("sample").toxicity.to_numpy() for side in side_names}
+    summary = summarise_sides(per_side, seed=int(result["seed"]))
+    titles = {side: side_title(side, result["strength"]) for side in side_names}
+    cols = list(st.columns([2, 2, 3]))
+    for col, side_summary in zip(cols, summary.sides, strict=False):
+        col.metric(
+            f"{titles[side_summary.side]}: mean toxicity",
+            f"{side_summary.mean:.3f}",
+            help="95% bootstrap interval over the samples",
+        )
+        col.caption(
+            f"[{side_summary.low:.3f}, {side_summary.high:.3f}] · {side_summary.toxic} of {side_summary.n} "
+            f"completions toxic (score > {TOXIC_THRESHOLD})"
+        )
+    if summary.ratio is not None:
+        factor, low, high = summary.ratio
+        cols[2].metric(f"{titles[side_names[1]]} against {titles[side_names[0]]}: mean toxicity", ratio_words(factor))
+        cols[2].caption(
+            f"95% interval: from {ratio_words(low)} to {ratio_words(high)}, paired by sample"
+            + (" · wider than the effect: add samples" if low < 1 < high else "")
+        )
+    demo = load_demo(experts.key)
+    top = st.columns([3, 1])
+    top[0].caption(
+        f"Prompt “{plain_markdown(result['prompt'])}” · pre-prompt: {plain_markdown(result['pre_prompt'] or 'none')} · "
+        f"seed {result['seed']} · {n_per_side} samples per side, sample j drawn from the same random stream on both sides · "
+        f"scored by {scorer.description}"
     )
-    col.caption(
-        f"[{side_summary.low:.3f}, {side_summary.high:.3f}] · {side_summary.toxic} of {side_summary.n} "
-        f"completions toxic (score > {TOXIC_THRESHOLD})"
+    top[1].button(
+        "Fresh samples", icon=":material/refresh:", on_click=_fresh_samples, help="The same settings on new random streams."
     )
-if summary.ratio is not None:
-    factor, low, high = summary.ratio
-    cols[2].metric(f"{titles[side_names[1]]} against {titles[side_names[0]]}: mean toxicity", ratio_words(factor))
-    cols[2].caption(
-        f"95% interval: from {ratio_words(low)} to {ratio_words(high)}, paired by sample"
-        + (" · wider than the effect: add samples" if low < 1 < high else "")
+    if demo is not None and demo.get("key") == result.get("key"):
+        st.caption(f"**The prepared demo.** {describe_choice(demo)}")
+    draw_pairs(frame, float(result["strength"]))
+    with st.expander("Every completion as a table"):
+        st.dataframe(frame, hide_index=True, width="stretch")
+    st.download_button(
+        "Generations (CSV)",
+        frame.assign(prompt=result["prompt"], pre_prompt=result["pre_prompt"]).to_csv(index=False).encode(),
+        "generations.csv",
+        "text/csv",
     )
-demo = load_demo(experts.key)
-top = st.columns([5, 1])
-top[0].caption(
-    f"Prompt “{plain_markdown(result['prompt'])}” · pre-prompt: {plain_markdown(result['pre_prompt'] or 'none')} · "
-    f"seed {result['seed']} · {n_per_side} samples per side, sample j drawn from the same random stream on both sides · "
-    f"scored by {scorer.description}"
-)
-top[1].button(
-    "Fresh samples", icon=":material/refresh:", on_click=_fresh_samples, help="The same settings on new random streams."
-)
-if demo is not None and demo.get("key") == result.get("key"):
-    st.caption(f"**The prepared demo.** {describe_choice(demo)}")
-draw_pairs(frame, float(result["strength"]))
-with st.expander("Every completion as a table"):
-    st.dataframe(frame, hide_index=True, width="stretch")
-st.download_button(
-    "Generations (CSV)",
-    frame.assign(prompt=result["prompt"], pre_prompt=result["pre_prompt"]).to_csv(index=False).encode(),
-    "generations.csv",
-    "text/csv",
-)
+
+
+with st.container(key="aura-results"):  # on a narrow screen, above the settings (studio/theme.py)
+    if flight is not None:
+        stored = _follow(flight, list(sides), int(samples))
+        if stored is None:
+            settings.stop()
+    if stored is None:
+        st.info(f"Press **Generate**: {int(samples)} completions per side, with the same random streams on both sides.")
+        settings.stop()
+    st.session_state["last_generation"] = stored  # what this session shows (tests and downloads read it)
+    _draw_result(stored)
 
 if not config.workshop:
     with st.expander("Export the intervened model as a checkpoint"):

@@ -64,13 +64,13 @@ def draw_expert_activity() -> None:
     scale = max([p.expert for p in baseline] + [p.reduced for p in removed] + [1e-6])
     st.caption(
         f"Sample 1 of each side, read back by the plain model and under {applied.label}. A token's expert activity sums "
-        "the scores of the expert units firing there, as on **Which experts fire** (the ⓘ above says how); hover a "
-        "token for its value."
+        "the scores of the expert units firing there, as on **Which experts fire** (that page says how); hover or "
+        "tap a token for its value."
     )
     left, right = st.columns(2)
     with left, st.container(border=True):
         st.markdown(f"**Baseline: expert activity per token** · total {sum(p.expert for p in baseline):.1f}")
-        st.markdown(shaded_strip_html([(p.text, p.expert) for p in baseline], scale, (214, 39, 40)), unsafe_allow_html=True)
+        st.markdown(shaded_strip_html([(p.text, p.expert) for p in baseline], scale, "hot"), unsafe_allow_html=True)
     if changed:
         with right, st.container(border=True):
             total_left = sum(p.expert for p in removed)
@@ -79,4 +79,4 @@ def draw_expert_activity() -> None:
                 f"**{side_title(changed[0], float(shown['strength']))}: what the intervention removed per token** · "
                 f"removed {total_removed:.1f}, left {total_left:.1f}"
             )
-            st.markdown(shaded_strip_html([(p.text, p.reduced) for p in removed], scale, (44, 160, 44)), unsafe_allow_html=True)
+            st.markdown(shaded_strip_html([(p.text, p.reduced) for p in removed], scale, "cool"), unsafe_allow_html=True)

@@ -15,6 +15,7 @@ from aura_core.analysis.neurons import TokenActivations
 from aura_core.method.registry import method_label
 from aura_core.method.stats import TOXIC_THRESHOLD
 from aura_core.runtime.flights import Flight
+from studio.theme import css_var, shade
 
 T = TypeVar("T")
 
@@ -91,10 +92,13 @@ def token_highlight_html(acts: TokenActivations, scale: float) -> str:
     peak = acts.peak
     for index, (token, value) in enumerate(zip(acts.tokens, acts.values, strict=True)):
         alpha = 0.0 if scale <= 0 else max(0.0, min(1.0, value / scale))
-        style = f"background: rgba(214,39,40,{alpha:.2f}); border-radius: 3px;"
+        style = f"background: {shade('hot', alpha)}; border-radius: 3px;"
         if index == peak:
-            style += " outline: 2px solid #d62728;"
-        pieces.append(f'<span title="{value:.3f}" style="{style}">{inline_html(token)}</span>')
+            style += f" outline: 2px solid {css_var('toxic')};"
+        pieces.append(
+            f'<span class="aura-tip" tabindex="0" title="{value:.3f}" data-value="{value:.3f}" style="{style}">'
+            f"{inline_html(token)}</span>"
+        )
     return "<div style='line-height:1.9; font-family: monospace; white-space: pre-wrap'>" + "".join(pieces) + "</div>"
 
 
@@ -130,8 +134,9 @@ def inline_html(text: str) -> str:
 
 
 def toxicity_badge(score: float) -> str:
-    color = "#d62728" if score > TOXIC_THRESHOLD else ("#ff7f0e" if score > 0.2 else "#2ca02c")
-    return f"<span style='color:{color}; font-weight:600'>toxicity {score:.3f}</span>"
+    """The score in words, coloured by how toxic it is (the theme's colours)."""
+    colour = css_var("toxic" if score > TOXIC_THRESHOLD else ("mild" if score > 0.2 else "clean"))
+    return f"<span style='color:{colour}; font-weight:600'>toxicity {score:.3f}</span>"
 
 
 def side_title(side: str, strength: float) -> str:
@@ -158,18 +163,22 @@ def follow_flight(flight: Flight[T], progress: ProgressWithETA, poll_s: float = 
             flight.leave()
 
 
-def shaded_strip_html(pieces: Sequence[tuple[str, float]], scale: float, rgb: tuple[int, int, int], css_class: str = "") -> str:
-    """Text pieces shaded by their values (full colour at ``scale``); each piece's value shows on hover.
+def shaded_strip_html(pieces: Sequence[tuple[str, float]], scale: float, colour: str, css_class: str = "") -> str:
+    """Text pieces shaded by their values (full ``colour``, a theme colour, at ``scale``); a hover or a tap shows each value.
 
-    >>> shaded_strip_html([("<b>", 1.0), (" ok", 0.0)], 2.0, (214, 39, 40))
-    "<div class='' style='line-height:1.9; white-space: pre-wrap'><span title='1.000' style='background: rgba(214,39,40,0.50); border-radius: 3px'>&#60;b&#62;</span><span title='0.000' style='background: rgba(214,39,40,0.00); border-radius: 3px'> ok</span></div>"
+    >>> print(shaded_strip_html([("<b>", 1.0)], 2.0, "hot"))  # doctest: +NORMALIZE_WHITESPACE
+    <div class='' style='line-height:1.9; white-space: pre-wrap'><span class='aura-tip' tabindex='0' title='1.000'
+    data-value='1.000' style='background: color-mix(in srgb, var(--aura-hot) 50%, transparent); border-radius:
+    3px'>&#60;b&#62;</span></div>
     """
-    red, green, blue = rgb
     spans = []
     for text, value in pieces:
-        alpha = 0.0 if scale <= 0 else max(0.0, min(1.0, value / scale))
-        style = f"background: rgba({red},{green},{blue},{alpha:.2f}); border-radius: 3px"
-        spans.append(f"<span title='{value:.3f}' style='{style}'>{inline_html(text)}</span>")
+        alpha = 0.0 if scale <= 0 else value / scale
+        style = f"background: {shade(colour, alpha)}; border-radius: 3px"
+        spans.append(
+            f"<span class='aura-tip' tabindex='0' title='{value:.3f}' data-value='{value:.3f}' style='{style}'>"
+            f"{inline_html(text)}</span>"
+        )
     return (
         f"<div class='{html.escape(css_class, quote=True)}' style='line-height:1.9; white-space: pre-wrap'>{''.join(spans)}</div>"
     )
@@ -193,7 +202,7 @@ export default function (component) {
     button.textContent = token.text;  // text, never markup: whatever was typed stays text
     button.title = token.title;
     button.dataset.index = String(index);
-    button.style.background = "rgba(214, 39, 40, " + token.alpha + ")";
+    button.style.background = "color-mix(in srgb, var(--aura-hot) " + Math.round(Math.min(1, Math.max(0, token.alpha)) * 100) + "%, transparent)";
     button.addEventListener("click", () => setStateValue("selected", index));
     strip.appendChild(button);
   });
@@ -203,8 +212,8 @@ _STRIP_CSS = """
 .aura-strip { font-family: ui-monospace, monospace; font-size: 1rem; line-height: 2.2; white-space: pre-wrap; }
 .aura-token { font: inherit; color: inherit; white-space: pre-wrap; border: 1px solid transparent; border-radius: 3px;
   padding: 0; margin: 0; cursor: pointer; }
-.aura-token:hover { border-color: #666; }
-.aura-selected { outline: 2px solid #d62728; }
+.aura-token:hover { border-color: var(--aura-muted); }
+.aura-selected { outline: 2px solid var(--aura-toxic); }
 """
 
 

@@ -239,4 +239,4 @@ def test_generate_page_shows_experts_in_the_completions(app):
     assert not at.exception, at.exception
     text = _markdown_text(at)
     assert "Baseline: expert activity per token" in text and "what the intervention removed per token" in text
-    assert "rgba(214,39,40," in text and "rgba(44,160,44," in text
+    assert "var(--aura-hot) " in text and "var(--aura-cool) " in text  # shaded by the theme's colours

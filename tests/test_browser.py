@@ -44,10 +44,10 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def _serving(log_name: str = "server.log") -> Iterator[str]:
-    """A fresh Streamlit server on the app, its address while it runs."""
+def _serving(log_name: str = "server.log", **extra_env: str) -> Iterator[str]:
+    """A fresh Streamlit server on the app (on the default model unless ``extra_env`` says), its address while it runs."""
     port = _free_port()
-    env = {k: v for k, v in os.environ.items() if k != "AURA_STUDIO_MODEL"}
+    env = {k: v for k, v in os.environ.items() if k != "AURA_STUDIO_MODEL"} | extra_env
     ARTIFACTS.mkdir(exist_ok=True)
     log = (ARTIFACTS / log_name).open("w")
     process = subprocess.Popen(
@@ -121,7 +121,7 @@ def test_default_model_experts_and_side_by_side_generation(server, page):
     expect(page.get_by_role("strong").filter(has_text=re.compile(r"^Baseline$"))).to_be_visible()
     expect(page.get_by_role("strong").filter(has_text=re.compile(r"^AurA · λ = 1\.00$"))).to_be_visible()
     badges = page.get_by_text("toxicity 0.")
-    expect(badges).to_have_count(2)
+    expect(badges).to_have_count(16)  # the page's default: 8 pairs, every one shown
     page.screenshot(path=str(ARTIFACTS / "3-generate.png"))
     shutil.copy(ARTIFACTS / "3-generate.png", ARTIFACTS / "latest.png")
 
@@ -139,7 +139,7 @@ def _open_generate(browser, server: str, prompt: str):
     tab = context.new_page()
     tab.set_default_timeout(300_000)
     # Greedy decoding: a demo setting whose text is the same alone and beside other sessions.
-    tab.goto(f"{server}/find_experts?prompt={quote(prompt)}&samples=2&sampling=greedy&seed={RUN_SEED}")
+    tab.goto(f"{server}/find_experts?prompt={quote(prompt)}&samples=1&sampling=greedy&seed={RUN_SEED}")
     tab.get_by_role("spinbutton", name="Texts per class").fill("40")
     tab.get_by_role("spinbutton", name="Token budget per text").fill("32")
     tab.get_by_role("button", name="Find experts").click()
@@ -339,3 +339,46 @@ def test_a_fresh_server_draws_a_linked_page_inside_the_frame(browser):
             tab.screenshot(path=str(ARTIFACTS / "0-fresh-server-direct-link.png"))
         finally:
             context.close()
+
+
+def _requests_computed(tab) -> int:
+    """The server's count of generation requests, as the sidebar's live line shows it."""
+    line = tab.get_by_test_id("stSidebar").get_by_text(re.compile(r"computed since the server started"))
+    sync_api.expect(line).to_be_visible()
+    return int(re.sub(r"\D", "", line.inner_text().split(" generation")[0]))
+
+
+def test_the_prepared_demo_opens_at_once_and_eight_browsers_pressing_generate_compute_once(browser, tmp_path):
+    """A workshop's first minute: the stored demo opens without computing, and a room pressing the same button waits for one run."""
+    expect = sync_api.expect
+    expect.set_options(timeout=120_000)
+    env = {"AURA_STUDIO_MODEL": "tiny-gpt2", "AURA_CACHE_DIR": str(tmp_path)}
+    prepare = [sys.executable, "-m", "aura_core", "prepare", "--model", "tiny-gpt2", "--n-per-class", "20", "--max-tokens", "32"]
+    subprocess.run(prepare, cwd=ROOT, env=os.environ | env, check=True, capture_output=True, timeout=600)
+    with _serving("room-server.log", **env) as url:
+        contexts = [browser.new_context(viewport={"width": 1400, "height": 1600}) for _ in range(8)]
+        try:
+            tabs = [context.new_page() for context in contexts]
+            first = tabs[0]
+            first.goto(url)
+            first.get_by_role("button", name="Run the demo").click()
+            started = time.perf_counter()
+            expect(first.locator(".aura-completion")).to_have_count(20)  # 10 pairs
+            print(f"the prepared demo opened {time.perf_counter() - started:.1f} s after the click")
+            expect(first.get_by_text("The prepared demo.")).to_be_visible()
+            # The same settings on streams no one has drawn: 8 browsers open the link and press Generate together.
+            link = re.sub(r"([?&])seed=\d+", r"\1", first.url).rstrip("&") + f"&seed={RUN_SEED}&new_tokens=64"
+            for tab in tabs:
+                tab.goto(link)
+                expect(tab.get_by_role("button", name="Generate")).to_be_visible()
+            for tab in tabs:
+                tab.get_by_role("button", name="Generate").click()
+            for tab in tabs:
+                expect(tab.locator(".aura-completion")).to_have_count(20)
+            tabs[-1].screenshot(path=str(ARTIFACTS / "6-room-of-eight.png"))
+            texts = [tab.locator(".aura-completion").all_inner_texts() for tab in tabs]
+            assert all(shown == texts[0] for shown in texts)
+            assert _requests_computed(first) == 1  # the demo came from the store; the 8 presses ran once
+        finally:
+            for context in contexts:
+                context.close()

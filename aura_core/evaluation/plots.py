@@ -45,7 +45,8 @@ COLORS = {
     "det0": "#9467bd",
     "damp": "#ff7f0e",
 }
-_LAYOUT = {"template": "plotly_white", "margin": {"l": 50, "r": 20, "t": 50, "b": 40}}
+# No template: in the app Streamlit's own (light or dark) applies; a report file sets its own.
+_LAYOUT = {"margin": {"l": 50, "r": 20, "t": 50, "b": 40}}
 _SWEEP_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2")
 _SWEEP_SYMBOLS = ("circle", "square", "diamond", "triangle-up", "cross", "x", "pentagon")
 
@@ -286,14 +287,14 @@ def unit_classifier_figure(values: np.ndarray, labels: np.ndarray, auroc_value: 
         rows=1,
         cols=2,
         column_widths=[0.58, 0.42],
-        subplot_titles=("Its response to toxic and non-toxic texts", f"ROC (AUROC {auroc_value:.3f})"),
+        subplot_titles=("Response per class", f"ROC · AUROC {auroc_value:.3f}"),  # short: they fit a phone
     )
     for label, name in ((1, "toxic"), (0, "non-toxic")):
         fig.add_trace(
             go.Histogram(x=values[labels == label], name=name, opacity=0.6, marker_color=COLORS[name], nbinsx=40), row=1, col=1
         )
     if threshold is not None:
-        fig.add_vline(x=threshold, line_dash="dash", line_color="#333", annotation_text="τ", row=1, col=1)
+        fig.add_vline(x=threshold, line_dash="dash", line_color="#888888", annotation_text="τ", row=1, col=1)
     fpr, tpr, _ = roc_curve(labels, values)
     fig.add_trace(go.Scatter(x=fpr, y=tpr, mode="lines", name="unit", line_color=COLORS["toxic"]), row=1, col=2)
     fig.add_trace(
@@ -303,7 +304,7 @@ def unit_classifier_figure(values: np.ndarray, labels: np.ndarray, auroc_value: 
     fig.update_yaxes(title_text="texts", row=1, col=1)
     fig.update_xaxes(title_text="false positive rate", row=1, col=2)
     fig.update_yaxes(title_text="true positive rate", row=1, col=2)
-    fig.update_layout(barmode="overlay", height=360, **_LAYOUT)
+    fig.update_layout(barmode="overlay", height=380, legend={"orientation": "h", "y": -0.3}, **_LAYOUT)
     return fig
 
 
@@ -331,7 +332,7 @@ def activation_histogram(
                 hovertemplate="%{x:.3f}: %{y} tokens<extra></extra>",
             )
         )
-    fig.add_vline(x=threshold, line_dash="dash", line_color="#333", annotation_text="τ (fires above)")
+    fig.add_vline(x=threshold, line_dash="dash", line_color="#888888", annotation_text="τ (fires above)")
     fig.update_layout(
         title=title, xaxis_title="activation at a token", yaxis_title="tokens", barmode="overlay", height=340, **_LAYOUT
     )

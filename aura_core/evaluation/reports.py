@@ -282,6 +282,8 @@ def report_html(result: EvalResult, title: str = "AurA Studio evaluation") -> st
     figures = [condition_figure(result.metrics)]
     if result.sweep is not None and len(result.sweep):
         figures.append(tradeoff_figure(result.sweep, result.operating_point))
+    for fig in figures:
+        fig.update_layout(template="plotly_white")  # a file has no theme of its own; the app's follows light or dark
     charts = [pio.to_html(fig, full_html=False, include_plotlyjs="inline" if i == 0 else False) for i, fig in enumerate(figures)]
     settings = json.dumps(result.config.as_dict(), indent=2, default=str)
     provenance = json.dumps(result.provenance, indent=2, default=str)
