@@ -1,5 +1,6 @@
 """One engine per model: shared batches, per-request random streams, fair turns, cancel and timeouts."""
 
+import math
 import threading
 import time
 
@@ -97,11 +98,12 @@ def test_cancel_frees_rows_and_a_timeout_ends_with_a_clear_error(tiny):
     long = SamplingSettings(max_new_tokens=250, do_sample=False)
     try:
         busy = engine.submit(completion_rows(tiny.tokenizer, ["x"] * 16, settings=long))
-        while busy.started is None:
+        while len(busy.rows[0].tokens) < 3:  # decoding, with steps measured
             time.sleep(0.001)
         waiting = engine.submit(completion_rows(tiny.tokenizer, ["y"], settings=long))
         state = waiting.state()
         assert state.queued and state.ahead == 0 and state.describe().startswith("queued: next in line, about")
+        assert waiting.first_estimate is not None and waiting.first_estimate[1] > 0  # the busy batch's 250 steps
         busy.cancel()
         assert busy.finished.wait(30)
         with pytest.raises(EngineTimeout, match="no answer within"):
@@ -112,6 +114,22 @@ def test_cancel_frees_rows_and_a_timeout_ends_with_a_clear_error(tiny):
         assert engine.load()["rows_decoding"] == 0
     finally:
         engine.close()
+
+
+def test_each_request_told_a_wait_is_recorded_with_the_wait_it_had(tiny, engine):
+    tiny.model.generation_config.eos_token_id = None
+    long = SamplingSettings(max_new_tokens=40, do_sample=False)
+    first = engine.submit(completion_rows(tiny.tokenizer, ["x"] * 64, settings=long))
+    while len(first.rows[0].tokens) < 3:
+        time.sleep(0.001)
+    behind = [engine.submit(completion_rows(tiny.tokenizer, ["y"] * 32, settings=long)) for _ in range(2)]
+    told = [request.state() for request in behind]
+    for request in [first, *behind]:
+        request.result(timeout=120)
+    assert told[1].ahead == told[0].ahead + 1 and told[1].eta_s >= told[0].eta_s
+    recorded = engine.estimates()
+    assert len(recorded) == sum(state.queued and not math.isnan(state.eta_s) for state in told)
+    assert all(estimate >= 0 and waited >= 0 for estimate, waited in recorded)
 
 
 def test_a_failing_unit_fails_its_caller_only(tiny, engine):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from aura_core.runtime.scheduler import Admission, Limits, Waiting, queue_order, schedule
 
 LIMITS = Limits(max_rows=8, token_budget=1000, interactive_reserve=2)
@@ -60,3 +62,25 @@ def test_a_refused_set_ends_the_admissions_of_this_step() -> None:
 def test_the_queue_position_a_page_shows_is_the_serving_order() -> None:
     queue = [_w("bulk", "bulk", created=0.0), _w("late", created=9.0), _w("early", created=1.0)]
     assert [w.key for w in queue_order(queue)] == ["early", "late", "bulk"]
+
+
+def test_a_wait_is_the_queue_played_forward_with_the_measured_step_times() -> None:
+    from aura_core.runtime.scheduler import StepTimes, estimate_wait
+
+    def step(rows: int) -> float:
+        return 0.01 + 0.001 * rows
+
+    assert estimate_wait([], [], rows=16, max_rows=64, step_s=step) == 0.0  # room now: no wait
+    assert estimate_wait([20] * 60, [], rows=2, max_rows=64, step_s=step) == 0.0
+    full = estimate_wait([20] * 64, [], rows=16, max_rows=64, step_s=step)
+    assert full == pytest.approx(20 * step(64))  # the whole batch must finish its 20 tokens first
+    behind_four = estimate_wait([20] * 64, [[20] * 16] * 4, rows=16, max_rows=64, step_s=step)
+    assert behind_four == pytest.approx(2 * 20 * step(64))  # the four ahead join together, then their round
+    assert estimate_wait([5] * 64, [[20] * 64], rows=1, max_rows=64, step_s=step) > estimate_wait(
+        [5] * 64, [], rows=1, max_rows=64, step_s=step
+    )
+    times = StepTimes()
+    assert not times.measured and times.predict(8) == 0.0
+    for _ in range(50):
+        times.record(8, 0.05)
+    assert times.predict(8) == pytest.approx(0.05) and times.predict(64) == pytest.approx(0.05)  # one size seen: a constant

@@ -97,6 +97,8 @@ def test_the_prepared_demo_opens_from_the_store_without_computing(cache, capsys)
     record = prepare_tiny(capsys, demo=True)
     assert record["demo"]["samples"] == 10 and record["demo"]["key"]
     before = _requests_computed()
+    assert prepare_tiny(capsys, demo=True)["demo"] == record["demo"]  # prepared again: kept, not screened again
+    assert _requests_computed() == before
     at = _session()
     assert any("Prepared on this server" in c.value for c in at.caption)
     next(b for b in at.button if b.label == "Run the demo").click().run()

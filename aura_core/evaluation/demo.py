@@ -24,7 +24,15 @@ from aura_core.base.data import NO_PREPROMPT, Prompt, resolve_preprompt
 from aura_core.base.files import content_key
 from aura_core.evaluation.generation import completion_rows
 from aura_core.evaluation.scoring import ToxicityScorer
-from aura_core.evaluation.side_by_side import BASELINE, compute_sides, key_parts, result_key, sampling_for, store_result
+from aura_core.evaluation.side_by_side import (
+    BASELINE,
+    compute_sides,
+    key_parts,
+    load_result,
+    result_key,
+    sampling_for,
+    store_result,
+)
 from aura_core.method.intervention import Intervention
 from aura_core.model.loading import cache_root
 from aura_core.runtime.engine import Engine
@@ -95,6 +103,14 @@ def prepare_demo(
     """
     if not candidates:
         raise ValueError("no provocative prompts to choose a demo from")
+    earlier = load_demo(experts_key)
+    if (
+        earlier is not None
+        and earlier.get("candidates") == content_key(list(candidates), length=16)
+        and earlier.get("samples") == samples
+        and load_result(cache_root(), str(earlier.get("key"))) is not None
+    ):
+        return earlier  # the same rule on the same candidates: chosen and stored already
 
     def stage(name: str) -> Callable[[int, int], None] | None:
         return None if progress is None else (lambda done, total: progress(name, done, total))

@@ -19,6 +19,7 @@ never holds the model for more than one of its batches.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 import weakref
@@ -33,7 +34,7 @@ from torch import nn
 from aura_core.errors import AuraError
 from aura_core.runtime.decoding import DecodeBatch, DecodeRow
 from aura_core.runtime.runner import Priority
-from aura_core.runtime.scheduler import Admission, Limits, Waiting, queue_key, schedule
+from aura_core.runtime.scheduler import Admission, Limits, StepTimes, Waiting, estimate_wait, queue_key, schedule
 
 __all__ = ["Engine", "EngineBusy", "EngineTimeout", "Request", "RequestState", "engine_for"]
 
@@ -59,15 +60,17 @@ class RequestState:
     done: bool
 
     def describe(self) -> str:
-        """``queued: 3 requests ahead, about 4 s`` while waiting, else an empty string.
+        """``queued: 3 requests ahead, about 4 s`` while waiting (no time before a step was measured), else empty.
 
         >>> RequestState(queued=True, ahead=3, eta_s=4.2, tokens=(), done=False).describe()
         'queued: 3 requests ahead, about 4 s'
+        >>> RequestState(queued=True, ahead=1, eta_s=float("nan"), tokens=(), done=False).describe()
+        'queued: 1 request ahead'
         """
         if not self.queued:
             return ""
         who = "next in line" if self.ahead == 0 else ("1 request ahead" if self.ahead == 1 else f"{self.ahead} requests ahead")
-        return f"queued: {who}, about {max(1, round(self.eta_s))} s"
+        return f"queued: {who}" if math.isnan(self.eta_s) else f"queued: {who}, about {max(1, round(self.eta_s))} s"
 
 
 class Request:
@@ -82,6 +85,7 @@ class Request:
         self.finished = threading.Event()
         self.error: BaseException | None = None
         self.pending = list(self.rows)  # rows not yet admitted into the batch
+        self.first_estimate: tuple[float, float] | None = None  # (when, seconds to wait) as first told
         self._open = len(self.rows)
 
     @property
@@ -96,8 +100,11 @@ class Request:
 
     def state(self) -> RequestState:
         ahead, eta = self.engine._position(self)
+        queued = self.started is None and not self.finished.is_set()
+        if queued and self.first_estimate is None and not math.isnan(eta):
+            self.first_estimate = (time.monotonic(), eta)
         return RequestState(
-            queued=self.started is None and not self.finished.is_set(),
+            queued=queued,
             ahead=ahead,
             eta_s=eta,
             tokens=tuple(tuple(row.tokens) for row in self.rows),
@@ -186,7 +193,9 @@ class Engine:
         self._last_bulk_s = 0.0
         self._tokens_per_s = 0.0
         self._requests_total = 0  # requests ever queued: how many computations the server ran
-        self._step_s = 0.0
+        self._step_times = StepTimes()  # decode steps alone; prefills are timed per prompt token
+        self._prefill_s_per_token = 0.0
+        self._waits: deque[tuple[float, float]] = deque(maxlen=1000)  # (estimated, waited) seconds, per request
         self._thread: threading.Thread | None = None
 
     @property
@@ -290,17 +299,33 @@ class Engine:
             self._thread.start()
 
     def _position(self, request: Request) -> tuple[int, float]:
-        """Requests that will start before this one, and about how many seconds until it starts."""
+        """Requests that will start before this one, and about how many seconds until it starts (nan: not known yet).
+
+        The queue is played forward with the step times measured on this machine (see
+        :func:`~aura_core.runtime.scheduler.estimate_wait`); while bulk units wait, decoding
+        gets its share of the time.
+        """
         with self._cond:
             if request.started is not None or request not in self._requests:
                 return 0, 0.0
             order = sorted(self._requests, key=lambda r: queue_key(r.priority, r.created))
             ahead = order[: order.index(request)]
-            tokens_ahead = sum(row.settings.max_new_tokens for r in ahead for row in r.pending)
-            remaining = max((row.settings.max_new_tokens - len(row.tokens) for row in self._batch.rows), default=0)
-            full = len(self._batch) + len(request.pending) > self.max_rows
-        rate = max(self._tokens_per_s, 1.0)
-        return len(ahead), tokens_ahead / rate + (remaining * self._step_s if full else 0.0)
+            running = [row.settings.max_new_tokens - len(row.tokens) for row in self._batch.rows]
+            rows_ahead = [[row.settings.max_new_tokens for row in r.pending] for r in ahead]
+            prefills = [sum(len(row.prompt_ids) for row in r.pending) * self._prefill_s_per_token for r in ahead]
+            interactive = request.priority == "interactive"
+            rows = min(len(request.pending), self.max_rows) if interactive else 1
+            limit = self.max_rows if interactive else self.max_rows - self.interactive_reserve
+            shared = any(unit.priority == "bulk" for unit in self._units)
+        if not self._step_times.measured:
+            return len(ahead), 0.0 if not running and not rows_ahead else math.nan
+        wait = estimate_wait(running, rows_ahead, rows, limit, self._step_times.predict, prefills)
+        return len(ahead), wait / (1.0 - self.bulk_share) if shared else wait
+
+    def estimates(self) -> list[tuple[float, float]]:
+        """For the latest requests that were told a wait: (seconds estimated, seconds they then waited)."""
+        with self._cond:
+            return list(self._waits)
 
     def _loop(self) -> None:
         """The worker, supervised: whatever fails in it fails the work it holds, with the cause, and never hangs a caller."""
@@ -335,12 +360,18 @@ class Engine:
                 bulk = [u for u in self._units if u.priority == "bulk"]
             for unit in interactive:
                 self._run_unit(unit)
-            self._admit()
+            started = time.perf_counter()
+            prefilled = self._admit()
+            admitted = time.perf_counter()
+            if prefilled:
+                per_token = (admitted - started) / prefilled
+                rate = self._prefill_s_per_token
+                self._prefill_s_per_token = 0.8 * rate + 0.2 * per_token if rate else per_token
             if self._batch.rows:
-                started = time.perf_counter()
+                rows = len(self._batch)
                 self._step()
-                spent = time.perf_counter() - started
-                self._decode_since_bulk += spent
+                self._step_times.record(rows, time.perf_counter() - admitted)
+            self._decode_since_bulk += time.perf_counter() - started
             if bulk and (not self._batch.rows or self._bulk_turn()):
                 started = time.perf_counter()
                 self._run_unit(bulk[0])
@@ -365,8 +396,11 @@ class Engine:
         except BaseException as err:  # handed to the caller, who sees its own error
             unit.future.set_exception(err)
 
-    def _admit(self) -> None:
-        """Move waiting rows into the batch: the scheduler decides which, from plain values; this executes."""
+    def _admit(self) -> int:
+        """Move waiting rows into the batch: the scheduler decides which, from plain values; this executes.
+
+        Returns the prompt tokens prefilled.
+        """
         with self._cond:
             queue = list(self._requests)
         waiting: list[Waiting] = []
@@ -403,15 +437,20 @@ class Engine:
             request.pending = request.pending[admission.rows :]
             if request.started is None:
                 request.started = time.monotonic()
+                if request.first_estimate is not None:
+                    told_at, estimate = request.first_estimate
+                    with self._cond:
+                        self._waits.append((estimate, request.started - told_at))
             if not request.pending:
                 self._dequeue(request)
         if not joining:
-            return
+            return 0
         try:
             self._batch.join(joining)
         except Exception as err:  # a failed prefill fails its own request, never the engine or the others
             self._join_each(joining, err)
         self._collect_finished()
+        return sum(len(row.prompt_ids) for row in joining)
 
     def _join_each(self, joining: list[DecodeRow], error: BaseException) -> None:
         """Prefill each request's rows on their own, after a prefill of several failed: only the faulty ones fail."""
@@ -446,7 +485,6 @@ class Engine:
             self._batch = DecodeBatch(self.model)
             return
         spent = time.perf_counter() - started
-        self._step_s = 0.8 * self._step_s + 0.2 * spent if self._step_s else spent
         rate = rows / max(spent, 1e-6)
         self._tokens_per_s = 0.8 * self._tokens_per_s + 0.2 * rate if self._tokens_per_s else rate
         self._collect_finished()
