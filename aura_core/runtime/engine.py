@@ -195,6 +195,7 @@ class Engine:
         self._requests_total = 0  # requests ever queued: how many computations the server ran
         self._step_times = StepTimes()  # decode steps alone; prefills are timed per prompt token
         self._prefill_s_per_token = 0.0
+        self._joining: list[DecodeRow] = []  # rows admitted and being prefilled: in neither the queue nor the batch
         self._waits: deque[tuple[float, float]] = deque(maxlen=1000)  # (estimated, waited) seconds, per request
         self._thread: threading.Thread | None = None
 
@@ -310,7 +311,7 @@ class Engine:
                 return 0, 0.0
             order = sorted(self._requests, key=lambda r: queue_key(r.priority, r.created))
             ahead = order[: order.index(request)]
-            running = [row.settings.max_new_tokens - len(row.tokens) for row in self._batch.rows]
+            running = [row.settings.max_new_tokens - len(row.tokens) for row in [*self._batch.rows, *self._joining]]
             rows_ahead = [[row.settings.max_new_tokens for row in r.pending] for r in ahead]
             prefills = [sum(len(row.prompt_ids) for row in r.pending) * self._prefill_s_per_token for r in ahead]
             interactive = request.priority == "interactive"
@@ -430,6 +431,8 @@ class Engine:
             fits=lambda candidate: self._batch.can_join(rows_of(candidate)),
         )
         joining = rows_of(admissions)
+        with self._cond:
+            self._joining = joining
         for admission in admissions:
             request = by_key[admission.key]
             for row in request.pending[: admission.rows]:
@@ -449,6 +452,9 @@ class Engine:
             self._batch.join(joining)
         except Exception as err:  # a failed prefill fails its own request, never the engine or the others
             self._join_each(joining, err)
+        finally:
+            with self._cond:
+                self._joining = []
         self._collect_finished()
         return sum(len(row.prompt_ids) for row in joining)
 
