@@ -1,7 +1,7 @@
-"""Small and dark screens in a real browser: a phone sees results first, the dark theme reaches the app's own colours.
+"""A workshop server in a real browser: small and dark screens, links that restore what was on screen, caps that hold.
 
-A tiny-gpt2 server with a prepared demo (this is about layout, not the model); screenshots land
-in ``test-artifacts/`` for a person to look at.
+A tiny-gpt2 server in workshop mode with a prepared demo (this is about the app, not the
+model); screenshots land in ``test-artifacts/`` for a person to look at.
 """
 
 import os
@@ -66,9 +66,13 @@ def _luminance(css_colour: str) -> float:
 
 
 @pytest.fixture(scope="module")
-def tiny_server(tmp_path_factory):
-    cache = tmp_path_factory.mktemp("layout-cache")
-    env = {"AURA_STUDIO_MODEL": "tiny-gpt2", "AURA_CACHE_DIR": str(cache)}
+def tiny_cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("workshop-cache")
+
+
+@pytest.fixture(scope="module")
+def tiny_server(tiny_cache):
+    env = {"AURA_STUDIO_MODEL": "tiny-gpt2", "AURA_CACHE_DIR": str(tiny_cache), "AURA_WORKSHOP": "1"}
     prepare = [sys.executable, "-m", "aura_core", "prepare", "--model", "tiny-gpt2", "--n-per-class", "20", "--max-tokens", "32"]
     subprocess.run(prepare, cwd=ROOT, env=os.environ | env, check=True, capture_output=True, timeout=600)
     with _serving("layout-server.log", **env) as url:
@@ -159,5 +163,79 @@ def test_a_unit_page_on_a_phone_keeps_its_figure_titles_and_a_tap_shows_a_value(
         shown = tip.evaluate("el => getComputedStyle(el, '::after').content")
         assert re.search(r"\d\.\d{3}", shown), shown  # the value a mouse would see on hover
         tab.screenshot(path=str(ARTIFACTS / "phone-unit.png"), full_page=True)
+    finally:
+        context.close()
+
+
+def _fresh(chromium, link: str):
+    """A browser that has never used the app, on ``link``, once the page has drawn."""
+    context = chromium.new_context(viewport={"width": 1400, "height": 1600})
+    tab = context.new_page()
+    tab.set_default_timeout(120_000)
+    tab.goto(link)
+    sync_api.expect(tab.get_by_test_id("stSidebar").get_by_text("best AUROC")).to_be_visible()
+    _settled(tab)
+    return context, tab
+
+
+def test_a_link_with_custom_sampling_restores_it_and_opens_no_other_run(chromium, tiny_server):
+    expect = sync_api.expect
+    context, tab = _demo(chromium, tiny_server)
+    link = tab.url + "&temperature=1.3&new_tokens=24"
+    context.close()
+    context, tab = _fresh(chromium, link)
+    try:
+        # Not the stored demo (the preset's sampling): these settings have no result yet.
+        expect(tab.get_by_text("The prepared demo.")).to_have_count(0)
+        expect(tab.locator(".aura-completion")).to_have_count(0)
+        expect(tab.get_by_role("spinbutton", name="Temperature")).to_have_value("1.30")
+        expect(tab.get_by_role("spinbutton", name="New tokens")).to_have_value("24")
+        tab.get_by_role("button", name="Generate").click()
+        expect(tab.locator(".aura-completion")).to_have_count(20)
+        shown, made = tab.locator(".aura-completion").all_inner_texts(), tab.url
+    finally:
+        context.close()
+    assert "temperature=1.3" in made and "new_tokens=24" in made
+    context, tab = _fresh(chromium, made)
+    try:
+        expect(tab.locator(".aura-completion")).to_have_count(20)  # opened from the store, no button pressed
+        assert tab.locator(".aura-completion").all_inner_texts() == shown
+        expect(tab.get_by_role("spinbutton", name="Temperature")).to_have_value("1.30")
+    finally:
+        context.close()
+
+
+def _fill(tab, label: str, value: int) -> None:
+    field = tab.get_by_role("spinbutton", name=label)
+    field.fill(str(value))
+    field.press("Tab")
+
+
+def test_an_evaluate_link_restores_its_report_and_workshop_caps_hold(chromium, tiny_server, tiny_cache):
+    expect = sync_api.expect
+    context, tab = _fresh(chromium, f"{tiny_server}/evaluate")
+    try:
+        _fill(tab, "Completions per prompt (0 = preset)", 50)
+        tab.get_by_role("button", name="Run evaluation").click()
+        expect(tab.get_by_text(re.compile(r"Asked for 50 completions per prompt: .* at most 4 \(its cap"))).to_be_visible()
+        expect(tab.get_by_text("Evaluating…")).to_have_count(0)
+        for label, value in (("Number of prompts", 2), ("Completions per prompt (0 = preset)", 1)):
+            _fill(tab, label, value)
+        _fill(tab, "Neutral texts for perplexity", 2)
+        _fill(tab, "Bootstrap resamples", 100)
+        tab.get_by_role("button", name="Run evaluation").click()
+        expect(tab.get_by_role("heading", name="Results")).to_be_visible()
+        _settled(tab)
+        assert str(tiny_cache) not in tab.content()  # a room sees no server path
+        link = tab.url
+        glance = tab.get_by_text(re.compile(r"^As in the paper, the lead measure")).inner_text()
+    finally:
+        context.close()
+    assert "eval=" in link
+    context, tab = _fresh(chromium, link)
+    try:
+        expect(tab.get_by_role("heading", name="Results")).to_be_visible()  # no button pressed
+        assert tab.get_by_text(re.compile(r"^As in the paper, the lead measure")).inner_text() == glance
+        expect(tab.get_by_text("Evaluating…")).to_have_count(0)
     finally:
         context.close()
