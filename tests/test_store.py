@@ -195,3 +195,17 @@ def test_a_nearly_full_disk_refuses_an_evaluation_before_any_completion(tiny_gpt
             tiny_gpt2.model, tiny_gpt2.tokenizer, None, EvalConfig(n_prompts=2, methods=("none",)), out_dir=tmp_path / "run"
         )
     assert not (tmp_path / "run").exists()
+
+
+def test_a_nearly_full_disk_refuses_a_model_conversion_in_one_line_and_leaves_no_half_folder(tmp_path: Path, monkeypatch):
+    from aura_core.model.loading import PRESETS, _convert_preset, preset_status
+
+    if preset_status("smollm2-135m") == "missing":
+        pytest.skip("the default model's wheel is not installed (bash scripts/setup.sh)")
+    monkeypatch.setenv("AURA_CACHE_DIR", str(tmp_path))  # a cache with no converted model: this load converts
+    monkeypatch.setenv("AURA_MIN_FREE", "1000T")
+    with pytest.raises(AuraError, match=r"the disk is nearly full: converting smollm2-135m to a model folder needs about"):
+        _convert_preset(PRESETS["smollm2-135m"])
+    models = tmp_path / "models"
+    assert not (models / "smollm2-135m").exists()
+    assert not [p for p in models.iterdir() if p.is_dir()] if models.exists() else True  # no staging folder left

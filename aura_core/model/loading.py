@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from aura_core.base.store import ensure_free_space
 from aura_core.errors import ModelLoadError
 from aura_core.model.devices import resolve_auto_dtype, resolve_device, resolve_dtype
 from aura_core.model.loaded import LoadedModel
@@ -158,8 +159,13 @@ def _write_converted(preset: Preset, folder: Path) -> None:
         import gguf  # noqa: F401
     except ImportError as err:
         raise ModelLoadError("reading GGUF models needs the gguf package: pip install gguf") from err
+    what = f"converting {preset.name} to a model folder"
+    # The folder holds every weight in float32, never less than the quantised file: refuse before reading it...
+    ensure_free_space(folder, (gguf_folder / gguf_file).stat().st_size, what)
     tokenizer = AutoTokenizer.from_pretrained(gguf_folder, gguf_file=gguf_file)
     gguf_model = AutoModelForCausalLM.from_pretrained(gguf_folder, gguf_file=gguf_file, dtype=torch.float32)
+    # ... and, knowing the weights, before writing them, rather than halfway through.
+    ensure_free_space(folder, sum(p.numel() for p in gguf_model.parameters()) * 4 + 64 * 2**20, what)
     config_dict = gguf_model.config.to_dict()
     config_dict.pop("quantization_config", None)
     config = AutoConfig.for_model(**config_dict)
