@@ -17,7 +17,7 @@ from aura_core.evaluation.demo import describe_choice, load_demo
 from aura_core.evaluation.generation import side_by_side_rows
 from aura_core.evaluation.plots import ratio_words
 from aura_core.evaluation.reports import describe_operating_point
-from aura_core.evaluation.scoring import DEFAULT_SCORER
+from aura_core.evaluation.scoring import DEFAULT_SCORER, ProfanityCheckScorer
 from aura_core.evaluation.side_by_side import BASELINE, key_parts, sampling_for
 from aura_core.method.registry import method_names
 from aura_core.method.stats import TOXIC_THRESHOLD
@@ -226,7 +226,6 @@ try:
 except AuraError as err:
     st.error(f"Settings cannot be used: {err}")
     settings.stop()
-scorer = get_scorer(DEFAULT_SCORER)
 result_key = key_parts(loaded.name, experts.key, prompt, pre_prompt, sides, sampling, int(seed), units=units)
 stored = load_generation(result_key)  # a shared link, the prepared demo, or anyone's earlier run with these very settings
 flight = running_generation(result_key)  # or someone's run of these very settings, under way now
@@ -247,8 +246,15 @@ if can_generate and (pressed or autorun) and stored is None and flight is None: 
             model_choice(),
             result_key,
             rows,
-            scorer,
-            {"prompt": prompt, "pre_prompt": pre_prompt, "method": method, "strength": strength, "seed": int(seed)},
+            scorer := get_scorer(DEFAULT_SCORER),  # loaded only to score: a stored result opens without it
+            {
+                "prompt": prompt,
+                "pre_prompt": pre_prompt,
+                "method": method,
+                "strength": strength,
+                "seed": int(seed),
+                "judged": scorer.description,
+            },
         )
     except AuraError as err:
         st.error(str(err))
@@ -328,7 +334,7 @@ def _draw_result(result: dict[str, Any]) -> None:
     top[0].caption(
         f"Prompt “{plain_markdown(result['prompt'])}” · pre-prompt: {plain_markdown(result['pre_prompt'] or 'none')} · "
         f"seed {result['seed']} · {n_per_side} samples per side, sample j drawn from the same random stream on both sides · "
-        f"scored by {scorer.description}"
+        f"scored by {result.get('judged') or ProfanityCheckScorer.description}"  # results from before kept no judge
     )
     top[1].button(
         "Fresh samples", icon=":material/refresh:", on_click=_fresh_samples, help="The same settings on new random streams."

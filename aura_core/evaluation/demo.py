@@ -123,7 +123,14 @@ def prepare_demo(
     sampling = sampling_for(DEMO_PRESET, samples)
     frame = compute_sides(engine, tokenizer, prompt, _pre_text(pre), sides, sampling, DEMO_SEED, scorer, progress=stage("demo"))
     key = result_key(key_parts(model_name, experts_key, prompt, _pre_text(pre), sides, sampling, DEMO_SEED))
-    result = {"prompt": prompt, "pre_prompt": _pre_text(pre), "method": "aura", "strength": 1.0, "seed": DEMO_SEED}
+    result = {
+        "prompt": prompt,
+        "pre_prompt": _pre_text(pre),
+        "method": "aura",
+        "strength": 1.0,
+        "seed": DEMO_SEED,
+        "judged": scorer.description,
+    }
     store_result(cache_root(), key, {**result, "samples": frame})
     choice = {
         "prompt": prompt,
