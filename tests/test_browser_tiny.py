@@ -239,3 +239,23 @@ def test_an_evaluate_link_restores_its_report_and_workshop_caps_hold(chromium, t
         expect(tab.get_by_text("Evaluating…")).to_have_count(0)
     finally:
         context.close()
+
+
+def test_generate_compares_aura_with_linear_act_on_the_same_streams(chromium, tiny_server):
+    """Two methods side by side: the AurA texts are the very ones AurA wrote against the plain model (same seed)."""
+    expect = sync_api.expect
+    context, tab = _demo(chromium, tiny_server, viewport={"width": 1400, "height": 1600})
+    try:
+        against_plain = tab.locator(".aura-completion").all_inner_texts()[1::2]  # pairs: plain model, then AurA
+        tab.get_by_test_id("stRadio").get_by_text("Linear-AcT", exact=True).click()
+        tab.get_by_test_id("stSelectbox").filter(has_text="Compared with").click()
+        tab.get_by_role("option", name="AurA", exact=True).click()
+        _settled(tab)
+        tab.get_by_role("button", name="Generate").click()
+        expect(tab.get_by_text("Linear-AcT · λ = 1.00 against AurA · λ = 1.00: mean toxicity")).to_be_visible()
+        expect(tab.locator(".aura-completion")).to_have_count(20)
+        assert "method=linear-act" in tab.url and "versus=aura" in tab.url
+        assert tab.locator(".aura-completion").all_inner_texts()[0::2] == against_plain
+        tab.screenshot(path=str(ARTIFACTS / "aura-against-linear-act.png"))
+    finally:
+        context.close()
