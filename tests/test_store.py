@@ -209,3 +209,18 @@ def test_a_nearly_full_disk_refuses_a_model_conversion_in_one_line_and_leaves_no
     models = tmp_path / "models"
     assert not (models / "smollm2-135m").exists()
     assert not [p for p in models.iterdir() if p.is_dir()] if models.exists() else True  # no staging folder left
+
+
+def test_the_result_a_prepared_demo_opens_is_kept_and_a_keeps_list_cannot_reach_outside(tmp_path: Path) -> None:
+    (tmp_path / "experts").mkdir()
+    (tmp_path / "experts" / "prepared.json").write_text(json.dumps({"smollm2-135m": {"default": KEY}}))
+    _file(tmp_path / "experts" / KEY / "recipe.json", 10, age_s=9000)
+    demo = _file(tmp_path / "generations" / "demo.json", 100, age_s=9000)
+    other = _file(tmp_path / "generations" / "other.json", 100, age_s=10)
+    outside = _file(tmp_path.parent / f"{tmp_path.name}-outside.json", 10)
+    keeps = ["generations/demo.json", f"../{outside.name}"]
+    (tmp_path / "experts" / KEY / "demo.json").write_text(json.dumps({"key": "demo", "keeps": keeps}))
+    assert enforce_budget(tmp_path, budget=0) == [other]  # the newer result goes; the demo's stays
+    assert demo.exists() and outside.exists()
+    (tmp_path / "experts" / "prepared.json").write_text(json.dumps({}))  # no longer prepared: an ordinary result
+    assert demo in enforce_budget(tmp_path, budget=0)

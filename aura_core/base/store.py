@@ -3,7 +3,8 @@
 Everything the project writes lives under one folder (``AURA_CACHE_DIR``). Results are
 content-keyed, so any of them can be computed again: they are evicted oldest use first once
 the store passes its budget (``AURA_STORE_BUDGET``, default 8G). Converted models and
-prepared experts (with their responses) are never evicted. Resume folders and half-written
+prepared experts (with their responses) are never evicted, nor are the results a prepared
+experts' attachment names in its ``keeps`` list (the Start page's demo). Resume folders and half-written
 temporary files that no writer has touched for a day are removed. A long write first checks
 that the disk keeps ``AURA_MIN_FREE`` (default 512M) free after it.
 
@@ -176,8 +177,26 @@ def _prepared_keys(root: Path) -> set[str]:
     return {str(key) for names in table.values() if isinstance(names, dict) for key in names.values()}
 
 
+def _needed_by_prepared(root: Path, prepared: set[str]) -> set[Path]:
+    """The results prepared experts' attachments need (``{"keeps": ["generations/KEY.json"]}``), inside the store."""
+    inside = root.resolve()
+    needed: set[Path] = set()
+    for key in prepared:
+        for attachment in sorted((root / "experts" / key).glob("*.json")):
+            try:
+                value = json.loads(attachment.read_text())
+            except (OSError, ValueError):
+                continue
+            for relative in value.get("keeps", []) if isinstance(value, dict) else []:
+                path = (root / str(relative)).resolve()
+                if path.is_relative_to(inside):
+                    needed.add(path)
+    return needed
+
+
 def _entries(root: Path) -> list[_Entry]:
     prepared = _prepared_keys(root)
+    needed = _needed_by_prepared(root, prepared)
     found: list[_Entry] = []
 
     def add(path: Path, kept: bool = False) -> None:
@@ -204,7 +223,7 @@ def _entries(root: Path) -> list[_Entry]:
             elif top.name == "vllm":
                 add(child, kept=_PLAIN_CHECKPOINT.fullmatch(child.name) is not None)
             else:
-                add(child)
+                add(child, kept=child.resolve() in needed)
     return found
 
 

@@ -14,6 +14,7 @@ Chosen by rule, not by its result: of 270 prompt and pre-prompt pairs (e
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -30,6 +31,7 @@ from aura_core.evaluation.side_by_side import (
     key_parts,
     load_result,
     result_key,
+    result_path,
     sampling_for,
     store_result,
 )
@@ -144,6 +146,7 @@ def prepare_demo(
         "screen_samples": SCREEN_SAMPLES,
         "screen_mean": round(float(means[best]), 4),
         "candidates": content_key(list(candidates), length=16),
+        "keeps": [result_path(Path(), key).as_posix()],  # the store never evicts the result this demo opens
     }
     save_attachment(experts_key, DEMO_FILE, choice)
     return choice
