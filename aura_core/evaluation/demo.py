@@ -112,6 +112,9 @@ def prepare_demo(
         and earlier.get("samples") == samples
         and load_result(cache_root(), str(earlier.get("key"))) is not None
     ):
+        if "keeps" not in earlier:  # chosen before the store kept what demos open
+            earlier["keeps"] = [result_path(Path(), str(earlier["key"])).as_posix()]
+            save_attachment(experts_key, DEMO_FILE, earlier)
         return earlier  # the same rule on the same candidates: chosen and stored already
 
     def stage(name: str) -> Callable[[int, int], None] | None:
