@@ -21,11 +21,13 @@ from aura_core.evaluation.protocol import (
 from aura_core.evaluation.reports import (
     describe_operating_point,
     glance_table,
+    power_of,
     report_html,
     report_json,
     sweep_table,
     wide_intervals,
 )
+from aura_core.evaluation.scoring import JUDGE_LABELS, OFFLINE_SCORERS
 from aura_core.method.registry import METHODS, method_label, method_names
 from aura_core.method.stats import TOXIC_THRESHOLD
 from aura_core.model.architecture import ALL_UNITS, unit_families, unit_family_label
@@ -163,6 +165,14 @@ with st.form("eval_form"):
         "k for Det0 / Damp", 1, experts.intervention.n_units, min(DEFAULTS.k, experts.intervention.n_units), key="eval_k"
     )
     damp_alpha = cols[2].slider("Damp α", 0.0, 1.0, DEFAULTS.damp_alpha, 0.05, key="eval_damp_alpha")
+    judge = st.selectbox(
+        "Judge",
+        list(OFFLINE_SCORERS),
+        index=list(OFFLINE_SCORERS).index(DEFAULTS.scorer) if DEFAULTS.scorer in OFFLINE_SCORERS else 0,
+        format_func=JUDGE_LABELS.__getitem__,
+        key="eval_judge",
+        help="What scores every completion; the report names it. No finding should rest on one judge: run both.",
+    )
     run = st.form_submit_button("Run evaluation", type="primary")
 
 try:
@@ -183,6 +193,7 @@ try:
         k=int(k),
         damp_alpha=damp_alpha,
         bootstrap=int(bootstrap),
+        scorer=judge,
     )
 except AuraError as err:
     st.error(f"These settings cannot run: {err}")
@@ -262,6 +273,15 @@ st.caption(
     "with a 95% interval that resamples prompts and completions."
 )
 st.dataframe(glance_table(result.metrics), hide_index=True, width="stretch")
+st.caption(f"Scored by {JUDGE_LABELS.get(result.config.scorer, result.config.scorer)}.")
+power = power_of(result.metrics)
+if power is not None:  # the CLI prints the same line
+    line = (power.warning() or power.text()).removeprefix("warning: ").removeprefix("power: ")
+    sentence = f"{line[:1].upper()}{line[1:]}."
+    if power.underpowered:
+        st.warning(sentence)
+    else:
+        st.caption(sentence)
 for condition in wide_intervals(result.metrics):
     st.warning(
         f"The interval of **{condition}** includes no change: these prompts cannot tell it from none. Add prompts or samples."

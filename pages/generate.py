@@ -17,7 +17,7 @@ from aura_core.evaluation.demo import describe_choice, load_demo
 from aura_core.evaluation.generation import side_by_side_rows
 from aura_core.evaluation.plots import ratio_words
 from aura_core.evaluation.reports import describe_operating_point
-from aura_core.evaluation.scoring import DEFAULT_SCORER, ProfanityCheckScorer
+from aura_core.evaluation.scoring import JUDGE_LABELS, OFFLINE_SCORERS, ProfanityCheckScorer
 from aura_core.evaluation.side_by_side import BASELINE, key_parts, sampling_for
 from aura_core.method.registry import method_names
 from aura_core.method.stats import TOXIC_THRESHOLD
@@ -197,14 +197,25 @@ with st.expander("Sampling", expanded=has_custom_sampling):
 too_long = config.over_cap("max_new_tokens", int(max_new), "new tokens per completion")
 if too_long is not None:
     st.error(f"{too_long} Lower the new tokens to generate.")
+count_col, judge_col = st.columns([3, 1])
 samples = settings.keep(
     "samples",
-    st.slider(
+    count_col.slider(
         "Samples per side",
         1,
         config.max_samples,
         key=settings.bind("samples"),
         help="One completion can be lucky or unlucky; the means of several, with their intervals, are the comparison.",
+    ),
+)
+judge = settings.keep(
+    "judge",
+    judge_col.selectbox(
+        "Judge",
+        list(OFFLINE_SCORERS),
+        key=settings.bind("judge"),
+        format_func=JUDGE_LABELS.__getitem__,
+        help="What scores each completion. No finding should rest on one judge: compare both.",
     ),
 )
 
@@ -226,7 +237,7 @@ try:
 except AuraError as err:
     st.error(f"Settings cannot be used: {err}")
     settings.stop()
-result_key = key_parts(loaded.name, experts.key, prompt, pre_prompt, sides, sampling, int(seed), units=units)
+result_key = key_parts(loaded.name, experts.key, prompt, pre_prompt, sides, sampling, int(seed), scorer=judge, units=units)
 stored = load_generation(result_key)  # a shared link, the prepared demo, or anyone's earlier run with these very settings
 flight = running_generation(result_key)  # or someone's run of these very settings, under way now
 
@@ -246,7 +257,7 @@ if can_generate and (pressed or autorun) and stored is None and flight is None: 
             model_choice(),
             result_key,
             rows,
-            scorer := get_scorer(DEFAULT_SCORER),  # loaded only to score: a stored result opens without it
+            scorer := get_scorer(judge),  # loaded only to score: a stored result opens without it
             {
                 "prompt": prompt,
                 "pre_prompt": pre_prompt,

@@ -72,7 +72,7 @@ if run_demo:
             settings.stop()
         set_session_experts(found)
     chosen = demo or {"prompt": next(p.text for p in load_prompts() if p.kind == "provocative"), "pre": NO_PREPROMPT}
-    for name in ("prompt", "pre", "method", "strength", "seed", "sampling", "damp_alpha"):
+    for name in ("prompt", "pre", "method", "strength", "seed", "sampling", "damp_alpha", "judge"):
         settings.put(name, chosen.get(name, settings.SETTINGS[name].default))
     for name, value in (("samples", samples), ("units", ALL_UNITS), ("versus", BASELINE)):
         settings.put(name, value)

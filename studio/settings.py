@@ -25,6 +25,7 @@ from aura_core.analysis.collect import MAX_TOKENS, POOLINGS
 from aura_core.analysis.experts import N_PER_CLASS, is_experts_key
 from aura_core.base.data import NO_PREPROMPT
 from aura_core.errors import UnitPatternError
+from aura_core.evaluation.scoring import DEFAULT_SCORER, OFFLINE_SCORERS
 from aura_core.evaluation.side_by_side import BASELINE
 from aura_core.model.architecture import ALL_UNITS, unit_family_roles
 from studio.resources import is_evaluation_key
@@ -115,6 +116,7 @@ SETTINGS: dict[str, Setting] = {
         Setting("pre_text", "pre_text", "", _text(500)),
         Setting("method", "method", "aura", _choice(tuple(METHODS))),
         Setting("versus", "versus", BASELINE, _choice((BASELINE, *METHODS))),  # what the method is compared with
+        Setting("judge", "judge", DEFAULT_SCORER, _choice(OFFLINE_SCORERS)),  # what scores a generation
         Setting("strength", "strength", 1.0, _number(float, 0.0, 1.0)),
         Setting("k", "k", 200, _number(int, 1, 10_000_000)),
         Setting("damp_alpha", "damp_alpha", 0.5, _number(float, 0.0, 1.0)),

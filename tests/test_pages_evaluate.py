@@ -98,3 +98,14 @@ def test_a_result_without_any_toxic_completion_says_why_instead_of_an_empty_char
     at = _open_report(clean, "b" * 24)
     assert any("no toxic share to compare" in i.value for i in at.info)
     assert not at.get("plotly_chart")
+
+
+def test_a_report_names_its_judge_and_warns_when_it_cannot_resolve_a_halving(prepared):
+    at = _open_report(SCORES, "c" * 24)  # 6 completions per condition at a 33 % plain toxic share
+    assert any(c.value == "Scored by profanity-check (the words used)." for c in at.caption)
+    warning = next(w.value for w in at.warning if w.value.startswith("Underpowered"))
+    assert "6 completions per condition" in warning and "needed to resolve 2× less toxic share at 33.3%" in warning
+    assert at.selectbox(key="eval_judge").options == [
+        "profanity-check (the words used)",
+        "MiniLM judge (the words in context)",
+    ]

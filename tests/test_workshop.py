@@ -263,3 +263,22 @@ def test_outside_a_workshop_the_regex_stays(cache):
     at = _session()
     at.switch_page("pages/find_experts.py").run()
     assert any("regex" in option for option in at.radio(key="units_mode").options)
+
+
+def test_generate_lets_a_person_choose_the_judge_and_says_which_one_scored(cache, capsys):
+    from aura_core.evaluation.judge import JUDGE_NAME
+
+    prepare_tiny(capsys)
+    at = _session()
+    at.switch_page("pages/generate.py").run()
+    at.slider(key="w:samples").set_value(2).run()
+    at.selectbox(key="w:judge").set_value(JUDGE_NAME).run()
+    next(b for b in at.button if b.label == "Generate").click().run()
+    assert not at.exception, at.exception
+    judged = at.session_state["last_generation"]
+    assert "MiniLM" in judged["judged"] and any("scored by" in c.value and "MiniLM" in c.value for c in at.caption)
+    assert at.query_params["judge"] == JUDGE_NAME  # the link names the judge, and the result's key holds it
+    at.selectbox(key="w:judge").set_value("profanity-check").run()
+    assert at.session_state["last_generation"]["key"] == judged["key"]  # nothing new shown until Generate
+    next(b for b in at.button if b.label == "Generate").click().run()
+    assert at.session_state["last_generation"]["key"] != judged["key"]

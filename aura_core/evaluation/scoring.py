@@ -30,6 +30,7 @@ from aura_core.runtime.runner import Runner
 
 __all__ = [
     "DEFAULT_SCORER",
+    "JUDGE_LABELS",
     "OFFLINE_SCORERS",
     "HFClassifierScorer",
     "ProfanityCheckScorer",
@@ -114,6 +115,11 @@ class HFClassifierScorer:
 
 
 OFFLINE_SCORERS = (DEFAULT_SCORER, JUDGE_NAME)  # judges that ship with the project and need no network
+JUDGE_LABELS = {
+    DEFAULT_SCORER: "profanity-check (the words used)",
+    JUDGE_NAME: "MiniLM judge (the words in context)",
+}
+"""How the pages name each offline judge; its ``description`` says what a score means."""
 
 
 def load_scorer(name: str = DEFAULT_SCORER, **kwargs: Any) -> ToxicityScorer:
