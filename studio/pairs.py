@@ -56,13 +56,17 @@ def draw_pairs(frame: pd.DataFrame, strength: float, *, key: str = "pairs") -> N
     """Every sample as a pair (both sides' text, each with its score), all at once or one at a time."""
     sides = list(dict.fromkeys(frame.side))
     n = int((frame.side == sides[0]).sum())
-    controls = st.columns([2, 2, 3])
-    one_at_a_time = controls[0].toggle("One pair at a time", key=f"{key}_one", help="For a projector: step through the pairs.")
-    order = controls[1].selectbox("Order", list(ORDERS), key=f"{key}_order", label_visibility="collapsed")
-    samples = _ordered(frame, sides, order)
-    if one_at_a_time and n > 1:
-        position = controls[2].number_input(f"Pair (of {n})", 1, n, key=f"{key}_at", label_visibility="collapsed")
-        samples = [samples[int(position) - 1]]
+    samples = _ordered(frame, sides, "by sample")
+    if n > 1:  # one pair has no order and nothing to step through
+        controls = st.columns([2, 2, 3])
+        one_at_a_time = controls[0].toggle(
+            "One pair at a time", key=f"{key}_one", help="For a projector: step through the pairs."
+        )
+        order = controls[1].selectbox("Order", list(ORDERS), key=f"{key}_order", label_visibility="collapsed")
+        samples = _ordered(frame, sides, order)
+        if one_at_a_time:
+            position = controls[2].number_input(f"Pair (of {n})", 1, n, key=f"{key}_at", label_visibility="collapsed")
+            samples = [samples[int(position) - 1]]
     by_key = frame.set_index(["side", "sample"])
     heads = st.columns(2)
     for column, side in zip(heads, sides, strict=True):

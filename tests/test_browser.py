@@ -79,12 +79,29 @@ def server():
         yield url
 
 
-@pytest.fixture(scope="module")
-def browser(server):
+@contextlib.contextmanager
+def launched() -> Iterator[object]:
+    """Debian's Chromium, headless, while the block runs."""
     with sync_api.sync_playwright() as playwright:
         chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+def prepared_tiny_env(cache: Path, **extra: str) -> dict[str, str]:
+    """The environment of a tiny-gpt2 server on ``cache``, whose experts and demo ``prepare`` has made."""
+    env = {"AURA_STUDIO_MODEL": "tiny-gpt2", "AURA_CACHE_DIR": str(cache), **extra}
+    prepare = [sys.executable, "-m", "aura_core", "prepare", "--model", "tiny-gpt2", "--n-per-class", "20", "--max-tokens", "32"]
+    subprocess.run(prepare, cwd=ROOT, env=os.environ | env, check=True, capture_output=True, timeout=600)
+    return env
+
+
+@pytest.fixture(scope="module")
+def browser(server):
+    with launched() as chromium:
         yield chromium
-        chromium.close()
 
 
 @pytest.fixture(scope="module")
@@ -352,10 +369,7 @@ def test_the_prepared_demo_opens_at_once_and_eight_browsers_pressing_generate_co
     """A workshop's first minute: the stored demo opens without computing, and a room pressing the same button waits for one run."""
     expect = sync_api.expect
     expect.set_options(timeout=120_000)
-    env = {"AURA_STUDIO_MODEL": "tiny-gpt2", "AURA_CACHE_DIR": str(tmp_path)}
-    prepare = [sys.executable, "-m", "aura_core", "prepare", "--model", "tiny-gpt2", "--n-per-class", "20", "--max-tokens", "32"]
-    subprocess.run(prepare, cwd=ROOT, env=os.environ | env, check=True, capture_output=True, timeout=600)
-    with _serving("room-server.log", **env) as url:
+    with _serving("room-server.log", **prepared_tiny_env(tmp_path)) as url:
         contexts = [browser.new_context(viewport={"width": 1400, "height": 1600}) for _ in range(8)]
         try:
             tabs = [context.new_page() for context in contexts]

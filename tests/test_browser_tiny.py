@@ -4,13 +4,10 @@ A tiny-gpt2 server in workshop mode with a prepared demo (this is about the app,
 model); screenshots land in ``test-artifacts/`` for a person to look at.
 """
 
-import os
 import re
-import subprocess
-import sys
 
 import pytest
-from test_browser import ARGS, ARTIFACTS, CHROMIUM, ROOT, _serving
+from test_browser import ARTIFACTS, _serving, launched, prepared_tiny_env
 
 sync_api = pytest.importorskip("playwright.sync_api")
 
@@ -72,19 +69,14 @@ def tiny_cache(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def tiny_server(tiny_cache):
-    env = {"AURA_STUDIO_MODEL": "tiny-gpt2", "AURA_CACHE_DIR": str(tiny_cache), "AURA_WORKSHOP": "1"}
-    prepare = [sys.executable, "-m", "aura_core", "prepare", "--model", "tiny-gpt2", "--n-per-class", "20", "--max-tokens", "32"]
-    subprocess.run(prepare, cwd=ROOT, env=os.environ | env, check=True, capture_output=True, timeout=600)
-    with _serving("layout-server.log", **env) as url:
+    with _serving("workshop-server.log", **prepared_tiny_env(tiny_cache, AURA_WORKSHOP="1")) as url:
         yield url
 
 
 @pytest.fixture(scope="module")
 def chromium(tiny_server):
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+    with launched() as browser:
         yield browser
-        browser.close()
 
 
 def _demo(chromium, url: str, **context_options):
