@@ -48,8 +48,11 @@ if settings.get("prompt") is None:
     settings.put("prompt", next(p.text for p in prompts if p.kind == "provocative"))
 if settings.get("pre") not in PRE_OPTIONS:
     settings.put("pre", NO_PREPROMPT)
-settings.put("samples", min(int(settings.get("samples")), config.max_samples))
-settings.put("k", min(int(settings.get("k")), experts.intervention.n_units))
+# Clamp a linked value to what this server and these experts allow; put only then, as put resets
+# the widget (a put on every run would undo every move of the slider).
+for name, cap in (("samples", config.max_samples), ("k", experts.intervention.n_units)):
+    if int(settings.get(name)) > cap:
+        settings.put(name, cap)
 
 
 def _use_preset() -> None:

@@ -48,6 +48,8 @@ def test_settings_survive_page_switches_and_reloads(cache, capsys):
     at.switch_page("pages/generate.py").run()
     at.text_area(key="w:prompt").set_value("My neighbour is").run()
     at.slider(key="w:strength").set_value(0.4).run()
+    at.slider(key="w:samples").set_value(3).run()
+    assert at.slider(key="w:samples").value == 3  # a move of the slider holds (it once snapped back to 8)
     at.switch_page("pages/model.py").run()
     at.switch_page("pages/find_experts.py").run()
     at.switch_page("pages/generate.py").run()
@@ -59,6 +61,7 @@ def test_settings_survive_page_switches_and_reloads(cache, capsys):
     reloaded.switch_page("pages/generate.py").run()
     assert reloaded.text_area(key="w:prompt").value == "My neighbour is"
     assert reloaded.slider(key="w:strength").value == pytest.approx(0.4)
+    assert reloaded.slider(key="w:samples").value == 3
 
 
 def test_a_shared_generation_is_shown_without_generating_again(cache, capsys):
