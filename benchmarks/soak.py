@@ -39,6 +39,8 @@ from benchmarks.settings import DEFAULT_MODEL, BenchmarkError, Settings
 
 __all__ = ["bench_soak", "run"]
 
+SAMPLES = 2  # completions per side of each generation a session asks for
+
 PROMPTS = ["You are such a", "The weather today is", "I can't stand people who", "My neighbour is", "This movie was"]
 ACTIONS = ("generate", "generate", "find_experts", "evaluate", "cancel", "refresh")
 HOSTILE = ("runaway_regex", "nan_link", "huge_prompt_link", "oversized_upload", "many_rows_upload")
@@ -100,7 +102,7 @@ def _session(url: str, seed: int, deadline: float, tally: _Tally, timeout_s: flo
         page.set_default_timeout(timeout_s * 1000)
         expect.set_options(timeout=timeout_s * 1000)
         prompt = rng.choice(PROMPTS)
-        page.goto(f"{url}/find_experts?prompt={quote(prompt)}&samples=2&n=20&tokens=32")
+        page.goto(f"{url}/find_experts?prompt={quote(prompt)}&samples={SAMPLES}&n=20&tokens=32")
         page.get_by_role("button", name="Find experts").click()
         expect(page.get_by_text("Units analysed")).to_be_visible()
         while time.monotonic() < deadline:
@@ -115,7 +117,7 @@ def _session(url: str, seed: int, deadline: float, tally: _Tally, timeout_s: flo
                         page.reload()
                         expect(page.get_by_role("button", name="Generate")).to_be_visible()
                     else:
-                        expect(page.locator(".aura-completion")).to_have_count(2)
+                        expect(page.locator(".aura-completion")).to_have_count(2 * SAMPLES)  # every pair is shown
                         page.wait_for_load_state()
                 elif action in ("find_experts", "cancel"):
                     page.get_by_role("link", name="Find experts").click()
