@@ -234,9 +234,8 @@ def store_evaluation(key: str, result: EvalResult) -> None:
         "sweep": None if result.sweep is None else result.sweep.to_dict(orient="records"),
         "operating_point": result.operating_point,
     }
-    unsaved = _store(
-        _evaluation_path(key), lambda: atomic_write(_evaluation_path(key), json.dumps(stored, default=str)), "evaluation"
-    )
+    path = _evaluation_path(key)
+    unsaved = _store(path, lambda: atomic_write(path, json.dumps(stored, default=str)), "evaluation")
     if unsaved is not None:
         st.warning(unsaved)
 

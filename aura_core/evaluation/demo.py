@@ -126,11 +126,12 @@ def prepare_demo(
     aura = fitted.with_settings(method="aura", strength=1.0)
     sides: dict[str, Intervention | None] = {BASELINE: None, "aura": aura}
     sampling = sampling_for(DEMO_PRESET, samples)
-    frame = compute_sides(engine, tokenizer, prompt, _pre_text(pre), sides, sampling, DEMO_SEED, scorer, progress=stage("demo"))
-    key = result_key(key_parts(model_name, experts_key, prompt, _pre_text(pre), sides, sampling, DEMO_SEED))
+    pre_text = _pre_text(pre)
+    frame = compute_sides(engine, tokenizer, prompt, pre_text, sides, sampling, DEMO_SEED, scorer, progress=stage("demo"))
+    key = result_key(key_parts(model_name, experts_key, prompt, pre_text, sides, sampling, DEMO_SEED))
     result = {
         "prompt": prompt,
-        "pre_prompt": _pre_text(pre),
+        "pre_prompt": pre_text,
         "method": "aura",
         "strength": 1.0,
         "seed": DEMO_SEED,
