@@ -29,7 +29,14 @@ from studio import settings
 from studio.expert_activity import draw_expert_activity
 from studio.frame import ensure_frame
 from studio.pairs import draw_pairs
-from studio.resources import generate_sides, get_scorer, get_server_config, load_generation, running_generation
+from studio.resources import (
+    REJOIN_GRACE_S,
+    generate_sides,
+    get_scorer,
+    get_server_config,
+    load_generation,
+    running_generation,
+)
 from studio.state import model_choice, require_experts, require_model
 from studio.view import inline_html, plain_markdown, side_title
 
@@ -311,7 +318,9 @@ def _follow(flight: Flight[dict[str, Any]], names: list[str], n_per_side: int) -
         return None
     finally:
         if not flight.finished.is_set():
-            flight.leave()  # the page went away (cancel, refresh): the last to leave frees the rows
+            # The page went away (a stop, a reload, a closed tab): the last to leave frees the rows,
+            # after a grace in which the reloaded page joins the same run.
+            flight.leave(grace_s=REJOIN_GRACE_S)
         live.empty()
 
 

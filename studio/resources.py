@@ -39,6 +39,7 @@ from aura_core.runtime.flights import Flight, Flights
 from studio.server import ServerConfig, server_config
 
 GENERATION_TIMEOUT_S = 300.0
+REJOIN_GRACE_S = 10.0  # a generation whose last page left decodes this long more, so a reload picks it up
 
 
 @st.cache_resource(show_spinner=False)

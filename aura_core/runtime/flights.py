@@ -38,6 +38,7 @@ class Flight(Generic[T]):
         self.snapshot: Any = None  # the work's latest partial result (a generation's streaming rows), for waiters to draw
         self.error: BaseException | None = None
         self.waiters = 0
+        self._stop_at = 0.0  # once no waiter is left: when the work should stop (a reload may rejoin before)
         self._lock = threading.Lock()
 
     def progress(self, done: int, total: int) -> None:
@@ -45,13 +46,23 @@ class Flight(Generic[T]):
         self.done_count, self.total = done, total
 
     def should_stop(self) -> bool:
-        """True once every waiter has left: the work should stop at its next checkpoint."""
-        return self.waiters <= 0
+        """True once every waiter has left (and the last one's grace has run out): stop at the next checkpoint."""
+        return self.waiters <= 0 and time.monotonic() >= self._stop_at
 
-    def leave(self) -> None:
-        """This waiter no longer wants the result (it cancelled or went away)."""
+    def leave(self, grace_s: float = 0.0) -> None:
+        """This waiter no longer wants the result (it cancelled or went away).
+
+        ``grace_s`` keeps the work going that long after the last waiter left, so a page that
+        reloads joins the same run instead of starting it again.
+
+        >>> flight = Flight("key"); flight.waiters = 1
+        >>> flight.leave(grace_s=60); flight.should_stop()
+        False
+        """
         with self._lock:
             self.waiters -= 1
+            if self.waiters <= 0:
+                self._stop_at = time.monotonic() + grace_s
 
     def result(self, timeout: float | None = None) -> T:
         if not self.finished.wait(timeout):
