@@ -24,6 +24,7 @@ answer took, which is how long every session was frozen at worst (goal: under 2 
 
 from __future__ import annotations
 
+import multiprocessing
 import random
 import statistics
 import tempfile
@@ -32,6 +33,7 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote, urlencode
 
 from benchmarks.app import CHROMIUM, CHROMIUM_ARGS, _free_port, start_server
@@ -68,6 +70,7 @@ class _Tally:
 
     hostile: dict[str, int] = field(default_factory=dict)
     stall_s: float = 0.0
+    stall_at_s: float = 0.0  # when the longest stall began, in seconds into the soak
     pings: int = 0
 
     def refused(self, case: str) -> None:
@@ -91,6 +94,15 @@ def _check_page(page: object) -> str | None:
     return None
 
 
+def _page_summary(page: object) -> str:
+    """Where a failed action left the page: its address and the buttons it shows, to tell a hang from a harness slip."""
+    try:
+        buttons = page.get_by_role("button").all_inner_texts()  # type: ignore[attr-defined]
+        return f"{page.url} · buttons {[text.strip() for text in buttons if text.strip()][:12]}"  # type: ignore[attr-defined]
+    except Exception as err:  # the page itself may be gone
+        return f"unreadable ({type(err).__name__})"
+
+
 def _session(url: str, seed: int, deadline: float, tally: _Tally, timeout_s: float) -> None:
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
     from playwright.sync_api import expect, sync_playwright
@@ -102,10 +114,24 @@ def _session(url: str, seed: int, deadline: float, tally: _Tally, timeout_s: flo
         page.set_default_timeout(timeout_s * 1000)
         expect.set_options(timeout=timeout_s * 1000)
         prompt = rng.choice(PROMPTS)
-        page.goto(f"{url}/find_experts?prompt={quote(prompt)}&samples={SAMPLES}&n=20&tokens=32")
-        page.get_by_role("button", name="Find experts").click()
-        expect(page.get_by_text("Units analysed")).to_be_visible()
+        start = f"{url}/find_experts?prompt={quote(prompt)}&samples={SAMPLES}&n=20&tokens=32"
+
+        def begin() -> bool:
+            """Open the session's first link (its prompt and samples, not the page defaults) and find its experts."""
+            try:
+                page.goto(start)
+                page.get_by_role("button", name="Find experts").click()
+                expect(page.get_by_text("Units analysed")).to_be_visible()
+                return True
+            except Exception as err:  # counted like any other wait that ran out
+                tally.failed("start", f"{type(err).__name__}: {err} [page: {_page_summary(page)}]")
+                return False
+
+        ready = begin()  # the session's experts are on screen, to go on from
         while time.monotonic() < deadline:
+            if not ready:
+                ready = begin()
+                continue
             action = rng.choice(ACTIONS)
             started = time.perf_counter()
             try:
@@ -126,8 +152,11 @@ def _session(url: str, seed: int, deadline: float, tally: _Tally, timeout_s: flo
                     page.get_by_role("button", name="Find experts").click()
                     if action == "cancel":
                         time.sleep(rng.uniform(0.5, 2.0))
+                        # Under load the run's Cancel button can take seconds to show: wait for it (or the result).
+                        cancel = page.get_by_role("button", name="Cancel")
+                        expect(cancel.or_(page.get_by_text("Units analysed")).first).to_be_visible()
                         try:
-                            page.get_by_role("button", name="Cancel").click(timeout=5_000)
+                            cancel.click(timeout=5_000)
                         except PlaywrightTimeout:
                             pass  # it finished first: nothing left to cancel
                         expect(page.get_by_text("Cancelled").or_(page.get_by_text("Units analysed")).first).to_be_visible()
@@ -146,8 +175,8 @@ def _session(url: str, seed: int, deadline: float, tally: _Tally, timeout_s: flo
                 else:
                     tally.done(action, time.perf_counter() - started)
             except Exception as err:  # a timeout or a vanished element is what the soak is looking for
-                tally.failed(action, f"{type(err).__name__}: {err}")
-                page.goto(f"{url}/generate")
+                tally.failed(action, f"{type(err).__name__}: {err} [page: {_page_summary(page)}]")
+                ready = False
         browser.close()
 
 
@@ -254,8 +283,13 @@ def _hostile_session(url: str, seed: int, deadline: float, tally: _Tally, timeou
         browser.close()
 
 
-def _probe(url: str, stop: threading.Event, tally: _Tally) -> None:
-    """Ask the server's health endpoint every 0.2 s; the longest answer is the longest every session was frozen."""
+def _probe(url: str, stop: Any, stall_s: Any, stall_at_s: Any, pings: Any) -> None:
+    """Ask the server's health endpoint every 0.2 s; the longest answer is the longest every session was frozen.
+
+    It runs in a process of its own: in the soak's process it would share an interpreter lock
+    with the browsers' drivers, and time their turns as the server's.
+    """
+    began = time.perf_counter()
     while not stop.is_set():
         started = time.perf_counter()
         try:
@@ -264,9 +298,9 @@ def _probe(url: str, stop: threading.Event, tally: _Tally) -> None:
         except OSError:
             pass  # a refused ping shows as its time: the stall is what counts
         took = time.perf_counter() - started
-        with tally.lock:
-            tally.stall_s = max(tally.stall_s, took)
-            tally.pings += 1
+        if took > stall_s.value:
+            stall_s.value, stall_at_s.value = took, started - began
+        pings.value += 1
         stop.wait(0.2)
 
 
@@ -297,8 +331,9 @@ def bench_soak(
             threading.Thread(target=_hostile_session, args=(url, seed + 1000 + i, deadline, tally, timeout_s))
             for i in range(hostile)
         ]
-        stop = threading.Event()
-        prober = threading.Thread(target=_probe, args=(url, stop, tally), daemon=True)
+        spawn = multiprocessing.get_context("spawn")
+        stop, stall_s, stall_at_s, pings = spawn.Event(), spawn.Value("d", 0.0), spawn.Value("d", 0.0), spawn.Value("i", 0)
+        prober = spawn.Process(target=_probe, args=(url, stop, stall_s, stall_at_s, pings), daemon=True)
         began = time.perf_counter()
         prober.start()
         for thread in threads:
@@ -307,6 +342,7 @@ def bench_soak(
             thread.join()
         stop.set()
         prober.join(timeout=70)
+        tally.stall_s, tally.stall_at_s, tally.pings = stall_s.value, stall_at_s.value, pings.value
         elapsed = time.perf_counter() - began
         rss_end = _rss_mb(server.pid)
     finally:
@@ -328,6 +364,7 @@ def bench_soak(
         "largest_wait_by_action_s": {action: round(s, 1) for action, s in sorted(tally.longest.items())},
         "hostile_refused": dict(sorted(tally.hostile.items())),
         "longest_stall_s": round(tally.stall_s, 2),
+        "longest_stall_at_s": round(tally.stall_at_s, 1),
         "health_pings": tally.pings,
         "rss_start_mb": round(rss_start, 1),
         "rss_end_mb": round(rss_end, 1),

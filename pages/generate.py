@@ -294,17 +294,17 @@ def _follow(flight: Flight[dict[str, Any]], names: list[str], n_per_side: int) -
                 slots[side] = st.empty()
     try:
         shown: dict[str, object] = {}
-        while not flight.finished.wait(0.25):
-            state = flight.snapshot
+        for state in flight.watch(poll_s=0.25, heartbeat_s=1.0):
             if state is None:
-                continue
-            # Redraw only what changed: the server's cores decode, the browser shows.
-            line = state.describe() or (f"{flight.done_count:,} of {flight.total:,} tokens" if flight.total else "")
+                line = "waiting for the engine"
+            else:
+                line = state.describe() or (f"{flight.done_count:,} of {flight.total:,} tokens" if flight.total else "")
             if flight.waiters > 1:
                 line += f" · {flight.waiters} sessions follow this very generation"
-            if shown.get("note") != line:
-                shown["note"] = line
-                note.caption(line)
+            note.caption(line)  # on every beat, changed or not: a run stops for a click only where it draws
+            if state is None:
+                continue
+            # Redraw only the texts that changed: the server's cores decode, the browser shows.
             for index, side in enumerate(names):
                 tokens = state.tokens[index * n_per_side]  # sample 1 of each side streams
                 if shown.get(side) != tokens:

@@ -130,3 +130,36 @@ def test_an_ungated_shift_folds_into_the_bias_exactly(tiny_gpt2, monkeypatch):
     assert torch.allclose(_logits(folded, input_ids, mask), planned, atol=1e-5)
     with fold_into_weights(model, iv):
         assert torch.allclose(_logits(model, input_ids, mask), planned, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("rowwise", [False, True])
+@pytest.mark.parametrize("empty", [False, True])
+def test_the_fused_gate_is_exactly_low_below_x_below_high(dtype, rowwise, empty):
+    """The plan's one-clamp gate against the rule it stands for, at the bounds, beyond them, at ±inf and NaN."""
+    gen = torch.Generator().manual_seed(0)
+    units = 7
+    low = torch.tensor([-1.0, 0.0, -float("inf"), 0.5, -2.0, 3.0, 1.0])
+    high = torch.tensor([1.0, float("inf"), 2.0, 0.5 if empty else 0.75, 2.0, 4.0, 1.5])  # empty: unit 3 has no x inside
+    scale, shift = torch.rand(units, generator=gen) * 2, torch.randn(units, generator=gen)
+    edges = torch.stack([low, high, torch.nextafter(low, high), torch.nextafter(high, low)])
+    special = torch.tensor([[float("inf")] * units, [-float("inf")] * units, [float("nan")] * units])
+    hidden = torch.cat([edges, special, torch.randn(40, units, generator=gen) * 3]).to(dtype).unsqueeze(0)
+    hidden = hidden.repeat(2, 1, 1)  # (rows, tokens, units)
+    parts = {"scale": scale, "shift": shift, "low": low, "high": high}
+    if rowwise:  # row 0 edited, row 1 neutral (the plan's rows for an untouched sequence)
+        neutral = {"scale": 1.0, "shift": 0.0, "low": -float("inf"), "high": float("inf")}
+        parts = {part: torch.stack([values, torch.full((units,), neutral[part])]) for part, values in parts.items()}
+    plan = CallPlan(**{part: {"m": values} for part, values in parts.items()})
+    got = plan.apply("m", hidden)
+
+    def rule(part):
+        values = parts[part].to(dtype)
+        return values.unsqueeze(1) if rowwise else values
+
+    inside = (hidden > rule("low")) & (hidden < rule("high"))
+    expected = torch.where(inside, torch.addcmul(rule("shift"), hidden, rule("scale")), hidden)
+    assert torch.equal(got.isnan(), expected.isnan())
+    assert torch.equal(torch.nan_to_num(got), torch.nan_to_num(expected))
+    if rowwise:
+        assert torch.equal(torch.nan_to_num(got[1]), torch.nan_to_num(hidden[1]))  # the neutral row is untouched

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterator
 from typing import Any, Generic, TypeVar
 
 from aura_core.errors import AuraError
@@ -63,6 +63,26 @@ class Flight(Generic[T]):
             self.waiters -= 1
             if self.waiters <= 0:
                 self._stop_at = time.monotonic() + grace_s
+
+    def watch(self, poll_s: float = 0.25, heartbeat_s: float = 1.0) -> Iterator[Any]:
+        """The latest snapshot while the work runs: whenever it changes, and at least every ``heartbeat_s``.
+
+        A page that follows a flight draws on every yield. The heartbeat keeps it answering
+        clicks while nothing changes (a queue that does not move): Streamlit can stop a run
+        for a click only when the run draws.
+
+        >>> flight = Flight("key"); flight.snapshot = "queued"
+        >>> threading.Timer(0.5, flight.finished.set).start()
+        >>> list(flight.watch(poll_s=0.05, heartbeat_s=0.2))[:2]
+        ['queued', 'queued']
+        """
+        last: Any = object()
+        drawn_at = time.monotonic()
+        while not self.finished.wait(poll_s):
+            state, now = self.snapshot, time.monotonic()
+            if state != last or now - drawn_at >= heartbeat_s:
+                last, drawn_at = state, now
+                yield state
 
     def result(self, timeout: float | None = None) -> T:
         if not self.finished.wait(timeout):

@@ -78,6 +78,9 @@ class CallPlan:
     shift: Mapping[str, torch.Tensor] = field(default_factory=dict)
     low: Mapping[str, torch.Tensor] = field(default_factory=dict)
     high: Mapping[str, torch.Tensor] = field(default_factory=dict)
+    # Each module's edit in the form its pass runs, per dtype and shape: built on a plan's first
+    # call and reused on every decode step after (a plan lives as long as its set of rows).
+    _edits: dict[tuple[str, torch.dtype, bool], _Edit] = field(default_factory=dict, init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         stray = (set(self.shift) | set(self.low) | set(self.high)) - set(self.scale)
@@ -111,20 +114,71 @@ class CallPlan:
     def _edit(self, name: str, hidden: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
         """One elementwise pass over the whole (rows, tokens, units) output."""
         rowwise = factor.ndim == 2 and hidden.ndim == 3  # (rows, 1, units): one row of edits per sequence
+        key = (name, hidden.dtype, rowwise)
+        edit = self._edits.get(key)
+        if edit is None:
+            edit = self._edits[key] = _Edit.build(self, name, factor, hidden.dtype, rowwise)
+        return edit(hidden)
 
-        def shaped(values: torch.Tensor) -> torch.Tensor:
-            return (values.unsqueeze(1) if rowwise else values).to(hidden.dtype)
 
-        shift = self.shift.get(name)
-        edited = torch.addcmul(shaped(shift), hidden, shaped(factor)) if shift is not None else hidden * shaped(factor)
-        if name not in self.gated:
+@dataclass(frozen=True)
+class _Edit:
+    """One module's edit, shaped and typed for its outputs, in as few elementwise ops as it takes.
+
+    A decode step's outputs are small, so an op's cost is mostly its dispatch: a plain scale
+    is one op; a shift adds none (``addcmul``); a one-sided gate adds a compare and a select;
+    a two-sided gate tests ``low < x < high`` as ``clamp(x, next above low, next below high) == x``,
+    one op fewer than two compares and an ``and``. A side whose bounds are all infinite is no gate.
+
+    >>> plan = CallPlan(scale={"m": torch.tensor([2.0])}, low={"m": torch.tensor([0.0])}, high={"m": torch.tensor([5.0])})
+    >>> plan.apply("m", torch.tensor([[[0.0], [1.0], [5.0], [float("nan")]]])).flatten().tolist()
+    [0.0, 2.0, 5.0, nan]
+    """
+
+    scale: torch.Tensor
+    shift: torch.Tensor | None
+    low: torch.Tensor | None  # strict bounds for a one-sided gate, closed ones for clamp
+    high: torch.Tensor | None
+    closed: bool
+
+    @staticmethod
+    def build(plan: CallPlan, name: str, factor: torch.Tensor, dtype: torch.dtype, rowwise: bool) -> _Edit:
+        def shaped(values: torch.Tensor | None) -> torch.Tensor | None:
+            if values is None:
+                return None
+            return (values.unsqueeze(1) if rowwise else values).to(dtype).contiguous()
+
+        low, high = shaped(plan.low.get(name)), shaped(plan.high.get(name))
+        if low is not None and bool(torch.isneginf(low).all()):
+            low = None  # every unit's gate is open below
+        if high is not None and bool(torch.isposinf(high).all()):
+            high = None
+        closed = False
+        if low is not None and high is not None:
+            # In floating point, x > low is exactly x >= nextafter(low, +inf), and alike for high.
+            above = torch.nextafter(low, torch.full_like(low, float("inf")))
+            below = torch.nextafter(high, torch.full_like(high, -float("inf")))
+            if bool((above <= below).all()):  # an empty support keeps the two compares
+                low, high, closed = above, below, True
+        scale = shaped(factor)
+        assert scale is not None
+        return _Edit(scale, shaped(plan.shift.get(name)), low, high, closed)
+
+    def __call__(self, hidden: torch.Tensor) -> torch.Tensor:
+        shift = self.shift
+        edited = torch.addcmul(shift, hidden, self.scale) if shift is not None else hidden * self.scale
+        low, high = self.low, self.high
+        if low is None and high is None:
             return edited
-        low, high = self.low.get(name), self.high.get(name)
-        inside = hidden > shaped(low) if low is not None else None
-        if high is not None:
-            below = hidden < shaped(high)
-            inside = below if inside is None else inside.logical_and_(below)
-        assert inside is not None
+        if self.closed:
+            inside = torch.clamp(hidden, low, high) == hidden
+        elif high is None:
+            assert low is not None
+            inside = hidden > low
+        elif low is None:
+            inside = hidden < high
+        else:
+            inside = (hidden > low).logical_and_(hidden < high)
         return torch.where(inside, edited, hidden)
 
 
