@@ -32,7 +32,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pandas as pd
-import torch
 from torch import nn
 
 from aura_core.analysis.collect import MAX_TOKENS
@@ -44,7 +43,7 @@ from aura_core.evaluation.reports import with_interval
 from aura_core.method.intervention import Intervention
 from aura_core.method.registry import method_label
 from aura_core.method.stats import bootstrap_ppl_change, perplexity_of
-from aura_core.model.architecture import module_kind
+from aura_core.model.architecture import ALL_UNITS, discover_units, unit_families
 from aura_core.model.loaded import LoadedModel
 from aura_core.model.loading import cache_root, load_model
 from aura_core.runtime.inline import Inline
@@ -128,17 +127,6 @@ def length_matched(data: ConceptData, loaded: LoadedModel, max_tokens: int, seed
     return ConceptData([data.texts[i] for i in chosen], [data.labels[i] for i in chosen], f"{data.source} (length-matched)")
 
 
-def restricted(intervention: Intervention, family: str) -> Intervention:
-    """The intervention acting only on one unit family (``gate``, ``up``, ``down`` or ``all``)."""
-    if family == "all":
-        return intervention
-    kept = {
-        name: values if family in module_kind(name) else torch.full_like(values, 0.5)
-        for name, values in intervention.auroc.items()
-    }
-    return replace(intervention, auroc=kept)
-
-
 class Study:
     """One model's study: experts per data setting, validation conditions, and the public report."""
 
@@ -152,6 +140,7 @@ class Study:
         self.out = cache_root() / "studies" / plan.model
         self.experts: dict[str, Experts] = {}
         self.log: list[str] = []
+        self._last_progress: dict[str, int] = {}
         self.started = time.perf_counter()
 
     def say(self, text: str) -> None:
@@ -187,7 +176,9 @@ class Study:
 
     def intervention(self, setting: Setting) -> Intervention:
         base = self.experts[setting.experts].intervention
-        return restricted(base, setting.family).with_settings(method=setting.method, strength=setting.strength)
+        if setting.family != ALL_UNITS:  # the other modules keep their outputs, whatever the method
+            base = base.restricted(discover_units(self.loaded.model, setting.family))
+        return base.with_settings(method=setting.method, strength=setting.strength)
 
     # ----- measuring -----
 
@@ -213,8 +204,16 @@ class Study:
             settings,
             out_dir=self.out / stage,
             runner=self.runner if model is None else Inline(max_rows=64),  # a precision check is of our engine
-            progress=lambda label, done, total: None,
+            progress=self.progress,
         )
+
+    def progress(self, label: str, done: int, total: int) -> None:
+        """A line on stderr about every 5 % of a long stage (not kept in the report's log)."""
+        step = max(1, total // 20)
+        if total > 1 and (done == total or done // step != self._last_progress.get(label, -1)):
+            self._last_progress[label] = done // step
+            elapsed = time.perf_counter() - self.started
+            print(f"[{elapsed:7.0f} s]   {label}: {done:,} / {total:,}", file=sys.stderr, flush=True)
 
     def measure(self, evaluation: Evaluation, settings: list[Setting], pre_text: str = "", ppl: bool = True) -> pd.DataFrame:
         """Toxicity (against the plain model, same pre-prompt) and perplexity of each setting, in one decode."""
@@ -257,7 +256,8 @@ class Study:
             tables["2. Pooling and length"] = self.measure(evaluation, stage2)
         best_so_far = _best(pd.concat(tables.values()), [*stage1, *stage2], budget=None)
         self.say(f"stage 3: unit families on {best_so_far.experts} · {best_so_far.method}")
-        stage3 = [replace(best_so_far, family=f) for f in ("gate", "up", "down")]
+        known = unit_families(self.loaded.model, pairs=False)  # GPT-2 has no gate projections
+        stage3 = [replace(best_so_far, family=f) for f in ("gate", "up", "down") if f in known]
         tables["3. Unit families"] = self.measure(evaluation, stage3)
         candidates = [*stage1, *stage2, *stage3]
         ranked = _ranked(pd.concat(tables.values()), candidates)
