@@ -27,7 +27,7 @@ import json
 import random
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -256,8 +256,8 @@ class Study:
             tables["2. Pooling and length"] = self.measure(evaluation, stage2)
         best_so_far = _best(pd.concat(tables.values()), [*stage1, *stage2], budget=None)
         self.say(f"stage 3: unit families on {best_so_far.experts} · {best_so_far.method}")
-        known = unit_families(self.loaded.model, pairs=False)  # GPT-2 has no gate projections
-        stage3 = [replace(best_so_far, family=f) for f in ("gate", "up", "down") if f in known]
+        roles = [f for f in unit_families(self.loaded.model, pairs=False) if f != ALL_UNITS]  # GPT-2 has no gate
+        stage3 = [replace(best_so_far, family=f) for f in roles]
         tables["3. Unit families"] = self.measure(evaluation, stage3)
         candidates = [*stage1, *stage2, *stage3]
         ranked = _ranked(pd.concat(tables.values()), candidates)
@@ -333,17 +333,25 @@ class Study:
         terms = {"none": evaluation.perplexity_terms(None, "plain")}
         terms.update({name: evaluation.perplexity_terms(self.intervention(s), name) for name, s in settings.items()})
         metrics = summarise(pd.concat(frames, ignore_index=True), terms, n_boot=1000, seed=0)
-        public = self.evaluation(str(self.plan.report_prompts), 1, str(self.plan.public_neutral), "report-public")
-        public_terms = {"none": public.perplexity_terms(None, "plain")}
-        public_terms.update({name: public.perplexity_terms(self.intervention(s), name) for name, s in settings.items()})
-        for name in settings:
-            change, low, high = bootstrap_ppl_change(public_terms["none"], public_terms[name], relative=True, seed=0)
+        self.add_public_perplexity(
+            metrics, {name: self.intervention(s) for name, s in settings.items()}, self.plan.report_prompts
+        )
+        metrics["units_touched"] = metrics.method.map({name: self.units_touched(s) for name, s in settings.items()})
+        return metrics
+
+    def add_public_perplexity(self, metrics: pd.DataFrame, interventions: Mapping[str, Intervention], prompts: Path) -> None:
+        """Each intervention's relative perplexity change on the public neutral passages, with its interval, on its rows.
+
+        The columns are ``public_ppl_change_rel`` and its ``_low`` and ``_high``; rows are matched by ``method``.
+        """
+        public = self.evaluation(str(prompts), 1, str(self.plan.public_neutral), "report-public")
+        plain = public.perplexity_terms(None, "plain")
+        for name, intervention in interventions.items():
+            change, low, high = bootstrap_ppl_change(plain, public.perplexity_terms(intervention, name), relative=True, seed=0)
             rows = metrics.method == name
             metrics.loc[rows, "public_ppl_change_rel"] = change
             metrics.loc[rows, "public_ppl_change_rel_low"] = low
             metrics.loc[rows, "public_ppl_change_rel_high"] = high
-        metrics["units_touched"] = metrics.method.map({name: self.units_touched(s) for name, s in settings.items()})
-        return metrics
 
 
 def _scores(metrics: pd.DataFrame, settings: Sequence[Setting]) -> pd.DataFrame:

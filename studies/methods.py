@@ -32,13 +32,11 @@ import numpy as np
 import pandas as pd
 
 from aura_core.base.data import balanced_sample, load_concept_data
-from aura_core.evaluation.judge import JUDGE_NAME
 from aura_core.evaluation.plots import tradeoff_figure
 from aura_core.evaluation.protocol import Condition, summarise
 from aura_core.evaluation.reports import with_interval
 from aura_core.evaluation.scoring import DEFAULT_SCORER, OFFLINE_SCORERS, load_scorer
 from aura_core.method.registry import PLAIN, method_label
-from aura_core.method.stats import bootstrap_ppl_change
 from aura_core.model.architecture import unit_families, unit_family_label
 from studies.fidelity import BUDGET, ROOT, SHARED, Plan, Setting, Study, _table
 
@@ -114,7 +112,6 @@ class MethodsStudy:
         self.study.out = self.study.out.parent / f"methods-{plan.model}"
         self.study.out.mkdir(parents=True, exist_ok=True)
         self.experts = f"n={self.plan.experts_size}"
-        self.judge = load_scorer(JUDGE_NAME)
 
     def prompt_files(self) -> tuple[Path, Path]:
         choose, report = halves(self.plan.prompts, self.plan.split_seed)
@@ -163,24 +160,16 @@ class MethodsStudy:
         terms = {c.label: evaluation.perplexity_terms(c.intervention, c.label) for c in conditions}
         hits = {c.label: evaluation.zero_shot_hits(c.intervention, c.label) for c in conditions}
         zero_shot = {label: pair for label, pair in hits.items() if pair is not None}
-        public = study.evaluation(str(prompts), 1, str(study.plan.public_neutral), "report-public")
-        public_terms = {c.label: public.perplexity_terms(c.intervention, c.label) for c in conditions}
         frames = []
         for judge in JUDGES:
-            if judge != evaluation.scorer.name:
+            if judge != evaluation.scorer.name:  # the same completions, scored again by the other judge
                 study.say(f"report: scoring again with {judge}")
-                generations = generations.assign(toxicity=self.judge.score(generations["completion"].astype(str).tolist()))
+                texts = generations["completion"].astype(str).tolist()
+                generations = generations.assign(toxicity=load_scorer(judge).score(texts))
             metrics = summarise(generations, terms, n_boot=1000, seed=0, zero_shot=zero_shot).assign(judge=judge)
             frames.append(metrics)
         table = pd.concat(frames, ignore_index=True)
-        for method in chosen:
-            change, low, high = bootstrap_ppl_change(public_terms[PLAIN], public_terms[method], relative=True, seed=0)
-            rows = table.method == method
-            table.loc[rows, ["public_ppl_change_rel", "public_ppl_change_rel_low", "public_ppl_change_rel_high"]] = (
-                change,
-                low,
-                high,
-            )
+        study.add_public_perplexity(table, {c.label: c.intervention for c in conditions[1:] if c.intervention}, prompts)
         table["units_touched"] = table.method.map({m: study.units_touched(s) for m, s in chosen.items()}).fillna(0)
         return table
 
