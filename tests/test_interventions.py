@@ -109,6 +109,17 @@ def test_save_load_round_trip_and_overrides(tiny, tmp_path):
     assert Intervention.load(tmp_path / "iv.safetensors", strength=0.1).strength == 0.1
 
 
+def test_a_fitted_intervention_keeps_its_key_through_the_store(toy_data, tmp_path):
+    """Evaluations are stored by the intervention's key: experts read back from disk must find them (a study resumes)."""
+    from aura_core.model.tiny import load_tiny
+
+    loaded = load_tiny("tiny-llama", seed=1)
+    responses = collect_responses(loaded.model, loaded.tokenizer, toy_data, discover_units(loaded.model), cache_dir=tmp_path)
+    fitted = fit_intervention(responses, "aura")
+    assert fitted.stats  # τ and the transport sums are part of the key, stored in another order than fitted
+    assert Intervention.load(fitted.save(tmp_path / "iv.safetensors")).key() == fitted.key()
+
+
 def test_intervention_that_does_not_fit_the_model_is_refused(tmp_path):
     from aura_core.model.tiny import load_tiny
 

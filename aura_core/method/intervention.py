@@ -156,7 +156,8 @@ class Intervention:
     def key(self) -> str:
         """A hash of the settings, every AUROC and every statistic: equal keys, equal edits."""
         digest = hashlib.sha256(json.dumps(self.settings(), sort_keys=True).encode())
-        for name, values in self._tensors().items():
+        # Sorted: a file stores its tensors by name, so a loaded copy holds them in another order than the fit.
+        for name, values in sorted(self._tensors().items()):
             digest.update(name.encode())
             digest.update(values.detach().to(torch.float64).cpu().numpy().tobytes())
         return digest.hexdigest()[:20]
