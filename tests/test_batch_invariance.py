@@ -145,8 +145,11 @@ def test_row_extents_group_rows_by_their_real_keys_and_queries() -> None:
     left_padded = torch.tensor([[0, 0, 1, 1], [1, 1, 1, 1], [0, 0, 1, 1]], dtype=torch.bool)
     causal = torch.ones(4, 4, dtype=torch.bool).tril()
     mask = (left_padded[:, None, :] & causal[None])[:, None]
-    assert row_extents(mask, 3, 4, 4) == [(2, 2, [0, 2]), (0, 4, [1])]
-    assert row_extents(None, 2, 1, 5) == [(0, 1, [0, 1])]
+    assert row_extents(mask, 3, 4, 4) == [(2, 4, 2, 4, [0, 2]), (0, 4, 0, 4, [1])]
+    assert row_extents(None, 2, 1, 5) == [(0, 5, 0, 1, [0, 1])]
+    right_padded = left_padded.flip(1)  # a collection's texts: the padding (and its queries) on the right
+    mask = (right_padded[:, None, :] & causal[None])[:, None]
+    assert row_extents(mask, 3, 4, 4) == [(0, 2, 0, 2, [0, 2]), (0, 4, 0, 4, [1])]
 
 
 def test_row_attention_matches_plain_attention_on_the_real_rows(tiny) -> None:

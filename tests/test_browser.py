@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import parse_qs, quote, urlparse
 
 import pytest
 
@@ -151,15 +152,14 @@ RUN_SEED = int(time.time()) % 1_000_000
 
 def _open_generate(browser, server: str, prompt: str):
     """A fresh browser (its own session) on the Generate page with ``prompt``, experts found."""
-    from urllib.parse import quote
-
     context = browser.new_context(viewport={"width": 1400, "height": 1600})
     tab = context.new_page()
     tab.set_default_timeout(300_000)
     # Greedy decoding: a demo setting whose text is the same alone and beside other sessions.
-    tab.goto(f"{server}/find_experts?prompt={quote(prompt)}&samples=1&sampling=greedy&seed={RUN_SEED}")
-    tab.get_by_role("spinbutton", name="Texts per class").fill("40")
-    tab.get_by_role("spinbutton", name="Token budget per text").fill("32")
+    # The experts' settings come in the link: a value typed while a loaded server still redraws the page can be lost.
+    tab.goto(f"{server}/find_experts?prompt={quote(prompt)}&samples=1&sampling=greedy&seed={RUN_SEED}&n=40&tokens=32")
+    sync_api.expect(tab.get_by_role("spinbutton", name="Texts per class")).to_have_value("40")
+    sync_api.expect(tab.get_by_role("spinbutton", name="Token budget per text")).to_have_value("32")
     tab.get_by_role("button", name="Find experts").click()
     sync_api.expect(tab.get_by_text("Units analysed")).to_be_visible()
     tab.get_by_role("link", name="Generate side by side").click()
@@ -176,19 +176,25 @@ def _shown_completions(tab) -> list[str]:
     return [_words(text) for text in tab.locator(".aura-completion").all_inner_texts()]
 
 
-def _solo_completions(served, prompts: list[str]) -> list[list[str]]:
-    """What the page must show for each prompt: the library's own answer, each computed alone here."""
+def _solo_experts(served):
+    """The experts the pages were asked for (40 starter texts per class, 32 tokens), fitted here: their key and AurA."""
     from aura_core.analysis.collect import collect_responses
     from aura_core.base.data import balanced_sample, load_concept_data
-    from aura_core.evaluation.generation import SAMPLING_PRESETS, side_by_side_rows
     from aura_core.method.fit import fit_intervention
     from aura_core.model.architecture import discover_units
-    from aura_core.runtime.decoding import decode_all
 
     data = balanced_sample(load_concept_data("starter"), 40, seed=0)
     # The server collects with its collection copy (bfloat16 where the CPU has it) and generates in float32.
-    units = discover_units(served.collector)
-    aura = fit_intervention(collect_responses(served.collector, served.tokenizer, data, units, max_tokens=32))
+    responses = collect_responses(served.collector, served.tokenizer, data, discover_units(served.collector), max_tokens=32)
+    return responses.meta["cache_key"], fit_intervention(responses)
+
+
+def _solo_completions(served, prompts: list[str]) -> list[list[str]]:
+    """What the page must show for each prompt: the library's own answer, each computed alone here."""
+    from aura_core.evaluation.generation import SAMPLING_PRESETS, side_by_side_rows
+    from aura_core.runtime.decoding import decode_all
+
+    _, aura = _solo_experts(served)
     answers = []
     for prompt in prompts:
         sides = side_by_side_rows(
@@ -217,11 +223,13 @@ def test_four_browsers_generate_at_once_each_with_its_solo_result(server, browse
             tab.get_by_role("button", name="Generate").click()
         shown = [_shown_completions(tab) for _, tab in sessions]
         together_seconds = time.perf_counter() - started
+        used = {parse_qs(urlparse(tab.url).query).get("experts", [""])[0] for _, tab in [solo, *sessions]}
         sessions[-1][1].screenshot(path=str(ARTIFACTS / "4-four-sessions.png"))
     finally:
         for context, _ in [solo, *sessions]:
             context.close()
     print(f"one request alone: {solo_seconds:.1f} s; four at once: {together_seconds:.1f} s")
+    assert used == {_solo_experts(served)[0]}, "every page must use the experts it asked for, the ones computed here"
     assert shown[0] == alone
     assert shown == _solo_completions(served, prompts)  # the model loaded as the server loads it (dtype auto)
     # How much faster four at once are than four in turn is a speed figure: `python -m benchmarks serve` measures it.

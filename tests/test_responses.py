@@ -97,3 +97,18 @@ def test_a_resume_part_changed_on_disk_is_recomputed_not_trusted(tiny_gpt2, toy_
     resumed = _collect(tiny_gpt2, toy_data, tmp_path / "run", batch_size=4, chunk_texts=4)
     for name in reference.units:
         assert torch.equal(resumed.per_module[name], reference.per_module[name])
+
+
+def test_a_texts_responses_do_not_depend_on_the_texts_beside_it(real, tmp_path):
+    """Experts are stored by their settings, not the batch size: any batching gives the same numbers, bit for bit."""
+    from aura_core.base.data import balanced_sample, load_concept_data
+
+    data = balanced_sample(load_concept_data("starter"), 12, seed=0)
+    units = discover_units(real.model, "model.layers.(0|29).mlp.(up|down)_proj")
+    runs = [
+        collect_responses(real.model, real.tokenizer, data, units, max_tokens=32, batch_size=size, use_cache=False)
+        for size in (24, 5, 1)
+    ]
+    for name, values in runs[0].per_module.items():
+        for other in runs[1:]:
+            assert torch.equal(values, other.per_module[name]), name

@@ -2,7 +2,8 @@
 
 A batch pads its rows to one width, and a fused attention kernel then rounds a row's sums in
 an order set by that width, so the same prompt gives other logits beside a longer one. Here
-each row's attention runs on its own real keys and queries only (the padding sliced off), with
+each row's attention runs on its own real keys and queries only (the padding sliced off on
+either side: a generation pads prompts on the left, a collection its texts on the right), with
 the mask it would have alone; rows with the same extent share one call. A decode step (one
 query that sees all its row's keys) is a few plain operations on views of the cache; a prefill
 runs torch's math kernel. A fused CPU kernel rounds a row differently by where in the batch it
@@ -36,39 +37,49 @@ ROW_ATTENTION = "aura_rows"
 _REPLACES = ("sdpa", "eager")
 
 
-def row_extents(mask: torch.Tensor | None, batch: int, queries: int, keys: int) -> list[tuple[int, int, list[int]]]:
-    """Rows grouped by their real extent: ``(first real key column, real queries, rows)`` per group.
+def row_extents(mask: torch.Tensor | None, batch: int, queries: int, keys: int) -> list[tuple[int, int, int, int, list[int]]]:
+    """Rows grouped by their real extent: ``(first key, end of keys, first query, end of queries, rows)`` per group.
 
     ``mask`` is the boolean ``(batch, 1, queries, keys)`` mask a model builds (None: nothing masked).
-    With left padding, a row's real keys are the columns from the first one any query sees, and
-    its real queries are the last ones that see anything.
+    A row's real keys are the columns some query sees; the queries are the last ``queries``
+    positions, and a query is real where its own position is a real key. So padding on either
+    side is cut off: on the left for a generation's prompts, on the right for a collection's texts.
 
-    >>> mask = torch.tensor([[0, 1, 1], [1, 1, 1]], dtype=torch.bool)[:, None, None, :]
-    >>> row_extents(mask, 2, 1, 3)
-    [(1, 1, [0]), (0, 1, [1])]
+    >>> left = torch.tensor([[0, 1, 1], [1, 1, 1]], dtype=torch.bool)[:, None, None, :]
+    >>> row_extents(left, 2, 1, 3)
+    [(1, 3, 0, 1, [0]), (0, 3, 0, 1, [1])]
+    >>> right = torch.tensor([[1, 1, 0], [1, 1, 1]], dtype=torch.bool)
+    >>> causal = torch.ones(3, 3, dtype=torch.bool).tril()
+    >>> row_extents((right[:, None, :] & causal[None])[:, None], 2, 3, 3)
+    [(0, 2, 0, 2, [0]), (0, 3, 0, 3, [1])]
     """
     if mask is None:
-        return [(0, queries, list(range(batch)))]
+        return [(0, keys, 0, queries, list(range(batch)))]
     seen = mask[:, 0].expand(batch, queries, keys)
     columns = seen.any(dim=1)
-    live_queries = seen.any(dim=2)
-    # First True along each row (argmax of a bool finds it); a row with none is all padding.
+    # A query is real where its own column (the last `queries` columns) is a real key and it sees something.
+    live_queries = seen.any(dim=2) & columns[:, keys - queries :]
+    # First and last True along each row (argmax of a bool finds the first); a row with none is all padding.
     starts = columns.int().argmax(dim=1).tolist()
+    ends = (keys - columns.flip(1).int().argmax(dim=1)).tolist()
     firsts = live_queries.int().argmax(dim=1).tolist()
-    alive = columns.any(dim=1).tolist()
-    groups: dict[tuple[int, int], list[int]] = {}
-    for row, (start, first, live) in enumerate(zip(starts, firsts, alive, strict=True)):
-        if live:
-            groups.setdefault((int(start), queries - int(first)), []).append(row)
-    return [(start, count, rows) for (start, count), rows in groups.items()]
+    lasts = (queries - live_queries.flip(1).int().argmax(dim=1)).tolist()
+    alive = live_queries.any(dim=1).tolist()
+    groups: dict[tuple[int, int, int, int], list[int]] = {}
+    for row, extent in enumerate(zip(starts, ends, firsts, lasts, strict=True)):
+        if alive[row]:
+            groups.setdefault(tuple(int(v) for v in extent), []).append(row)  # type: ignore[arg-type]
+    return [(*extent, rows) for extent, rows in groups.items()]
 
 
 @dataclass(frozen=True)
 class _Group:
     """Rows with one extent, as a forward pass uses them: which rows, and whether they need a mask."""
 
-    start: int
-    count: int
+    start: int  # the real keys are start:end, the real queries first:last
+    end: int
+    first: int
+    last: int
     rows: slice | torch.Tensor  # a slice where the rows are contiguous (a view, no copy)
     open: bool  # one query that sees every real key: nothing to mask
 
@@ -88,13 +99,13 @@ _LAST = _Extents()
 def _groups(mask: torch.Tensor | None, batch: int, queries: int, keys: int, device: torch.device) -> list[_Group]:
     if mask is None or _LAST.mask is not mask or _LAST.shape != (batch, queries, keys):
         groups = []
-        for start, count, rows in row_extents(mask, batch, queries, keys):
+        for start, end, first, last, rows in row_extents(mask, batch, queries, keys):
             contiguous = rows == list(range(rows[0], rows[0] + len(rows)))
             chosen: slice | torch.Tensor = (
                 slice(rows[0], rows[-1] + 1) if contiguous else torch.tensor(rows, device=device, dtype=torch.long)
             )
-            open_ = count == 1 and (mask is None or bool(mask[rows, :, -1:, start:].all()))
-            groups.append(_Group(start, count, chosen, open_))
+            open_ = last - first == 1 and (mask is None or bool(mask[rows, :, first:last, start:end].all()))
+            groups.append(_Group(start, end, first, last, chosen, open_))
         _LAST.mask, _LAST.shape, _LAST.groups = mask, (batch, queries, keys), groups
     return _LAST.groups
 
@@ -138,9 +149,9 @@ def row_invariant_attention(
     scale = dim**-0.5 if scaling is None else scaling
     out = query.new_zeros((batch, heads, queries, value.shape[-1]))
     for group in _groups(attention_mask, batch, queries, keys, query.device):
-        start, count = group.start, group.count
-        q = _rows(query, group.rows)[:, :, queries - count :]
-        k, v = _rows(key, group.rows)[:, :, start:], _rows(value, group.rows)[:, :, start:]
+        start, end, first, last = group.start, group.end, group.first, group.last
+        q = _rows(query, group.rows)[:, :, first:last]
+        k, v = _rows(key, group.rows)[:, :, start:end], _rows(value, group.rows)[:, :, start:end]
         if group.open and not module.training:  # every decode step: the quick path
             result = _one_query(q, k, v, scale)
         else:
@@ -148,14 +159,15 @@ def row_invariant_attention(
                 k, v = k.repeat_interleave(repeat, dim=1), v.repeat_interleave(repeat, dim=1)
             mask: torch.Tensor | None
             if attention_mask is None:
-                mask = torch.ones(count, keys - start, dtype=torch.bool, device=query.device).tril(keys - start - count)
+                count = last - first
+                mask = torch.ones(count, end - start, dtype=torch.bool, device=query.device).tril(end - start - count)
             else:
-                mask = _rows(attention_mask, group.rows)[:, :, queries - count :, start:]
+                mask = _rows(attention_mask, group.rows)[:, :, first:last, start:end]
             with sdpa_kernel(SDPBackend.MATH):
                 result = F.scaled_dot_product_attention(
                     q, k, v, attn_mask=mask, dropout_p=dropout if module.training else 0.0, scale=scale
                 )
-        out[group.rows, :, queries - count :] = result
+        out[group.rows, :, first:last] = result
     return out.transpose(1, 2).contiguous(), None
 
 
