@@ -1,10 +1,12 @@
 """Where the perplexity goes: the fidelity study behind the README's figures, one command per model.
 
-Every default is chosen on a validation split the team wrote (``data/prompts.jsonl`` and
-``data/neutral.txt``), never on the prompts reported. The chosen operating point is then
-measured the paper's way (25 completions × 20 tokens per prompt) on public prompts
-(RealToxicityPrompts) with perplexity on two neutral corpora, against, beside and stacked
-with pre-prompts. Every step is kept on disk, so an interrupted study resumes.
+Every default is chosen on one half of the challenging RealToxicityPrompts (split by category
+with a fixed seed, see :mod:`studies.prompts`), with perplexity on the team's neutral text
+(``data/neutral.txt``), never on the prompts reported. The chosen operating point is then
+measured the paper's way (25 completions × 20 tokens per prompt) on the other half, with
+perplexity on two neutral corpora, against, beside and stacked with pre-prompts, under both
+offline judges; the 100 public prompts and the team's prompts are further rows. Every step is
+kept on disk, so an interrupted study resumes.
 
     python -m studies.fidelity --model smollm2-135m            # writes studies/FIDELITY-smollm2-135m.md
     python -m studies.fidelity --model tiny-gpt2 --smoke       # minutes: checks the plumbing only
@@ -17,7 +19,8 @@ Stages (each a table in the report):
 4. Strength: λ for the two best settings so far.
 5. Pre-prompt form: plain text against the chat template's system message.
 6. Report: the operating point (largest toxic-share reduction within +5 % perplexity on
-   validation), the paper's AurA, and both pre-prompts, on the public prompts.
+   validation), the paper's AurA, and both pre-prompts, on the reporting half; then on the
+   public prompts and the team's.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from torch import nn
 
@@ -38,8 +42,10 @@ from aura_core.analysis.collect import MAX_TOKENS
 from aura_core.analysis.experts import Experts, ExpertsRecipe, compute_experts
 from aura_core.base.batching import tokenize_texts
 from aura_core.base.data import ConceptData, balanced_sample, load_concept_data, source_label
+from aura_core.evaluation.power import power_line
 from aura_core.evaluation.protocol import Condition, EvalConfig, Evaluation, summarise
 from aura_core.evaluation.reports import with_interval
+from aura_core.evaluation.scoring import OFFLINE_SCORERS, load_scorer
 from aura_core.method.intervention import Intervention
 from aura_core.method.registry import method_label
 from aura_core.method.stats import bootstrap_ppl_change, perplexity_of
@@ -49,10 +55,10 @@ from aura_core.model.loading import cache_root, load_model
 from aura_core.runtime.inline import Inline
 from aura_core.runtime.runner import Runner
 from aura_core.runtime.vllm_runner import VllmRunner, vllm_python
+from studies.prompts import CHALLENGING, ROOT, SHARED, write_halves
 
-ROOT = Path(__file__).resolve().parent.parent
-SHARED = ROOT.parent / "shared" / "data"
 BUDGET = 0.05
+JUDGES = OFFLINE_SCORERS  # every headline reduction under both offline judges: a finding holds when both agree
 
 
 @dataclass(frozen=True)
@@ -61,7 +67,10 @@ class Plan:
 
     model: str
     data: Path = SHARED / "jigsaw_balanced.csv"
-    report_prompts: Path = SHARED / "rtp_prompts_100.jsonl"
+    validation_prompts: Path = CHALLENGING  # halved: choices on one half, the report on the other
+    split_seed: int = 0
+    prompt_limit: int | None = None  # the first prompts of each half only (a smoke run)
+    report_prompts: Path = SHARED / "rtp_prompts_100.jsonl"  # public prompts: a further row
     public_neutral: Path = SHARED / "wikipedia_sentences.csv"
     sizes: tuple[int, ...] = (250, 1000, 3000, 6000)
     reference_size: int = 1000
@@ -80,6 +89,7 @@ class Plan:
             reference_size=40,
             validation_samples=2,
             report_samples=2,
+            prompt_limit=4,
             new_tokens=4,
             strengths=(0.5,),
         )
@@ -147,6 +157,11 @@ class Study:
         stamp = f"[{time.perf_counter() - self.started:7.0f} s] {text}"
         print(stamp, file=sys.stderr, flush=True)
         self.log.append(stamp)
+
+    def halves(self) -> tuple[Path, Path]:
+        """The choosing and reporting halves of the validation prompts, as prompt files of this study."""
+        plan = self.plan
+        return write_halves(self.out, plan.validation_prompts, plan.split_seed, plan.prompt_limit)
 
     # ----- experts -----
 
@@ -233,6 +248,28 @@ class Study:
         metrics["units_touched"] = metrics.method.map(units)
         return metrics
 
+    def judged(
+        self,
+        generations: pd.DataFrame,
+        terms: Mapping[str, tuple[np.ndarray, np.ndarray]],
+        scored_by: str,
+        zero_shot: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
+    ) -> pd.DataFrame:
+        """The same completions summarised under every offline judge: one block of rows per judge (column ``judge``).
+
+        ``generations`` carry the toxicity ``scored_by`` gave them; each other judge scores the texts again.
+        """
+        frames = []
+        for judge in JUDGES:
+            if judge != scored_by:
+                self.say(f"scoring again with {judge}")
+                generations = generations.assign(
+                    toxicity=load_scorer(judge).score(generations["completion"].astype(str).tolist())
+                )
+            metrics = summarise(generations, dict(terms), n_boot=1000, seed=0, zero_shot=dict(zero_shot or {}) or None)
+            frames.append(metrics.assign(judge=judge))
+        return pd.concat(frames, ignore_index=True)
+
     def units_touched(self, setting: Setting) -> int:
         return int(sum(int((f != 1.0).sum()) for f in self.intervention(setting).factors().values()))
 
@@ -241,7 +278,7 @@ class Study:
     def validate(self) -> tuple[dict[str, pd.DataFrame], Setting]:
         """Each stage's table by its heading, and the operating point chosen from all of them."""
         plan = self.plan
-        evaluation = self.evaluation("starter", plan.validation_samples, "starter", "validation")
+        evaluation = self.evaluation(str(self.halves()[0]), plan.validation_samples, "starter", "validation")
         tables: dict[str, pd.DataFrame] = {}
         self.say("stage 1: noise floor × data size")
         stage1 = [Setting(f"n={n}", m) for n in plan.sizes for m in ("aura", "aura-null")]
@@ -272,7 +309,9 @@ class Study:
         """The favourable pre-prompt as text and as a system message, with and without the operating point."""
         rows = []
         for form in ("text", "system"):
-            evaluation = self.evaluation("starter", self.plan.validation_samples, "starter", f"forms-{form}", preprompt_form=form)
+            evaluation = self.evaluation(
+                str(self.halves()[0]), self.plan.validation_samples, "starter", f"forms-{form}", preprompt_form=form
+            )
             favourable = EvalConfig().preprompt_text("favourable")
             try:
                 table = self.measure(evaluation, [choice], pre_text=favourable, ppl=False)
@@ -306,17 +345,15 @@ class Study:
         return table.reset_index()
 
     def report(self, choice: Setting, form: str) -> pd.DataFrame:
-        """The paper's protocol on public prompts: plain, the operating point and the paper's AurA, × pre-prompts.
+        """The paper's protocol on the reporting half: plain, the operating point and the paper's AurA, × pre-prompts.
 
-        One table: ``reduction`` columns compare with the plain model without pre-prompt (so the
-        favourable rows show AurA stacked with it), ``_same_preprompt`` ones with the plain model
-        under the same pre-prompt (so the adversarial rows show AurA against it). Perplexity is
-        measured on the team's neutral text and on public Wikipedia passages.
+        One table, a block of rows per judge: ``reduction`` columns compare with the plain model
+        without pre-prompt (so the favourable rows show AurA stacked with it), ``_same_preprompt``
+        ones with the plain model under the same pre-prompt (so the adversarial rows show AurA
+        against it). Perplexity is measured on the team's neutral text and on public Wikipedia passages.
         """
-        settings = {"op": choice, "paper": Setting(choice.experts, "aura")}
-        evaluation = self.evaluation(
-            str(self.plan.report_prompts), self.plan.report_samples, "starter", "report", preprompt_form=form
-        )
+        settings = self.reported(choice)
+        evaluation = self.evaluation(str(self.halves()[1]), self.plan.report_samples, "starter", "report", preprompt_form=form)
         conditions = []
         for group in ("none", "favourable", "adversarial"):
             pre = evaluation.config.preprompt_text(group)
@@ -332,12 +369,41 @@ class Study:
             frames.append(pd.DataFrame(scored[c.label]).assign(method=method, preprompt=group))
         terms = {"none": evaluation.perplexity_terms(None, "plain")}
         terms.update({name: evaluation.perplexity_terms(self.intervention(s), name) for name, s in settings.items()})
-        metrics = summarise(pd.concat(frames, ignore_index=True), terms, n_boot=1000, seed=0)
+        metrics = self.judged(pd.concat(frames, ignore_index=True), terms, evaluation.scorer.name)
         self.add_public_perplexity(
             metrics, {name: self.intervention(s) for name, s in settings.items()}, self.plan.report_prompts
         )
         metrics["units_touched"] = metrics.method.map({name: self.units_touched(s) for name, s in settings.items()})
         return metrics
+
+    @staticmethod
+    def reported(choice: Setting) -> dict[str, Setting]:
+        """What the report measures beside the plain model: the operating point and the paper's AurA (all units, λ = 1)."""
+        return {"op": choice, "paper": Setting(choice.experts, "aura")}
+
+    def further(self, choice: Setting) -> pd.DataFrame:
+        """The reported settings on further prompts, without pre-prompt and under both judges (column ``prompt_set``).
+
+        The 100 public prompts (the paper's protocol) and the team's prompts draw little toxicity:
+        their power lines say how far they can resolve a change.
+        """
+        sets = (
+            ("public", str(self.plan.report_prompts), self.plan.report_samples),
+            ("team", "starter", self.plan.validation_samples),
+        )
+        frames = []
+        for name, prompts, samples in sets:
+            evaluation = self.evaluation(prompts, samples, "starter", f"further-{name}")
+            conditions = [Condition("none", "", None)]
+            conditions += [Condition(label, "", self.intervention(s)) for label, s in self.reported(choice).items()]
+            self.say(f"further prompts ({name}): {len(conditions)} conditions × {len(evaluation.prompts)} prompts × {samples}")
+            scored = evaluation.completions(conditions)
+            generations = pd.concat(
+                [pd.DataFrame(scored[c.label]).assign(method=c.label, preprompt="none") for c in conditions], ignore_index=True
+            )
+            terms = {"none": evaluation.perplexity_terms(None, "plain")}
+            frames.append(self.judged(generations, terms, evaluation.scorer.name).assign(prompt_set=name))
+        return pd.concat(frames, ignore_index=True)
 
     def add_public_perplexity(self, metrics: pd.DataFrame, interventions: Mapping[str, Intervention], prompts: Path) -> None:
         """Each intervention's relative perplexity change on the public neutral passages, with its interval, on its rows.
@@ -414,6 +480,47 @@ def _table(metrics: pd.DataFrame) -> str:
     return "\n".join(rows)
 
 
+_NAMES = {"none": "plain", "op": "operating point", "paper": "AurA as in the paper (λ = 1)"}
+_FURTHER = {"public": "public prompts (`{public}`)", "team": "the team's prompts (`data/prompts.jsonl`)"}
+
+
+def _power_lines(metrics: pd.DataFrame, where: str) -> list[str]:
+    """Per judge: the completions a 2× reduction needs at the plain model's measured toxic share, against those used."""
+    plain = metrics[(metrics.method == "none") & (metrics.preprompt == "none")]
+    return [
+        f"Power ({where}, {r.judge}): {power_line(float(r.toxic_share), int(r.prompts * r.samples)).text()}"
+        for r in plain.itertuples()
+    ]
+
+
+def _further_section(further: pd.DataFrame, plan: Plan) -> list[str]:
+    lines = [
+        "## Further prompts, no pre-prompt, both judges",
+        "",
+        f"The public prompts at {plan.report_samples} completions and the team's at {plan.validation_samples}, "
+        f"× {plan.new_tokens} tokens each. They draw little toxicity: their power lines say what they can resolve.",
+        "",
+    ]
+    for name, part in further.groupby("prompt_set", sort=False) if not further.empty else []:
+        where = _FURTHER[str(name)].format(public=plan.report_prompts.name)
+        lines += [f"### {where[0].upper()}{where[1:]}", "", *_power_lines(part, where), ""]
+        lines += [
+            "| model | judge | toxic share | × less toxic share [95% CI] | × less (prompts) |",
+            "| --- | --- | --- | --- | --- |",
+        ]
+        for r in part.itertuples():
+            plain = r.method == "none"
+            share = with_interval(r.toxic_share_reduction, r.toxic_share_reduction_low, r.toxic_share_reduction_high)
+            prompts = with_interval(
+                r.toxicity_probability_reduction, r.toxicity_probability_reduction_low, r.toxicity_probability_reduction_high
+            )
+            lines.append(
+                f"| {_NAMES[r.method]} | {r.judge} | {r.toxic_share:.3f} | {'–' if plain else share} | {'–' if plain else prompts} |"
+            )
+        lines.append("")
+    return lines
+
+
 def write_report(
     study: Study,
     tables: dict[str, pd.DataFrame],
@@ -421,10 +528,12 @@ def write_report(
     forms: pd.DataFrame,
     form: str,
     report: pd.DataFrame,
+    further: pd.DataFrame,
     precision: pd.DataFrame,
     folder: Path = ROOT / "studies",
 ) -> Path:
     plan = study.plan
+    choose, reporting = (len(path.read_text(encoding="utf-8").splitlines()) for path in study.halves())
     command = f"python -m studies.fidelity --model {plan.model}" + (" --compact" if not plan.pooling_stage else "")
     lines = [
         f"# Fidelity study: {plan.model}",
@@ -433,13 +542,17 @@ def write_report(
         f"{time.strftime('%Y-%m-%d')}, {(time.perf_counter() - study.started) / 60:.0f} minutes on this machine). "
         "Do not edit by hand: run the command again.",
         "",
-        "Toxicity is scored by profanity-check; a completion is toxic above 0.5. The lead measure is the paper's: the "
-        "toxic share of completions; × less is the plain model's share divided by the setting's (same pre-prompt), "
-        "with a 95% paired bootstrap interval over prompts and completions. Perplexity change is relative to the plain "
-        "model, with a 95% bootstrap interval over texts.",
+        "Choices are scored by profanity-check; every reported reduction is given under both offline judges "
+        f"({', '.join(JUDGES)}): a finding holds when both agree. A completion is toxic above 0.5. The lead measure is "
+        "the paper's: the toxic share of completions; × less is the plain model's share divided by the setting's (same "
+        "pre-prompt), with a 95% paired bootstrap interval over prompts and completions. Perplexity change is relative "
+        "to the plain model, with a 95% bootstrap interval over texts.",
         "",
-        f"## Validation (choices are made here): the team's prompts (`data/prompts.jsonl`), {plan.validation_samples} "
-        f"completions × {plan.new_tokens} tokens each, perplexity on `data/neutral.txt`",
+        f"Prompts: `{plan.validation_prompts.name}`, split by category with seed {plan.split_seed} into a choosing half "
+        f"({choose} prompts) and a reporting half ({reporting}).",
+        "",
+        f"## Validation (choices are made here): the choosing half, {plan.validation_samples} completions × "
+        f"{plan.new_tokens} tokens each, perplexity on `data/neutral.txt`",
         "",
     ]
     if not plan.pooling_stage:
@@ -462,14 +575,14 @@ def write_report(
         lines.append(f"- **{form_name}**: plain model with the pre-prompt, toxic share {plain:.3f}")
     lines += ["", f"The report uses the **{form}** form.", ""]
     lines += [
-        f"## Report: public prompts (RealToxicityPrompts, `{plan.report_prompts.name}`), "
-        f"{plan.report_samples} completions × {plan.new_tokens} tokens each",
+        f"## Report: the reporting half, {plan.report_samples} completions × {plan.new_tokens} tokens each, both judges",
         "",
-        "| model | pre-prompt | toxic share | × less toxic share vs plain, no pre-prompt | × less vs plain, same pre-prompt | "
-        "× less (prompts), same pre-prompt | perplexity, team text | perplexity, Wikipedia | units touched |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        *_power_lines(report, "the reporting half"),
+        "",
+        "| model | pre-prompt | judge | toxic share | × less toxic share vs plain, no pre-prompt | × less vs plain, same "
+        "pre-prompt | × less (prompts), same pre-prompt | perplexity, team text | perplexity, Wikipedia | units touched |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    names = {"none": "plain", "op": "operating point", "paper": "AurA as in the paper (λ = 1)"}
     for r in report.itertuples():
 
         def ci(name: str, fmt: str = "{:.2f}", row: object = r) -> str:
@@ -479,7 +592,8 @@ def write_report(
 
         plain = r.method == "none"
         lines.append(
-            f"| {names[r.method]} | {r.preprompt} | {r.toxic_share:.3f} | {'–' if plain and r.preprompt == 'none' else ci('toxic_share_reduction')} | "
+            f"| {_NAMES[r.method]} | {r.preprompt} | {r.judge} | {r.toxic_share:.3f} | "
+            f"{'–' if plain and r.preprompt == 'none' else ci('toxic_share_reduction')} | "
             f"{'–' if plain else ci('toxic_share_reduction_same_preprompt')} | "
             f"{'–' if plain else ci('toxicity_probability_reduction_same_preprompt')} | "
             f"{'–' if plain or r.preprompt != 'none' else ci('ppl_change_rel', '{:+.1%}')} | "
@@ -487,6 +601,7 @@ def write_report(
             f"{0 if plain else int(r.units_touched):,} |"
         )
     lines.append("")
+    lines += _further_section(further, plan)
     lines += ["## Precision: perplexity on the team's neutral text, float32 weights against bfloat16", ""]
     if precision.empty:
         lines += ["This machine has no native bfloat16: everything ran in float32.", ""]
@@ -530,12 +645,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             plain = forms[forms.method == "none"].set_index("form").toxic_share
             form = "system" if plain["system"] < plain["text"] else "text"
         report = study.report(choice, form)
+        further = study.further(choice)
         precision = study.precision(choice)
     finally:
         close = getattr(study.runner, "close", None)
         if callable(close):
             close()
-    path = write_report(study, tables, choice, forms, form, report, precision, args.out_dir)
+    path = write_report(study, tables, choice, forms, form, report, further, precision, args.out_dir)
     print(path)
     return 0
 

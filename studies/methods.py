@@ -20,8 +20,6 @@ Every piece is kept on disk, so an interrupted study resumes.
 from __future__ import annotations
 
 import argparse
-import json
-import random
 import sys
 import time
 from collections.abc import Sequence
@@ -33,17 +31,16 @@ import pandas as pd
 
 from aura_core.base.data import balanced_sample, load_concept_data
 from aura_core.evaluation.plots import tradeoff_figure
-from aura_core.evaluation.protocol import Condition, summarise
+from aura_core.evaluation.protocol import Condition
 from aura_core.evaluation.reports import with_interval
-from aura_core.evaluation.scoring import DEFAULT_SCORER, OFFLINE_SCORERS, load_scorer
+from aura_core.evaluation.scoring import DEFAULT_SCORER
 from aura_core.method.registry import PLAIN, method_label
 from aura_core.model.architecture import unit_families, unit_family_label
-from studies.fidelity import BUDGET, ROOT, SHARED, Plan, Setting, Study, _table
+from studies.fidelity import BUDGET, JUDGES, Plan, Setting, Study, _table
+from studies.prompts import CHALLENGING, ROOT
 
-CHALLENGING = SHARED / "rtp_challenging.jsonl"
 METHODS = ("aura", "aura-cond", "linear-act")
 FAMILIES = ("all", "gate")
-JUDGES = OFFLINE_SCORERS  # every finding under both judges
 
 
 @dataclass(frozen=True)
@@ -71,58 +68,25 @@ class MethodsPlan:
         return replace(self, experts_size=40, strengths=(1.0,), choose_samples=2, report_samples=2, new_tokens=4)
 
 
-def halves(path: Path, seed: int = 0) -> tuple[list[dict[str, object]], list[dict[str, object]]]:
-    """The prompts in two halves, each category split evenly between them (seeded), as prompt-file rows.
-
-    >>> import tempfile
-    >>> rows = [{"prompt": {"text": f"p{i}"}, "categories": ["insult" if i % 2 else "threat"]} for i in range(8)]
-    >>> path = Path(tempfile.mkdtemp()) / "p.jsonl"
-    >>> _ = path.write_text("\\n".join(json.dumps(r) for r in rows))
-    >>> choose, report = halves(path)
-    >>> len(choose), len(report), sorted(r["kind"] for r in choose)
-    (4, 4, ['insult', 'insult', 'threat', 'threat'])
-    """
-    by_kind: dict[str, list[dict[str, object]]] = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if not line.strip():
-            continue
-        row = json.loads(line)
-        prompt = row["prompt"]
-        text = prompt["text"] if isinstance(prompt, dict) else str(prompt)
-        kind = (row.get("categories") or [row.get("kind") or "other"])[0]
-        by_kind.setdefault(str(kind), []).append({"prompt": {"text": text}, "kind": str(kind)})
-    rng = random.Random(seed)
-    choose: list[dict[str, object]] = []
-    report: list[dict[str, object]] = []
-    for kind in sorted(by_kind):
-        rows = by_kind[kind]
-        rng.shuffle(rows)
-        middle = len(rows) // 2
-        choose += rows[:middle]
-        report += rows[middle:]
-    return choose, report
-
-
 class MethodsStudy:
     """One model's comparison, on the fidelity study's machinery (model, runner, experts, measures)."""
 
     def __init__(self, plan: MethodsPlan, engine: str = "ours") -> None:
         self.plan = plan.smoke_sized() if plan.smoke else plan
-        self.study = Study(Plan(model=plan.model, reference_size=self.plan.experts_size, new_tokens=self.plan.new_tokens), engine)
+        self.study = Study(
+            Plan(
+                model=plan.model,
+                reference_size=self.plan.experts_size,
+                new_tokens=self.plan.new_tokens,
+                validation_prompts=self.plan.prompts,
+                split_seed=self.plan.split_seed,
+                prompt_limit=4 if self.plan.smoke else None,
+            ),
+            engine,
+        )
         self.study.out = self.study.out.parent / f"methods-{plan.model}"
         self.study.out.mkdir(parents=True, exist_ok=True)
         self.experts = f"n={self.plan.experts_size}"
-
-    def prompt_files(self) -> tuple[Path, Path]:
-        choose, report = halves(self.plan.prompts, self.plan.split_seed)
-        if self.plan.smoke:
-            choose, report = choose[:4], report[:4]
-        paths = []
-        for name, rows in (("choose", choose), ("report", report)):
-            path = self.study.out / f"prompts-{name}.jsonl"
-            path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
-            paths.append(path)
-        return paths[0], paths[1]
 
     def settings(self) -> list[Setting]:
         plan = self.plan
@@ -160,15 +124,7 @@ class MethodsStudy:
         terms = {c.label: evaluation.perplexity_terms(c.intervention, c.label) for c in conditions}
         hits = {c.label: evaluation.zero_shot_hits(c.intervention, c.label) for c in conditions}
         zero_shot = {label: pair for label, pair in hits.items() if pair is not None}
-        frames = []
-        for judge in JUDGES:
-            if judge != evaluation.scorer.name:  # the same completions, scored again by the other judge
-                study.say(f"report: scoring again with {judge}")
-                texts = generations["completion"].astype(str).tolist()
-                generations = generations.assign(toxicity=load_scorer(judge).score(texts))
-            metrics = summarise(generations, terms, n_boot=1000, seed=0, zero_shot=zero_shot).assign(judge=judge)
-            frames.append(metrics)
-        table = pd.concat(frames, ignore_index=True)
+        table = study.judged(generations, terms, evaluation.scorer.name, zero_shot)
         study.add_public_perplexity(table, {c.label: c.intervention for c in conditions[1:] if c.intervention}, prompts)
         table["units_touched"] = table.method.map({m: study.units_touched(s) for m, s in chosen.items()}).fillna(0)
         return table
@@ -282,7 +238,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     runner = MethodsStudy(MethodsPlan(model=args.model, smoke=args.smoke), engine="ours")
     study = runner.study
     study.find(runner.experts, balanced_sample(load_concept_data(study.plan.data), runner.plan.experts_size, seed=0))
-    choose_path, report_path = runner.prompt_files()
+    choose_path, report_path = study.halves()
     choosing, chosen = runner.choose(choose_path)
     report = runner.report(report_path, chosen)
     sizes = (len(choose_path.read_text().splitlines()), len(report_path.read_text().splitlines()))

@@ -13,5 +13,11 @@ def test_compact_smoke_study_writes_a_report_without_the_pooling_stage(tmp_path,
     assert "### 1. Noise floor" in report and "### 3. Unit families" in report and "### 4. Strength" in report
     assert "### 2. Pooling and length" not in report
     assert "**Operating point**" in report
-    rows = [line for line in report.splitlines() if line.startswith(("| plain |", "| operating point |", "| AurA as in"))]
-    assert len(rows) == 9, "plain, operating point and the paper's AurA under three pre-prompts"
+    main_part, further = report.split("## Further prompts")
+    named = ("| plain |", "| operating point |", "| AurA as in")
+    rows = [line for line in main_part.splitlines() if line.startswith(named)]
+    assert len([line for line in further.splitlines() if line.startswith(named)]) == 12, "3 models × 2 judges × 2 sets"
+    assert len(rows) == 18, "plain, operating point and the paper's AurA under three pre-prompts and two judges"
+    assert "split by category with seed 0 into a choosing half (4 prompts) and a reporting half (4)" in report
+    assert "### Public prompts (`rtp_prompts_100.jsonl`)" in report and "### The team's prompts" in report
+    assert report.count("Power (") == 6, "a power line per judge: the reporting half, the public prompts, the team's"

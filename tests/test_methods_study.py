@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 
-from studies.methods import halves, main
+from studies.methods import main
+from studies.prompts import halves
 
 
 def test_the_halves_are_disjoint_cover_every_prompt_and_split_each_category(shared_data):

@@ -240,7 +240,11 @@ def add_engine_args(parser: argparse.ArgumentParser) -> None:
         default="auto",
         help="decode completions on vLLM (auto: when `bash scripts/setup.sh --vllm` installed it) or on our engine",
     )
-    group.add_argument("--vllm-dtype", default="bfloat16", help="vLLM's dtype (default bfloat16, its fast path on CPUs)")
+    group.add_argument(
+        "--vllm-dtype",
+        default=None,
+        help="vLLM's dtype (default: bfloat16 where the hardware computes it, a GPU or a CPU with AVX-512-BF16, else float32)",
+    )
     group.add_argument("--tensor-parallel-size", type=int, default=1, help="GPUs per vLLM engine (default 1)")
     group.add_argument(
         "--vllm-arg",
@@ -280,5 +284,6 @@ def engine_runner(args: argparse.Namespace, loaded: LoadedModel) -> Any:
     log = Path(args.out) / "vllm.log" if getattr(args, "out", None) else None
     if log is not None:
         log.parent.mkdir(parents=True, exist_ok=True)
-    print(f"completions decode on vLLM ({args.vllm_dtype}); its log: {log or 'not kept'}", file=sys.stderr)
-    return VllmRunner(dtype=args.vllm_dtype, seed=args.seed, engine_args=engine_args, log=log, tokenizer=loaded.tokenizer)
+    runner = VllmRunner(dtype=args.vllm_dtype, seed=args.seed, engine_args=engine_args, log=log, tokenizer=loaded.tokenizer)
+    print(f"completions decode on vLLM ({runner.dtype}); its log: {runner.log_path}", file=sys.stderr)
+    return runner

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -43,7 +44,7 @@ if TYPE_CHECKING:
     from aura_core.base.batching import Tokenizer
     from aura_core.method.intervention import Intervention
 
-__all__ = ["VLLM_ENV", "VllmRunner", "vllm_python"]
+__all__ = ["VLLM_ENV", "VllmRunner", "default_dtype", "vllm_python"]
 
 ROOT = Path(__file__).resolve().parents[2]
 VLLM_ENV = ROOT / ".venv-vllm"
@@ -64,6 +65,45 @@ def vllm_python() -> Path | None:
     return candidate if candidate.is_file() else None
 
 
+def default_dtype() -> str:
+    """vLLM's dtype here: bfloat16 where the hardware computes it (a GPU, or a CPU with AVX-512-BF16 or AMX), else float32.
+
+    On a CPU without it, bfloat16 is emulated: no faster, and vLLM's CPU kernels do not cover every model there.
+
+    >>> default_dtype() in ("bfloat16", "float32")
+    True
+    """
+    import torch
+
+    from aura_core.model.devices import cpu_has_native_bf16
+
+    return "bfloat16" if torch.cuda.is_available() or cpu_has_native_bf16() else "float32"
+
+
+_CAUSE = re.compile(r"\b(\w+(?:Error|Exception)): (.+)$")
+
+
+def root_cause(log: Path | None) -> str | None:
+    """The first error a vLLM log names other than the engine's own "died" line, or None.
+
+    vLLM reports a worker's failure as ``EngineDeadError: … see stack trace above``; the cause is in its log.
+
+    >>> import tempfile
+    >>> path = Path(tempfile.mkdtemp()) / "vllm.log"
+    >>> _ = path.write_text("INFO ok\\nERROR [x.py:1] RuntimeError: Unsupported CPU attention: head_dim=8\\nEngineDeadError: see above\\n")
+    >>> root_cause(path)
+    'RuntimeError: Unsupported CPU attention: head_dim=8'
+    """
+    if log is None or not log.is_file():
+        return None
+    with log.open(encoding="utf-8", errors="replace") as lines:
+        for line in lines:
+            found = _CAUSE.search(line.rstrip())
+            if found and "EngineDead" not in found.group(1) and "Worker failed" not in found.group(2):
+                return f"{found.group(1)}: {found.group(2)}"
+    return None
+
+
 def _sampling(row: DecodeRow, stops: list[int]) -> dict[str, Any]:
     """vLLM's sampling parameters for a row's settings (greedy is temperature 0 there)."""
     s = row.settings
@@ -80,7 +120,8 @@ def _sampling(row: DecodeRow, stops: list[int]) -> dict[str, Any]:
 class _Worker:
     """One vLLM engine in a subprocess; one request at a time."""
 
-    def __init__(self, python: Path, start: dict[str, Any], log: IO[str] | None) -> None:
+    def __init__(self, python: Path, start: dict[str, Any], log: IO[str] | None, log_path: Path | None = None) -> None:
+        self.log_path = log_path
         self.process = subprocess.Popen(
             [str(python), str(WORKER)],
             stdin=subprocess.PIPE,
@@ -104,11 +145,18 @@ class _Worker:
                 line = ""
         if not line:
             code = self.process.poll()
-            raise AuraError(f"the vLLM worker stopped (exit code {code}); its log says why")
+            raise AuraError(f"the vLLM worker stopped (exit code {code}){self._why()}")
         answer: dict[str, Any] = json.loads(line)
         if "error" in answer:
-            raise AuraError(f"vLLM: {answer['error']}")
+            raise AuraError(f"vLLM: {answer['error']}{self._why()}")
         return answer
+
+    def _why(self) -> str:
+        """The cause from the log, and where the log is: vLLM's own message often says only "see above"."""
+        if self.log_path is None:
+            return ""
+        cause = root_cause(self.log_path)
+        return f" ({cause}; its log: {self.log_path})" if cause else f" (its log: {self.log_path})"
 
     def close(self) -> None:
         if self.process.poll() is None:
@@ -125,14 +173,14 @@ class _Worker:
 class VllmRunner:
     """Decodes rows on vLLM (one subprocess engine per model, started on first use); runs other work inline.
 
-    ``dtype`` is vLLM's (``bfloat16`` is its fast path on a CPU); ``engine_args`` go to ``vllm.LLM``
+    ``dtype`` is vLLM's (default :func:`default_dtype`); ``engine_args`` go to ``vllm.LLM``
     as they are (``tensor_parallel_size``, ``max_num_seqs``, ``distributed_executor_backend="ray"`` …).
     """
 
     def __init__(
         self,
         *,
-        dtype: str = "bfloat16",
+        dtype: str | None = None,
         seed: int = 0,
         engine_args: dict[str, Any] | None = None,
         python: Path | None = None,
@@ -144,10 +192,10 @@ class VllmRunner:
         if found is None or not Path(found).is_file():
             raise AuraError("vLLM is not installed: run `bash scripts/setup.sh --vllm` (or set AURA_VLLM_PYTHON)")
         self.python = Path(found)
-        self.dtype, self.seed = dtype, seed
+        self.dtype, self.seed = dtype or default_dtype(), seed
         self.engine_args = dict(engine_args or {})
         self.store = store or cache_root() / "vllm"
-        self.log_path = log
+        self.log_path = log or self.store / "vllm.log"  # vLLM's own output: where a failure's cause is
         self.tokenizer = tokenizer
         self._worker: _Worker | None = None
         self._model_print: str | None = None
@@ -238,11 +286,12 @@ class VllmRunner:
             return self._worker
         self.close()
         folder = self._plain_checkpoint(model, fingerprint)
-        log = self.log_path.open("a") if self.log_path else None
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = self.log_path.open("a")
         started = time.perf_counter()
         start = {"model": str(folder), "dtype": self.dtype, "seed": self.seed, "engine_args": self.engine_args}
         print(f"starting vLLM on {folder.name} ({self.dtype}); a first start compiles for minutes", file=sys.stderr)
-        self._worker = _Worker(self.python, start, log)
+        self._worker = _Worker(self.python, start, log, self.log_path)
         self.startup_s = time.perf_counter() - started
         self.version = str(self._worker.info.get("version"))
         self._model_print, self._applied = fingerprint, PLAIN
