@@ -163,3 +163,20 @@ def test_the_fused_gate_is_exactly_low_below_x_below_high(dtype, rowwise, empty)
     assert torch.equal(torch.nan_to_num(got), torch.nan_to_num(expected))
     if rowwise:
         assert torch.equal(torch.nan_to_num(got[1]), torch.nan_to_num(hidden[1]))  # the neutral row is untouched
+
+
+def test_a_plan_of_mixed_rows_holds_each_rows_own_edits(tiny):
+    """Rows of several methods in one batch: each row of every part is that row's own plan, or neutral."""
+    model = tiny.model
+    base = synthetic_intervention(model, torch.Generator().manual_seed(0), low=0.5)
+    per_row = [None, base.with_settings(method="aura-cond"), base, base.with_settings(method="linear-act"), None, base]
+    mixed = row_plan(model, per_row)
+    assert mixed is not None
+    neutral = {"scale": 1.0, "shift": 0.0, "low": -torch.inf, "high": torch.inf}
+    for row, iv in enumerate(per_row):
+        alone = row_plan(model, [iv]) if iv is not None else None
+        for part, fill in neutral.items():
+            for name, table in getattr(mixed, part).items():
+                own = None if alone is None else getattr(alone, part).get(name)
+                expected = torch.full_like(table[row], fill) if own is None else own.to(table.dtype)
+                assert torch.equal(table[row], expected), (row, part, name)

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import math
+import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
@@ -15,7 +16,7 @@ from torch import nn
 
 from aura_core.method.intervention import Intervention
 from aura_core.method.registry import UnitEdit
-from aura_core.model.architecture import unit_width, weight_of
+from aura_core.model.architecture import weight_of
 from aura_core.runtime.hooks import CallPlan, call_plan
 
 __all__ = ["active_edits", "intervened", "row_plan", "rows_intervened"]
@@ -30,6 +31,21 @@ def active_edits(intervention: Intervention, modules: dict[str, nn.Module]) -> d
             moved = [None if part is None else part.to(device) for part in (edit.shift, edit.low, edit.high)]
             active[name] = (modules[name], UnitEdit(edit.scale.to(device), *moved))
     return active
+
+
+def _edits_on(intervention: Intervention, model: nn.Module) -> dict[str, UnitEdit]:
+    """The intervention's non-identity edits on the model's devices, worked out once per (intervention, model).
+
+    Kept on the intervention, with the model held weakly: plans are rebuilt whenever rows join or
+    leave a batch, and checking the fit and moving the edits each time cost more than the plan itself.
+    """
+    device = next(model.parameters()).device  # a model moved to another device needs its edits there
+    cached = intervention.__dict__.get("_edits_on")
+    if cached is not None and cached[0]() is model and cached[1] == device:
+        return cached[2]  # type: ignore[no-any-return]
+    edits = {name: edit for name, (_, edit) in active_edits(intervention, intervention.check_fits(model)).items()}
+    object.__setattr__(intervention, "_edits_on", (weakref.ref(model), device, edits))  # a cache on a frozen value
+    return edits
 
 
 def _is_identity(intervention: Intervention | None) -> bool:
@@ -61,30 +77,32 @@ def row_plan(model: nn.Module, interventions: Sequence[Intervention | None]) -> 
     if not distinct:
         return None
     device = next(model.parameters()).device
-    active = {key: active_edits(iv, iv.check_fits(model)) for key, iv in distinct.items()}
+    active = {key: _edits_on(iv, model) for key, iv in distinct.items()}
     if len(distinct) == 1 and all(not _is_identity(iv) for iv in interventions):
         (only,) = active.values()
         parts: dict[str, dict[str, torch.Tensor]] = {part: {} for part in _NEUTRAL}
-        for name, (_, edit) in only.items():
+        for name, edit in only.items():
             for part in _NEUTRAL:
                 values = getattr(edit, part)
                 if values is not None:
                     parts[part][name] = values.to(device)
         return _plan(parts)
-    modules = dict(model.named_modules())
+    # Each row's place in a palette per module: 0 is the neutral row, k the k-th distinct intervention.
+    order = list(distinct)
+    choice = torch.tensor([0 if _is_identity(iv) else 1 + order.index(id(iv)) for iv in interventions], device=device)
     names = sorted({name for per_module in active.values() for name in per_module})
     rows: dict[str, dict[str, torch.Tensor]] = {part: {} for part in _NEUTRAL}
     for name in names:
-        found = [None if _is_identity(iv) else active[id(iv)].get(name) for iv in interventions]
-        per_row = [None if entry is None else entry[1] for entry in found]
+        edits = [active[key].get(name) for key in order]
+        width = next(edit.scale.numel() for edit in edits if edit is not None)
         for part, neutral in _NEUTRAL.items():
-            if all(edit is None or getattr(edit, part) is None for edit in per_row):
+            if all(edit is None or getattr(edit, part) is None for edit in edits):
                 continue
-            table = torch.full((len(interventions), unit_width(modules[name])), neutral, device=device)
-            for row, row_edit in enumerate(per_row):
-                if row_edit is not None and getattr(row_edit, part) is not None:
-                    table[row] = getattr(row_edit, part)
-            rows[part][name] = table
+            blank = torch.full((width,), neutral, device=device)
+            palette = torch.stack(
+                [blank, *(blank if e is None or getattr(e, part) is None else getattr(e, part).to(blank) for e in edits)]
+            )
+            rows[part][name] = palette.index_select(0, choice)  # one copy per module, whatever the row count
     return _plan(rows)
 
 
