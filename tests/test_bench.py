@@ -245,3 +245,25 @@ def test_an_update_replaces_only_the_benchmarks_it_ran(tmp_path):
     merged, command = merged_results(path.read_text(), [{"name": "serve", "x": 5}, {"name": "protocol", "x": 9}])
     assert [(r["name"], r["x"]) for r in merged] == [("auroc", 1), ("serve", 5), ("protocol", 9)]
     assert command == "python -m benchmarks all"
+
+
+def test_steering_tables_follow_vllms_merged_gate_and_up_projections():
+    """vLLM's Llama MLP computes gate and up as one product (gate first): a table row is both factors, concatenated."""
+    import torch
+
+    from aura_core.method.fit import synthetic_intervention
+    from aura_core.model.tiny import load_tiny
+    from benchmarks.steering import steering_tables
+
+    model = load_tiny("tiny-llama").model
+    aura = synthetic_intervention(model, torch.Generator().manual_seed(0), low=0.5)
+    tables = steering_tables(model, [aura, aura.with_strength(0.5)])
+    factors = aura.factors()
+    merged = tables["model.layers.1.mlp.gate_up_proj"]
+    assert merged.shape[0] == 3 and bool((merged[0] == 1).all())
+    gate, up = factors["model.layers.1.mlp.gate_proj"], factors["model.layers.1.mlp.up_proj"]
+    assert torch.equal(merged[1], torch.cat([gate, up]).float())
+    assert torch.equal(
+        tables["model.layers.0.mlp.down_proj"][2], aura.with_strength(0.5).factors()["model.layers.0.mlp.down_proj"].float()
+    )
+    assert sorted(tables) == sorted(f"model.layers.{i}.mlp.{m}" for i in (0, 1) for m in ("gate_up_proj", "down_proj"))

@@ -280,6 +280,15 @@ class VllmRunner:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def ask(self, model: nn.Module, request: dict[str, Any], intervention: Intervention | None = None) -> dict[str, Any]:
+        """Send one request of :mod:`~aura_core.runtime.vllm_worker` to the engine of ``model``, holding ``intervention``'s weights.
+
+        The engine starts on first use; ``intervention`` (None: the plain model) is folded into a checkpoint once.
+        """
+        worker = self._ensure(model)
+        self._apply(model, PLAIN if intervention is None else intervention.key(), intervention)
+        return worker.ask(request)
+
     def _ensure(self, model: nn.Module) -> _Worker:
         fingerprint = model_fingerprint(model)
         if self._worker is not None and self._model_print == fingerprint:
