@@ -32,7 +32,7 @@ from typing import Any, cast
 import torch
 from torch import nn
 
-__all__ = ["can_pack", "is_product", "pack_linears", "packed_forward"]
+__all__ = ["can_pack", "is_product", "pack_linears", "packed_forward", "unpack_linears"]
 
 # Each module's packed weight, with the weight's address and version it was packed from. Kept
 # outside the module, so copying a model copies no packed weight (the copy packs its own).
@@ -125,5 +125,26 @@ def pack_linears(model: nn.Module) -> int:
         if is_product(module) and weight is not None and weight.device.type == "cpu" and can_pack(weight.dtype):
             module.forward = types.MethodType(packed_forward, module)
             _packed_weight(module)
+            count += 1
+    return count
+
+
+def unpack_linears(model: nn.Module) -> int:
+    """Give every packed product its own ``forward`` back; returns how many.
+
+    For a change of dtype: a float32 model's packed products would pack again in bfloat16 on
+    their next call, which a CPU without bfloat16 in oneDNN refuses.
+
+    >>> model = torch.nn.Sequential(torch.nn.Linear(2, 2))
+    >>> packed = pack_linears(model)
+    >>> unpack_linears(model) == packed and "forward" not in model[0].__dict__
+    True
+    """
+    count = 0
+    for module in model.modules():
+        bound = module.__dict__.get("forward")
+        if getattr(bound, "__func__", None) is packed_forward:
+            del module.forward
+            _PACKED.pop(module, None)
             count += 1
     return count

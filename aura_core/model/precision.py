@@ -16,7 +16,7 @@ from torch import nn
 
 from aura_core.base.batching import Tokenizer
 from aura_core.model.loaded import LoadedModel
-from aura_core.model.packed_linear import pack_linears, packed_forward
+from aura_core.model.packed_linear import pack_linears, packed_forward, unpack_linears
 
 __all__ = ["MASSIVE_OUTPUT", "Precision", "calibration_batch", "compute_in_bf16", "describe_precision", "precision_of"]
 
@@ -180,6 +180,7 @@ def compute_in_bf16(model: nn.Module, batch: dict[str, torch.Tensor], *, massive
     # residual stream. There bfloat16's steps are 128 wide, so a bfloat16 residual stream loses
     # everything smaller; and the units of the blocks that write and erase it are near-constant
     # maxima whose differences from text to text are below one bfloat16 step, so they tie.
+    unpack_linears(model)  # packed in float32 (a copy of the generation model): packed again below where bfloat16 can be
     matmuls = _matmul_modules(model)
     low = {id(module) for module in matmuls.values()}
     low |= {id(module) for module in model.modules() if isinstance(module, nn.Embedding)}
