@@ -488,7 +488,7 @@ def _power_lines(metrics: pd.DataFrame, where: str) -> list[str]:
     """Per judge: the completions a 2× reduction needs at the plain model's measured toxic share, against those used."""
     plain = metrics[(metrics.method == "none") & (metrics.preprompt == "none")]
     return [
-        f"Power ({where}, {r.judge}): {power_line(float(r.toxic_share), int(r.prompts * r.samples)).text()}"
+        f"Power ({where}, {r.judge}): {power_line(float(r.toxic_share), int(r.prompts * r.samples)).text().removeprefix('power: ')}"
         for r in plain.itertuples()
     ]
 
@@ -631,11 +631,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--out-dir", type=Path, default=ROOT / "studies", help="where the report goes (default: studies/)")
     parser.add_argument(
-        "--engine", choices=["auto", "ours", "vllm"], default="auto", help="where completions decode (auto: vLLM if installed)"
+        "--engine",
+        choices=["auto", "ours", "vllm"],
+        default="auto",
+        help="where completions decode (auto: vLLM if installed, except for --smoke)",
     )
     args = parser.parse_args(argv)
+    args.out_dir.mkdir(parents=True, exist_ok=True)  # now, not after hours of work
     plan = Plan(model=args.model, smoke=args.smoke)
-    study = Study(plan.compact() if args.compact else plan, engine=args.engine)
+    # A smoke run checks the plumbing on a tiny model, whose 8-wide heads vLLM's CPU attention refuses.
+    engine = "ours" if args.smoke and args.engine == "auto" else args.engine
+    study = Study(plan.compact() if args.compact else plan, engine=engine)
     try:
         study.collect_all()
         tables, choice = study.validate()
