@@ -32,6 +32,7 @@ import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -158,8 +159,9 @@ class Study:
         print(stamp, file=sys.stderr, flush=True)
         self.log.append(stamp)
 
+    @cached_property
     def halves(self) -> tuple[Path, Path]:
-        """The choosing and reporting halves of the validation prompts, as prompt files of this study."""
+        """The choosing and reporting halves of the validation prompts, as prompt files of this study (written once)."""
         plan = self.plan
         return write_halves(self.out, plan.validation_prompts, plan.split_seed, plan.prompt_limit)
 
@@ -278,7 +280,7 @@ class Study:
     def validate(self) -> tuple[dict[str, pd.DataFrame], Setting]:
         """Each stage's table by its heading, and the operating point chosen from all of them."""
         plan = self.plan
-        evaluation = self.evaluation(str(self.halves()[0]), plan.validation_samples, "starter", "validation")
+        evaluation = self.evaluation(str(self.halves[0]), plan.validation_samples, "starter", "validation")
         tables: dict[str, pd.DataFrame] = {}
         self.say("stage 1: noise floor × data size")
         stage1 = [Setting(f"n={n}", m) for n in plan.sizes for m in ("aura", "aura-null")]
@@ -310,7 +312,7 @@ class Study:
         rows = []
         for form in ("text", "system"):
             evaluation = self.evaluation(
-                str(self.halves()[0]), self.plan.validation_samples, "starter", f"forms-{form}", preprompt_form=form
+                str(self.halves[0]), self.plan.validation_samples, "starter", f"forms-{form}", preprompt_form=form
             )
             favourable = EvalConfig().preprompt_text("favourable")
             try:
@@ -353,7 +355,7 @@ class Study:
         against it). Perplexity is measured on the team's neutral text and on public Wikipedia passages.
         """
         settings = self.reported(choice)
-        evaluation = self.evaluation(str(self.halves()[1]), self.plan.report_samples, "starter", "report", preprompt_form=form)
+        evaluation = self.evaluation(str(self.halves[1]), self.plan.report_samples, "starter", "report", preprompt_form=form)
         conditions = []
         for group in ("none", "favourable", "adversarial"):
             pre = evaluation.config.preprompt_text(group)
@@ -533,7 +535,7 @@ def write_report(
     folder: Path = ROOT / "studies",
 ) -> Path:
     plan = study.plan
-    choose, reporting = (len(path.read_text(encoding="utf-8").splitlines()) for path in study.halves())
+    choose, reporting = (len(path.read_text(encoding="utf-8").splitlines()) for path in study.halves)
     command = f"python -m studies.fidelity --model {plan.model}" + (" --compact" if not plan.pooling_stage else "")
     lines = [
         f"# Fidelity study: {plan.model}",

@@ -238,7 +238,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     runner = MethodsStudy(MethodsPlan(model=args.model, smoke=args.smoke), engine="ours")
     study = runner.study
     study.find(runner.experts, balanced_sample(load_concept_data(study.plan.data), runner.plan.experts_size, seed=0))
-    choose_path, report_path = study.halves()
+    choose_path, report_path = study.halves
     choosing, chosen = runner.choose(choose_path)
     report = runner.report(report_path, chosen)
     sizes = (len(choose_path.read_text().splitlines()), len(report_path.read_text().splitlines()))

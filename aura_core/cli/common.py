@@ -281,9 +281,7 @@ def engine_runner(args: argparse.Namespace, loaded: LoadedModel) -> Any:
     if args.engine == "ours" or (args.engine == "auto" and vllm_python() is None):
         return None
     engine_args = vllm_engine_args(args.vllm_arg, args.tensor_parallel_size)
-    log = Path(args.out) / "vllm.log" if getattr(args, "out", None) else None
-    if log is not None:
-        log.parent.mkdir(parents=True, exist_ok=True)
+    log = Path(args.out) / "vllm.log" if getattr(args, "out", None) else None  # else the runner's own, in the cache
     runner = VllmRunner(dtype=args.vllm_dtype, seed=args.seed, engine_args=engine_args, log=log, tokenizer=loaded.tokenizer)
     print(f"completions decode on vLLM ({runner.dtype}); its log: {runner.log_path}", file=sys.stderr)
     return runner

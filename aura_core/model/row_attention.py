@@ -66,9 +66,9 @@ def row_extents(mask: torch.Tensor | None, batch: int, queries: int, keys: int) 
     lasts = (queries - live_queries.flip(1).int().argmax(dim=1)).tolist()
     alive = live_queries.any(dim=1).tolist()
     groups: dict[tuple[int, int, int, int], list[int]] = {}
-    for row, extent in enumerate(zip(starts, ends, firsts, lasts, strict=True)):
+    for row, (start, end, first, last) in enumerate(zip(starts, ends, firsts, lasts, strict=True)):
         if alive[row]:
-            groups.setdefault(tuple(int(v) for v in extent), []).append(row)  # type: ignore[arg-type]
+            groups.setdefault((int(start), int(end), int(first), int(last)), []).append(row)
     return [(*extent, rows) for extent, rows in groups.items()]
 
 
