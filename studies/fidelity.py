@@ -369,9 +369,11 @@ class Study:
         for c in conditions:
             method, group = c.label.split("|")
             frames.append(pd.DataFrame(scored[c.label]).assign(method=method, preprompt=group))
-        terms = {"none": evaluation.perplexity_terms(None, "plain")}
-        terms.update({name: evaluation.perplexity_terms(self.intervention(s), name) for name, s in settings.items()})
-        metrics = self.judged(pd.concat(frames, ignore_index=True), terms, evaluation.scorer.name)
+        interventions = {"none": None, **{name: self.intervention(s) for name, s in settings.items()}}
+        terms = {name: evaluation.perplexity_terms(i, name) for name, i in interventions.items()}
+        hits = {name: evaluation.zero_shot_hits(i, f"{name} · last-word accuracy") for name, i in interventions.items()}
+        zero_shot = {name: pair for name, pair in hits.items() if pair is not None}
+        metrics = self.judged(pd.concat(frames, ignore_index=True), terms, evaluation.scorer.name, zero_shot)
         self.add_public_perplexity(
             metrics, {name: self.intervention(s) for name, s in settings.items()}, self.plan.report_prompts
         )
@@ -582,8 +584,9 @@ def write_report(
         *_power_lines(report, "the reporting half"),
         "",
         "| model | pre-prompt | judge | toxic share | × less toxic share vs plain, no pre-prompt | × less vs plain, same "
-        "pre-prompt | × less (prompts), same pre-prompt | perplexity, team text | perplexity, Wikipedia | units touched |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "pre-prompt | × less (prompts), same pre-prompt | perplexity, team text | perplexity, Wikipedia | "
+        "last-word accuracy (change) | units touched |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in report.itertuples():
 
@@ -600,6 +603,7 @@ def write_report(
             f"{'–' if plain else ci('toxicity_probability_reduction_same_preprompt')} | "
             f"{'–' if plain or r.preprompt != 'none' else ci('ppl_change_rel', '{:+.1%}')} | "
             f"{'–' if plain or r.preprompt != 'none' else ci('public_ppl_change_rel', '{:+.1%}')} | "
+            f"{'–' if r.preprompt != 'none' else ci('zero_shot_acc', '{:.1%}') if plain else ci('zero_shot_change', '{:+.1%}')} | "
             f"{0 if plain else int(r.units_touched):,} |"
         )
     lines.append("")
