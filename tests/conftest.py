@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import subprocess
+import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +24,49 @@ VLLM_PYTHON = vllm_python()
 os.environ["AURA_VLLM_PYTHON"] = ""
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+ROOT = Path(__file__).resolve().parents[1]
+
+# mypy over the project takes minutes on one core with a cold cache; started at collection, at low
+# priority, it runs beside the other tests (which leave a core idle much of the time) instead of after them.
+_typecheck: dict[str, object] = {}
+
+
+def _start_typecheck() -> subprocess.Popen[str]:
+    cache = tempfile.mkdtemp(prefix="aura-mypy-")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mypy", "--config-file", str(ROOT / "pyproject.toml"), "--cache-dir", cache],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        preexec_fn=lambda: os.nice(10),  # the tests beside it keep their pace
+    )
+    _typecheck.update(process=process, cache=cache)
+    return process
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if "process" not in _typecheck and any(item.path.name == "test_types.py" for item in items):
+        _start_typecheck()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    process = _typecheck.get("process")
+    if isinstance(process, subprocess.Popen) and process.poll() is None:
+        process.kill()
+        process.wait()
+    if isinstance(cache := _typecheck.get("cache"), str):
+        shutil.rmtree(cache, ignore_errors=True)
+
+
+@pytest.fixture
+def typecheck() -> tuple[int, str]:
+    """mypy's exit status and output over the project, from the run started at collection (or started now)."""
+    process = _typecheck.get("process")
+    if not isinstance(process, subprocess.Popen):
+        process = _start_typecheck()
+    output, _ = process.communicate()
+    return process.returncode, output
 
 
 @pytest.fixture(params=["tiny-gpt2", "tiny-llama"])

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import time
+
 from studies.fidelity import main
+from studies.ledger import WorkLedger
 
 
 def test_compact_smoke_study_writes_a_report_without_the_pooling_stage(tmp_path, monkeypatch, shared_data):
@@ -21,3 +24,21 @@ def test_compact_smoke_study_writes_a_report_without_the_pooling_stage(tmp_path,
     assert "split by category with seed 0 into a choosing half (4 prompts) and a reporting half (4)" in report
     assert "### Public prompts (`rtp_prompts_100.jsonl`)" in report and "### The team's prompts" in report
     assert report.count("Power (") == 6, "a power line per judge: the reporting half, the public prompts, the team's"
+    assert "minutes of work over 1 run: " in report and "decoding on ours" in report
+    assert "| last-word accuracy (change) |" in main_part
+    accuracy = [line.split(" | ")[-2] for line in rows if "| none |" in line]
+    assert len(accuracy) == 6 and all("%" in cell and "[" in cell for cell in accuracy), accuracy
+
+
+def test_the_work_ledger_adds_up_interrupted_runs_per_engine(tmp_path):
+    path = tmp_path / "work-full.json"
+    first = WorkLedger(path, "vllm", since=time.perf_counter() - 120)
+    first.book()
+    second = WorkLedger(path, "ours", since=time.perf_counter() - 60)  # a resumed run on the other engine
+    second.book()
+    seconds = second.seconds()
+    assert second.runs() == 2 and set(seconds) == {"vllm", "ours"}
+    assert 120 <= seconds["vllm"] < 130 and 60 <= seconds["ours"] < 70
+    assert second.summary().startswith("3 minutes of work over 2 runs: ")
+    path.write_text("{not json", encoding="utf-8")  # cut short: the count starts anew instead of failing the study
+    assert WorkLedger(path, "ours").runs() == 1

@@ -1,5 +1,6 @@
 import threading
 import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -214,3 +215,18 @@ def test_loading_runs_in_a_thread_that_ends_before_load_model_returns(monkeypatc
     monkeypatch.setattr(models, "_load_model", spy)
     assert models.load_model("tiny-llama").model is not None
     assert seen and seen[0] is not threading.current_thread() and not seen[0].is_alive()
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_bf16_asked_for_on_a_cpu_that_only_emulates_it_says_so(native, tmp_path, monkeypatch):
+    tiny = load_tiny("tiny-llama", seed=3)
+    tiny.model.save_pretrained(tmp_path / "m")
+    tiny.tokenizer.save_pretrained(tmp_path / "m")
+    from aura_core.model import devices
+
+    monkeypatch.setattr(devices, "cpu_has_native_bf16", lambda: native)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        load_model(str(tmp_path / "m"), device="cpu", dtype="bfloat16")
+    said = [str(w.message) for w in caught if "only emulates" in str(w.message)]
+    assert bool(said) == (not native), said

@@ -18,6 +18,7 @@ import re
 import shutil
 import tempfile
 import time
+import warnings
 import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -344,6 +345,8 @@ def _load_model(
     split = resolve_dtype(dtype) is None and torch_dtype == torch.bfloat16 and target_device.type == "cpu" and not device_map
     if split:
         torch_dtype = torch.float32
+    elif torch_dtype == torch.bfloat16 and target_device.type == "cpu" and resolve_auto_dtype(target_device) != torch.bfloat16:
+        warnings.warn(EMULATED_BF16, stacklevel=2)
     source = _resolve_source(name_or_path)
     from_hub = isinstance(source, str)
     kwargs: dict[str, object] = {"dtype": torch_dtype, "trust_remote_code": trust_remote_code}
@@ -396,6 +399,11 @@ def _load_model(
     )
     return _remember(loaded, name_or_path, dtype, device)
 
+
+EMULATED_BF16 = (
+    "bfloat16 was asked for, and this CPU only emulates it (no AVX-512-BF16 or AMX): "
+    "it runs several times slower than float32 here; leave the dtype at auto for float32"
+)
 
 # Every model load_model returned that something (a server's cache, a session) still holds.
 _LOADED: weakref.WeakValueDictionary[tuple[str, str, str], LoadedModel] = weakref.WeakValueDictionary()
