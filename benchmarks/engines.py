@@ -65,7 +65,7 @@ def bench_engines(
 
     paths: dict[str, Callable[[], int]] = {}
     for dtype in dtypes:
-        paths[f"ours_{dtype}"] = workload(Inline(max_rows=32), models[dtype].model)
+        paths[f"ours_{dtype}"] = workload(Inline(), models[dtype].model)
         # vLLM decodes from the reference weights: the plain checkpoint and the folded AurA tensors
         paths[f"vllm_{dtype}"] = workload(runners[dtype], reference.model)
     startup: dict[str, float] = {}

@@ -11,7 +11,7 @@ and, by convention, a ``goal``::
         return {"name": "serve", **timing_fields(times), "speedup": round(ratio, 2), "goal": "speedup >= 2"}
 
 >>> sorted(BENCHMARKS)
-['app', 'auroc', 'collect', 'engines', 'generate', 'invariance', 'memory', 'neurons', 'protocol', 'queue', 'serve', 'soak', 'steering']
+['app', 'auroc', 'collect', 'engines', 'generate', 'invariance', 'memory', 'neurons', 'protocol', 'queue', 'rows', 'serve', 'soak', 'steering']
 """
 
 from __future__ import annotations
@@ -19,7 +19,22 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from benchmarks import app, auroc, collect, engines, generate, invariance, memory, neurons, protocol, queue, serve, soak, steering
+from benchmarks import (
+    app,
+    auroc,
+    collect,
+    engines,
+    generate,
+    invariance,
+    memory,
+    neurons,
+    protocol,
+    queue,
+    rows,
+    serve,
+    soak,
+    steering,
+)
 from benchmarks.settings import BenchmarkError, Settings
 from benchmarks.timing import recorded_conditions
 
@@ -41,6 +56,7 @@ BENCHMARKS: dict[str, Benchmark] = {
     "engines": engines.run,
     "queue": queue.run,
     "steering": steering.run,
+    "rows": rows.run,
 }
 
 

@@ -147,7 +147,7 @@ class Study:
         self.loaded = load_model(plan.model)
         # Completions decode on vLLM where it is installed (auto), unless the study is told otherwise.
         use_vllm = engine == "vllm" or (engine == "auto" and vllm_python() is not None)
-        self.runner: Runner = VllmRunner(tokenizer=self.loaded.tokenizer) if use_vllm else Inline(max_rows=64)
+        self.runner: Runner = VllmRunner(tokenizer=self.loaded.tokenizer) if use_vllm else Inline()
         self.engine = "vllm" if use_vllm else "ours"
         self.dtype = str(next(self.loaded.model.parameters()).dtype).replace("torch.", "")
         self.out = cache_root() / "studies" / plan.model
@@ -230,7 +230,7 @@ class Study:
             None,
             settings,
             out_dir=self.out / stage,
-            runner=self.runner if model is None else Inline(max_rows=64),  # a precision check is of our engine
+            runner=self.runner if model is None else Inline(),  # a precision check is of our engine
             progress=self.progress,
         )
 

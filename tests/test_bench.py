@@ -235,6 +235,14 @@ def test_protocol_benchmark_times_a_whole_evaluation_on_a_tiny_model():
     )
 
 
+def test_rows_benchmark_times_each_row_count_on_the_same_rows():
+    from benchmarks.rows import bench_rows
+
+    result = bench_rows("tiny-gpt2", n_prompts=2, samples=3, counts=(1, 6), repeats=1)
+    assert result["completions"] == 6 and {"rows_1_tokens_per_s", "rows_6_tokens_per_s", "rows_6_over_rows_1"} <= set(result)
+    assert result["rows_6_over_rows_1"] == pytest.approx(result["t_rows_1_s"] / result["t_rows_6_s"], rel=0.01)
+
+
 def test_an_update_replaces_only_the_benchmarks_it_ran(tmp_path):
     from benchmarks.report import markdown_report, merged_results
 

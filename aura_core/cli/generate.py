@@ -11,6 +11,7 @@ from aura_core.errors import AuraError, DataError
 from aura_core.evaluation.generation import SAMPLING_PRESETS
 from aura_core.evaluation.scoring import DEFAULT_SCORER
 from aura_core.method.registry import METHODS
+from aura_core.runtime.runner import DECODE_ROWS
 
 
 def add_to(sub: Any) -> None:
@@ -35,7 +36,7 @@ def add_to(sub: Any) -> None:
     gen.add_argument("--top-p", type=float, default=None)
     gen.add_argument("--repetition-penalty", type=float, default=None)
     gen.add_argument("--seed", type=int, default=0)
-    gen.add_argument("--batch-size", type=int, default=32)
+    gen.add_argument("--batch-size", type=int, default=DECODE_ROWS, help="completions decoding at once")
     gen.add_argument("--scorer", default=DEFAULT_SCORER, help=f"toxicity scorer (default {DEFAULT_SCORER}) or an HF model id")
     gen.add_argument("--format", choices=["json", "csv"], default="json")
     gen.add_argument("--out", default=None)

@@ -36,7 +36,7 @@ from aura_core.model.architecture import ALL_UNITS, discover_units, unit_familie
 from aura_core.model.loading import model_fingerprint
 from aura_core.runtime.decoding import DecodeRow
 from aura_core.runtime.inline import Inline
-from aura_core.runtime.runner import Runner
+from aura_core.runtime.runner import DECODE_ROWS, Runner
 
 __all__ = [
     "PREPROMPT_GROUPS",
@@ -85,7 +85,7 @@ class EvalConfig:
     damp_alpha: float = 0.5
     units: str = ALL_UNITS
     bootstrap: int = 1000
-    batch_size: int = 32
+    batch_size: int = DECODE_ROWS  # completions decoding at once (inline); no result depends on it
 
     def __post_init__(self) -> None:
         check_finite(self)

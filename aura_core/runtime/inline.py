@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from aura_core.runtime.decoding import DecodeRow, decode_all
-from aura_core.runtime.runner import Priority, T
+from aura_core.runtime.runner import DECODE_ROWS, Priority, T
 
 if TYPE_CHECKING:
     from torch import nn
@@ -21,7 +21,7 @@ __all__ = ["INLINE", "Inline"]
 class Inline:
     """Runs the work at once in the caller's thread (the command line, tests), ``max_rows`` rows decoding at once."""
 
-    def __init__(self, max_rows: int = 32) -> None:
+    def __init__(self, max_rows: int = DECODE_ROWS) -> None:
         self.max_rows = max_rows
 
     def run(self, work: Callable[[], T], *, priority: Priority = "bulk") -> T:

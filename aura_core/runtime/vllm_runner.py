@@ -238,7 +238,7 @@ class VllmRunner:
                 self._apply(model, key, interventions[key])
             except InterventionError as err:  # a gated or shifted edit no checkpoint holds: our engine decodes it
                 print(f"note: {err}; these {len(group)} completions decode on our engine", file=sys.stderr)
-                Inline(max_rows=32).decode(model, group)
+                Inline().decode(model, group)
                 done += len(group)
                 if progress:
                     progress(done, total)
