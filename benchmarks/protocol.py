@@ -1,7 +1,7 @@
 """The paper's protocol at full size: 25 completions × 20 tokens on 100 prompts, plain and AurA.
 
 One run of ``aura_core.evaluation.protocol`` as ``evaluate`` starts it (default batch size, no
-cache, completions on vLLM where it is installed, as ``--engine auto``), timed whole: generation
+cache, completions where ``--engine auto`` puts them), timed whole: generation
 of 5,000 completions, scoring, and perplexity on the neutral text. vLLM's start-up is reported
 apart and not counted in the rate. The prompts are the challenging ones beside the checkout.
 
@@ -29,7 +29,7 @@ def bench_protocol(model_name: str = DEFAULT_MODEL, n_prompts: int = 100, sample
     from aura_core.evaluation.protocol import EvalConfig, run_evaluation
     from aura_core.method.fit import synthetic_intervention
     from aura_core.model.loading import load_model
-    from aura_core.runtime.vllm_runner import VllmRunner, vllm_python
+    from aura_core.runtime.vllm_runner import VllmRunner, auto_engine
 
     loaded = load_model(model_name)
     gen = torch.Generator().manual_seed(0)
@@ -39,7 +39,7 @@ def bench_protocol(model_name: str = DEFAULT_MODEL, n_prompts: int = 100, sample
     config = EvalConfig(
         prompts=prompts, n_prompts=n_prompts, sampling="paper", samples=samples, methods=("none", "aura"), preprompts=("none",)
     )
-    runner = VllmRunner(tokenizer=loaded.tokenizer) if vllm_python() is not None else None
+    runner = VllmRunner(tokenizer=loaded.tokenizer) if auto_engine() == "vllm" else None
     startup = 0.0
     try:
         if runner is not None:  # its start-up apart: a first decode starts the engine

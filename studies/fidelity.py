@@ -55,7 +55,7 @@ from aura_core.model.loaded import LoadedModel
 from aura_core.model.loading import cache_root, load_model
 from aura_core.runtime.inline import Inline
 from aura_core.runtime.runner import Runner
-from aura_core.runtime.vllm_runner import VllmRunner, vllm_python
+from aura_core.runtime.vllm_runner import VllmRunner, auto_engine
 from studies.ledger import WorkLedger
 from studies.prompts import CHALLENGING, ROOT, SHARED, write_halves
 
@@ -145,8 +145,8 @@ class Study:
     def __init__(self, plan: Plan, engine: str = "auto") -> None:
         self.plan = plan.smoke_sized() if plan.smoke else plan
         self.loaded = load_model(plan.model)
-        # Completions decode on vLLM where it is installed (auto), unless the study is told otherwise.
-        use_vllm = engine == "vllm" or (engine == "auto" and vllm_python() is not None)
+        # Completions decode where --engine auto would decode them, unless the study is told otherwise.
+        use_vllm = (auto_engine() if engine == "auto" else engine) == "vllm"
         self.runner: Runner = VllmRunner(tokenizer=self.loaded.tokenizer) if use_vllm else Inline()
         self.engine = "vllm" if use_vllm else "ours"
         self.dtype = str(next(self.loaded.model.parameters()).dtype).replace("torch.", "")
@@ -651,7 +651,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--engine",
         choices=["auto", "ours", "vllm"],
         default="auto",
-        help="where completions decode (auto: vLLM if installed, except for --smoke)",
+        help="where completions decode (auto: as evaluate --engine auto; ours for --smoke)",
     )
     args = parser.parse_args(argv)
     args.out_dir.mkdir(parents=True, exist_ok=True)  # now, not after hours of work

@@ -238,7 +238,8 @@ def add_engine_args(parser: argparse.ArgumentParser) -> None:
         "--engine",
         choices=["auto", "ours", "vllm"],
         default="auto",
-        help="decode completions on vLLM (auto: when `bash scripts/setup.sh --vllm` installed it) or on our engine",
+        help="decode completions on vLLM or on our engine (auto: vLLM where `bash scripts/setup.sh --vllm` installed it "
+        "and the hardware computes bfloat16, a GPU or a CPU with AVX-512-BF16 or AMX; else ours)",
     )
     group.add_argument(
         "--vllm-dtype",
@@ -275,10 +276,10 @@ def vllm_engine_args(pairs: list[str], tensor_parallel_size: int) -> dict[str, A
 
 def engine_runner(args: argparse.Namespace, loaded: LoadedModel) -> Any:
     """The runner the run's completions decode on: a vLLM runner, or None for our engine."""
-    from aura_core.runtime.vllm_runner import VllmRunner, vllm_python
+    from aura_core.runtime.vllm_runner import VllmRunner, auto_engine
 
     check_counts(args, "tensor_parallel_size")
-    if args.engine == "ours" or (args.engine == "auto" and vllm_python() is None):
+    if (auto_engine() if args.engine == "auto" else args.engine) == "ours":
         return None
     engine_args = vllm_engine_args(args.vllm_arg, args.tensor_parallel_size)
     log = Path(args.out) / "vllm.log" if getattr(args, "out", None) else None  # else the runner's own, in the cache
