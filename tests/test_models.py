@@ -63,21 +63,17 @@ def test_auto_is_bf16_exactly_where_the_hardware_computes_it():
 
 @pytest.mark.parametrize("native", [True, False])
 def test_load_model_resolves_auto_from_what_torch_says_of_the_cpu(native, tmp_path, monkeypatch):
-    tiny = load_tiny("tiny-llama", seed=3)
-    tiny.model.save_pretrained(tmp_path / "m")
-    tiny.tokenizer.save_pretrained(tmp_path / "m")
-    from aura_core.model import devices
-
-    monkeypatch.setattr(devices, "cpu_has_native_bf16", lambda: native)
-    loaded = load_model(str(tmp_path / "m"), device="cpu")
+    _on_a_cpu_with(native, monkeypatch)
+    tiny_folder = _tiny_llama_folder(tmp_path)
+    loaded = load_model(tiny_folder, device="cpu")
     # Generation stays float32 (a completion must not depend on its batch); collection gets a bfloat16 copy.
     assert precision_of(loaded.model).dtype == torch.float32
     assert (loaded.bulk is not None) == native and loaded.collector is (loaded.bulk if native else loaded.model)
     precision = precision_of(loaded.collector)
     assert precision.dtype == (torch.bfloat16 if native else torch.float32)
     assert precision.float32_residual == native
-    assert precision_of(load_model(str(tmp_path / "m"), device="cpu", dtype="float32").model).dtype == torch.float32
-    assert loaded_model(str(tmp_path / "m"), device="cpu") is loaded  # what a status line asks, without loading
+    assert precision_of(load_model(tiny_folder, device="cpu", dtype="float32").model).dtype == torch.float32
+    assert loaded_model(tiny_folder, device="cpu") is loaded  # what a status line asks, without loading
 
 
 def test_unknown_names_and_unreachable_models_give_one_clear_line(tmp_path, monkeypatch):
@@ -219,14 +215,24 @@ def test_loading_runs_in_a_thread_that_ends_before_load_model_returns(monkeypatc
 
 @pytest.mark.parametrize("native", [True, False])
 def test_bf16_asked_for_on_a_cpu_that_only_emulates_it_says_so(native, tmp_path, monkeypatch):
+    _on_a_cpu_with(native, monkeypatch)
+    tiny_folder = _tiny_llama_folder(tmp_path)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        load_model(tiny_folder, device="cpu", dtype="bfloat16")
+    said = [str(w.message) for w in caught if "only emulates" in str(w.message)]
+    assert bool(said) == (not native), said
+
+
+def _tiny_llama_folder(tmp_path: Path) -> str:
+    """A tiny Llama saved as a local model folder: load_model takes the full path, not the tiny shortcut."""
     tiny = load_tiny("tiny-llama", seed=3)
     tiny.model.save_pretrained(tmp_path / "m")
     tiny.tokenizer.save_pretrained(tmp_path / "m")
+    return str(tmp_path / "m")
+
+
+def _on_a_cpu_with(native_bf16: bool, monkeypatch: pytest.MonkeyPatch) -> None:
     from aura_core.model import devices
 
-    monkeypatch.setattr(devices, "cpu_has_native_bf16", lambda: native)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        load_model(str(tmp_path / "m"), device="cpu", dtype="bfloat16")
-    said = [str(w.message) for w in caught if "only emulates" in str(w.message)]
-    assert bool(said) == (not native), said
+    monkeypatch.setattr(devices, "cpu_has_native_bf16", lambda: native_bf16)
