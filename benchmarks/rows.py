@@ -11,6 +11,7 @@ change. A row's tokens do not depend on that number, so the fastest count can be
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import cast
 
 from benchmarks.engines import CHALLENGING
 from benchmarks.settings import DEFAULT_MODEL, Settings
@@ -56,7 +57,7 @@ def bench_rows(
         "completions": len(prompts) * samples,
         "new_tokens_each": settings.max_new_tokens,
         **timing_fields(times),
-        **{f"rows_{n}_tokens_per_s": round(int(times[f"rows_{n}"].last) / times[f"rows_{n}"].median, 1) for n in counts},
+        **{f"rows_{n}_tokens_per_s": round(cast(int, times[f"rows_{n}"].last) / times[f"rows_{n}"].median, 1) for n in counts},
         **{f"rows_{n}_over_rows_{counts[0]}": round(first / times[f"rows_{n}"].median, 2) for n in counts[1:]},
         "default_rows": DECODE_ROWS,
         "goal": "report: the default row count is near the fastest",
