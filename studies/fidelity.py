@@ -659,6 +659,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # A smoke run checks the plumbing on a tiny model, whose 8-wide heads vLLM's CPU attention refuses.
     engine = "ours" if args.smoke and args.engine == "auto" else args.engine
     study = Study(plan.compact() if args.compact else plan, engine=engine)
+    study.ledger.follow_suspension()  # Ctrl-Z and fg: the suspended minutes are not the study's work
     try:
         study.collect_all()
         tables, choice = study.validate()

@@ -24,6 +24,7 @@ class WorkLedger:
         self.path = path
         self.engine = engine
         self._booked = time.perf_counter() if since is None else since  # a perf_counter reading: the run's start
+        self._paused = False
         entries = self._read()
         entries["runs"] = int(entries.get("runs", 0)) + 1
         self._write(entries)
@@ -47,10 +48,32 @@ class WorkLedger:
         """Adds the seconds since the last booking to this engine's count; returns the count, all engines together."""
         now = time.perf_counter()
         entries = self._read()
-        entries[self.engine] = entries.get(self.engine, 0.0) + now - self._booked
+        if not self._paused:
+            entries[self.engine] = entries.get(self.engine, 0.0) + now - self._booked
         self._booked = now
         self._write(entries)
         return sum(v for k, v in entries.items() if k != "runs")
+
+    def pause(self) -> None:
+        """Books the work so far; the time until :meth:`resume` is not work (a study suspended with Ctrl-Z)."""
+        self.book()
+        self._paused = True
+
+    def resume(self) -> None:
+        if self._paused:
+            self._booked = time.perf_counter()
+            self._paused = False
+
+    def follow_suspension(self) -> None:
+        """Pauses at SIGTSTP (Ctrl-Z), then stops the process as the terminal asked; resumes at SIGCONT (``fg``)."""
+        import signal
+
+        def suspend(signum: int, frame: object) -> None:
+            self.pause()
+            os.kill(os.getpid(), signal.SIGSTOP)
+
+        signal.signal(signal.SIGTSTP, suspend)
+        signal.signal(signal.SIGCONT, lambda signum, frame: self.resume())
 
     def runs(self) -> int:
         return int(self._read().get("runs", 0))

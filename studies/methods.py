@@ -237,6 +237,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Conditional AurA and Linear-AcT gate per token, which a folded checkpoint cannot: our engine decodes.
     runner = MethodsStudy(MethodsPlan(model=args.model, smoke=args.smoke), engine="ours")
     study = runner.study
+    study.ledger.follow_suspension()  # Ctrl-Z and fg: the suspended minutes are not the study's work
     study.find(runner.experts, balanced_sample(load_concept_data(study.plan.data), runner.plan.experts_size, seed=0))
     choose_path, report_path = study.halves
     choosing, chosen = runner.choose(choose_path)

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 from studies.fidelity import main
 from studies.ledger import WorkLedger
@@ -42,3 +46,42 @@ def test_the_work_ledger_adds_up_interrupted_runs_per_engine(tmp_path):
     assert second.summary().startswith("3 minutes of work over 2 runs: ")
     path.write_text("{not json", encoding="utf-8")  # cut short: the count starts anew instead of failing the study
     assert WorkLedger(path, "ours").runs() == 1
+
+
+def test_a_study_suspended_with_ctrl_z_does_not_count_the_suspended_minutes(tmp_path):
+    path = tmp_path / "work-full.json"
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            (
+                "import sys, time; from pathlib import Path; from studies.ledger import WorkLedger\n"
+                f"ledger = WorkLedger(Path({str(path)!r}), 'ours'); ledger.follow_suspension()\n"
+                "print('ready', flush=True); end = time.monotonic() + 6\n"
+                "while time.monotonic() < end: ledger.book(); time.sleep(0.05)\n"
+            ),
+        ],
+        cwd=Path(__file__).resolve().parents[1],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert child.stdout is not None and child.stdout.readline().strip() == "ready"
+    time.sleep(1)
+    child.send_signal(signal.SIGTSTP)  # what Ctrl-Z sends
+    time.sleep(3)
+    child.send_signal(signal.SIGCONT)  # fg
+    assert child.wait(timeout=60) == 0
+    # 6 s of the loop's own clock, of which about 3 s suspended: those are not work
+    assert WorkLedger(path, "ours").seconds()["ours"] < 6 - 2
+
+
+def test_a_paused_ledger_books_nothing_until_it_resumes(tmp_path):
+    ledger = WorkLedger(tmp_path / "work.json", "ours", since=time.perf_counter() - 10)
+    ledger.pause()
+    time.sleep(0.3)
+    ledger.book()
+    assert 10 <= ledger.seconds()["ours"] < 10.2
+    ledger.resume()
+    time.sleep(0.2)
+    ledger.book()
+    assert 10.2 <= ledger.seconds()["ours"] < 10.5
