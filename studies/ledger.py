@@ -83,7 +83,7 @@ class WorkLedger:
         return {k: v for k, v in self._read().items() if k != "runs"}
 
     def summary(self) -> str:
-        """One phrase for a report's header, e.g. ``152 minutes of work over 3 runs: 147 decoding on vllm, 5 on ours``."""
+        """One phrase for a report's header, e.g. ``152 minutes of work over 3 runs: 5 decoding on ours, 147 decoding on vllm``."""
         self.book()
         seconds = self.seconds()
         parts = ", ".join(f"{value / 60:.0f} decoding on {engine}" for engine, value in sorted(seconds.items()))
