@@ -386,7 +386,7 @@ class Study:
         zero_shot = {name: pair for name, pair in hits.items() if pair is not None}
         metrics = self.judged(pd.concat(frames, ignore_index=True), terms, evaluation.scorer.name, zero_shot)
         self.add_public_perplexity(
-            metrics, {name: self.intervention(s) for name, s in settings.items()}, self.plan.report_prompts
+            metrics, {name: i for name, i in interventions.items() if i is not None}, self.plan.report_prompts
         )
         metrics["units_touched"] = metrics.method.map({name: self.units_touched(s) for name, s in settings.items()})
         return metrics

@@ -5,8 +5,9 @@ cost: the ledger adds up the seconds every run worked, by the engine that decode
 
     >>> import tempfile
     >>> ledger = WorkLedger(Path(tempfile.mkdtemp()) / "fidelity-work.json", engine="vllm")
-    >>> ledger.book() >= 0.0, ledger.runs()
-    (True, 1)
+    >>> ledger.book()
+    >>> ledger.runs(), set(ledger.seconds())
+    (1, {'vllm'})
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import json
 import os
 import time
 from pathlib import Path
+
+from aura_core.base.files import atomic_write
 
 
 class WorkLedger:
@@ -39,20 +42,17 @@ class WorkLedger:
         return {str(k): float(v) for k, v in entries.items() if isinstance(v, int | float)}
 
     def _write(self, entries: dict[str, float]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        partial = self.path.with_suffix(".partial")
-        partial.write_text(json.dumps({**entries, "runs": int(entries.get("runs", 0))}), encoding="utf-8")
-        os.replace(partial, self.path)  # a crash mid-write leaves the last complete ledger
+        # Atomic: a crash mid-write leaves the last complete ledger.
+        atomic_write(self.path, json.dumps({**entries, "runs": int(entries.get("runs", 0))}))
 
-    def book(self) -> float:
-        """Adds the seconds since the last booking to this engine's count; returns the count, all engines together."""
+    def book(self) -> None:
+        """Adds the seconds since the last booking to this engine's count."""
         now = time.perf_counter()
         entries = self._read()
         if not self._paused:
             entries[self.engine] = entries.get(self.engine, 0.0) + now - self._booked
         self._booked = now
         self._write(entries)
-        return sum(v for k, v in entries.items() if k != "runs")
 
     def pause(self) -> None:
         """Books the work so far; the time until :meth:`resume` is not work (a study suspended with Ctrl-Z)."""
