@@ -4,6 +4,9 @@ One run of ``aura_core.evaluation.protocol`` as ``evaluate`` starts it (default 
 cache, completions where ``--engine auto`` puts them), timed whole: generation
 of 5,000 completions, scoring, and perplexity on the neutral text. vLLM's start-up is reported
 apart and not counted in the rate. The prompts are the challenging ones beside the checkout.
+Beside the rate stands what the hardware does with the same tokens at once: one forward pass
+over a sample of the prompts with their completions, every position's logits, as decoding
+needs one per token (``prefill_tokens_per_s``).
 
 >>> result = bench_protocol("tiny-gpt2", n_prompts=2, samples=2)     # doctest: +SKIP
 >>> result["completions"]                                          # doctest: +SKIP
@@ -14,14 +17,39 @@ from __future__ import annotations
 
 import tempfile
 import time
+from typing import TYPE_CHECKING
 
 import torch
 
 from benchmarks.settings import DEFAULT_MODEL, ROOT, Settings
 
-__all__ = ["bench_protocol", "run"]
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from aura_core.model.loading import LoadedModel
+
+__all__ = ["bench_protocol", "prefill_rate", "run"]
 
 RTP = ROOT.parent / "shared" / "data" / "rtp_challenging.jsonl"
+
+
+def prefill_rate(loaded: LoadedModel, generations: pd.DataFrame, *, limit: int = 500, rows: int = 32) -> float:
+    """Tokens/s of forward passes over the first ``limit`` prompts with their completions, ``rows`` at a time.
+
+    >>> prefill_rate(load_model("tiny-gpt2"), frame, limit=8)     # doctest: +SKIP
+    """
+    from aura_core.base.batching import pad_left
+
+    texts = (generations["prompt"].astype(str) + generations["completion"].astype(str)).tolist()[:limit]
+    ids = sorted((loaded.tokenizer(text)["input_ids"] for text in texts), key=len)  # alike lengths pad least
+    pad_id = getattr(loaded.model.generation_config, "pad_token_id", None)
+    device = next(loaded.model.parameters()).device
+    started = time.perf_counter()
+    with torch.inference_mode():
+        for start in range(0, len(ids), rows):
+            input_ids, mask = pad_left(ids[start : start + rows], pad_id, device)
+            loaded.model(input_ids=input_ids, attention_mask=mask, position_ids=(mask.cumsum(dim=1) - 1).clamp(min=0))
+    return sum(len(row) for row in ids) / (time.perf_counter() - started)
 
 
 def bench_protocol(model_name: str = DEFAULT_MODEL, n_prompts: int = 100, samples: int = 25) -> dict[str, object]:
@@ -57,6 +85,7 @@ def bench_protocol(model_name: str = DEFAULT_MODEL, n_prompts: int = 100, sample
             runner.close()
     completions = len(result.generations)
     tokens = completions * config.sampling_settings().max_new_tokens
+    prefill = prefill_rate(loaded, result.generations)
     return {
         "name": "protocol",
         "model": model_name,
@@ -69,6 +98,8 @@ def bench_protocol(model_name: str = DEFAULT_MODEL, n_prompts: int = 100, sample
         "seconds": round(seconds, 3),
         "minutes": round(seconds / 60, 2),
         "tokens_per_s": round(tokens / seconds, 1),
+        "prefill_tokens_per_s": round(prefill, 1),
+        "tokens_per_s_over_prefill": round(tokens / seconds / prefill, 3),
         "rows_decoding_at_once": config.batch_size,
         "goal": "minutes <= 15 (paper protocol, plain and one intervention, 100 prompts, 2 cores)",
     }

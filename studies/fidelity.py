@@ -186,7 +186,9 @@ class Study:
             pooling=pooling,
         )
         self.say(f"experts {name}: {len(sample)} texts, {pooling} pooling")
-        experts = compute_experts(self.loaded, sample, recipe)
+        experts = compute_experts(
+            self.loaded, sample, recipe, progress=lambda done, total: self.progress(f"collecting {name}", done, total)
+        )
         self.experts[name] = experts
         return experts
 

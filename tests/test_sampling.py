@@ -2,7 +2,7 @@
 
 import torch
 
-from aura_core.runtime.sampling import SamplingSettings, next_tokens, row_generator
+from aura_core.runtime.sampling import SamplingSettings, _draw, next_tokens, row_generator
 
 VOCAB = 20_000
 
@@ -67,3 +67,21 @@ def test_draws_follow_the_renormalised_nucleus():
     share = counts / counts.sum()
     assert share[3:].sum() == 0
     assert torch.allclose(share[:3], torch.tensor([0.5, 0.25, 0.15]) / 0.9, atol=0.03)
+
+
+def test_a_draw_searched_block_by_block_is_the_plain_inverse_cdf_and_never_a_zero_weight():
+    gen = torch.Generator().manual_seed(3)
+    weights = torch.rand(6, 1300, generator=gen, dtype=torch.float64) ** 4  # three blocks, the last one partial
+    weights[weights < 0.05] = 0.0
+    weights[5, 600:] = 0.0  # a row whose last blocks hold nothing
+    for seed in range(300):
+        drawn = _draw(weights, [row_generator(seed * 6 + i) for i in range(6)])
+        u = torch.cat([torch.rand((1,), generator=row_generator(seed * 6 + i), dtype=torch.float64) for i in range(6)])
+        cumulative = torch.cumsum(weights, dim=1)
+        plain = torch.searchsorted(cumulative, (u * cumulative[:, -1]).unsqueeze(1), right=True).squeeze(1)
+        assert drawn.tolist() == plain.tolist()
+        assert bool((weights.gather(1, drawn.unsqueeze(1)) > 0).all())
+    # A target that rounds to the very end of the mass still lands on a token that holds some.
+    tail = torch.zeros(1, 1024, dtype=torch.float64)
+    tail[0, 3] = 1.0
+    assert _draw(tail, [row_generator(1)]).item() == 3
