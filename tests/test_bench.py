@@ -234,9 +234,7 @@ def test_protocol_benchmark_times_a_whole_evaluation_on_a_tiny_model():
         result["completions"] * result["new_tokens_each"] / result["seconds"], rel=0.05
     )
     assert result["prefill_tokens_per_s"] > 0
-    assert result["tokens_per_s_over_prefill"] == pytest.approx(
-        result["tokens_per_s"] / result["prefill_tokens_per_s"], rel=0.05
-    )
+    assert result["tokens_per_s_over_prefill"] == pytest.approx(result["tokens_per_s"] / result["prefill_tokens_per_s"], rel=0.05)
 
 
 def test_rows_benchmark_times_each_row_count_on_the_same_rows():
