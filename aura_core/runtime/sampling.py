@@ -123,7 +123,7 @@ def _draw(weights: torch.Tensor, generators: Sequence[torch.Generator | None]) -
     """One index per row, drawn in proportion to its (unnormalised, non-negative) weights by the inverse CDF.
 
     Each row uses one uniform number from its own generator. The search runs block by block
-    (prefix sums of a whole vocabulary, in float64, cost a decode step a tenth of its time), and
+    (float64 exponentials and prefix sums of a whole vocabulary took a quarter of a decode step), and
     each block is summed on its own, so a row draws the same index however wide its batch made it.
     The index drawn always has a positive weight.
 
