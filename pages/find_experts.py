@@ -160,6 +160,7 @@ if run:
         progress = ProgressWithETA("texts")
         try:
             flight = find_experts(model_choice(), sample, recipe)
+            settings.sync_url()  # before the wait: a reload during it must open these settings
             if flight.waiters > 1:
                 st.caption("Another session is computing exactly these experts: following its progress.")
             found = experts_by_key(follow_flight(flight, progress).key)

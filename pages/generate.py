@@ -284,6 +284,7 @@ if can_generate and (pressed or autorun) and stored is None and flight is None: 
 
 def _follow(flight: Flight[dict[str, Any]], names: list[str], n_per_side: int) -> dict[str, Any] | None:
     """Stream a running generation (this session's or another's with these settings) until its result is stored."""
+    settings.sync_url()  # now, not at the run's end minutes away: a reload meanwhile must find this very run
     live = st.empty()  # the streaming view; the stored result replaces it in this same run
     with live.container():
         note = st.empty()
