@@ -4,8 +4,8 @@ One run of ``aura_core.evaluation.protocol`` as ``evaluate`` starts it (default 
 cache, completions where ``--engine auto`` puts them), timed whole: generation
 of 5,000 completions, scoring, and perplexity on the neutral text. vLLM's start-up is reported
 apart and not counted in the rate. The prompts are the challenging ones beside the checkout.
-Beside the rate stands what the hardware does with the same tokens at once: one forward pass
-over a sample of the prompts with their completions, every position's logits, as decoding
+Beside the rate stands what the hardware does with the same tokens at once: the perplexity
+pass over a sample of the prompts with their completions, every position's logits, as decoding
 needs one per token (``prefill_tokens_per_s``).
 
 >>> result = bench_protocol("tiny-gpt2", n_prompts=2, samples=2)     # doctest: +SKIP
@@ -31,25 +31,20 @@ if TYPE_CHECKING:
 __all__ = ["bench_protocol", "prefill_rate", "run"]
 
 RTP = ROOT.parent / "shared" / "data" / "rtp_challenging.jsonl"
+PREFILL_MAX_TOKENS = 512  # no prompt with its completion is cut
 
 
 def prefill_rate(loaded: LoadedModel, generations: pd.DataFrame, *, limit: int = 500, rows: int = 32) -> float:
-    """Tokens/s of forward passes over the first ``limit`` prompts with their completions, ``rows`` at a time.
+    """Tokens/s of the perplexity pass (``text_nll``) over the first ``limit`` prompts with their completions.
 
     >>> prefill_rate(load_model("tiny-gpt2"), frame, limit=8)     # doctest: +SKIP
     """
-    from aura_core.base.batching import pad_left
+    from aura_core.evaluation.scoring import text_nll
 
     texts = (generations["prompt"].astype(str) + generations["completion"].astype(str)).tolist()[:limit]
-    ids = sorted((loaded.tokenizer(text)["input_ids"] for text in texts), key=len)  # alike lengths pad least
-    pad_id = getattr(loaded.model.generation_config, "pad_token_id", None)
-    device = next(loaded.model.parameters()).device
     started = time.perf_counter()
-    with torch.inference_mode():
-        for start in range(0, len(ids), rows):
-            input_ids, mask = pad_left(ids[start : start + rows], pad_id, device)
-            loaded.model(input_ids=input_ids, attention_mask=mask, position_ids=(mask.cumsum(dim=1) - 1).clamp(min=0))
-    return sum(len(row) for row in ids) / (time.perf_counter() - started)
+    _, predicted = text_nll(loaded.model, loaded.tokenizer, texts, max_tokens=PREFILL_MAX_TOKENS, batch_size=rows)
+    return (int(predicted.sum()) + len(texts)) / (time.perf_counter() - started)  # every token forwarded, the first too
 
 
 def bench_protocol(model_name: str = DEFAULT_MODEL, n_prompts: int = 100, samples: int = 25) -> dict[str, object]:
