@@ -22,7 +22,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -87,6 +87,7 @@ class MethodsStudy:
         self.study.out = self.study.out.parent / f"methods-{plan.model}"
         self.study.out.mkdir(parents=True, exist_ok=True)
         self.experts = f"n={self.plan.experts_size}"
+        self.over_budget: set[str] = set()  # methods with no setting within the perplexity budget
 
     def settings(self) -> list[Setting]:
         plan = self.plan
@@ -105,9 +106,14 @@ class MethodsStudy:
         chosen: dict[str, Setting] = {}
         for method in self.plan.methods:
             candidates = [s for s in settings if s.method == method and s.label in by_label.index]
-            within = [s for s in candidates if by_label.loc[s.label, "ppl_change_rel"] <= BUDGET] or candidates
-            chosen[method] = max(within, key=lambda s: by_label.loc[s.label, "toxic_share_reduction_same_preprompt"])
-            study.say(f"chosen for {method}: {chosen[method].label}")
+            ppl = {s.label: float(by_label.loc[s.label, "ppl_change_rel"]) for s in candidates}
+            reduction = {s.label: float(by_label.loc[s.label, "toxic_share_reduction_same_preprompt"]) for s in candidates}
+            chosen[method], within = choose_setting(candidates, ppl, reduction, BUDGET)
+            if not within:
+                self.over_budget.add(method)
+            study.say(
+                f"chosen for {method}: {chosen[method].label}" + ("" if within else " (none within budget: the least costly)")
+            )
         return table, chosen
 
     def report(self, prompts: Path, chosen: dict[str, Setting]) -> pd.DataFrame:
@@ -130,6 +136,27 @@ class MethodsStudy:
         return table
 
 
+def choose_setting(
+    candidates: Sequence[Setting], ppl: Mapping[str, float], reduction: Mapping[str, float], budget: float
+) -> tuple[Setting, bool]:
+    """The largest reduction within ``budget`` perplexity change, and whether any setting was within it.
+
+    With none within, the least costly setting, so an over-budget method is never crowned by its damage.
+
+    >>> a, b = Setting("n=1", "aura", strength=0.5), Setting("n=1", "aura")
+    >>> choose_setting([a, b], {a.label: 0.02, b.label: 0.04}, {a.label: 1.2, b.label: 1.5}, 0.05)[0] is b
+    True
+    >>> choose_setting([a, b], {a.label: 0.10, b.label: 7.0}, {a.label: 1.2, b.label: 99.0}, 0.05) == (a, False)
+    True
+    """
+    if not candidates:
+        raise ValueError("no setting to choose from")
+    within = [s for s in candidates if ppl[s.label] <= budget]  # NaN is never within
+    if within:
+        return max(within, key=lambda s: reduction[s.label]), True
+    return min(candidates, key=lambda s: (np.nan_to_num(ppl[s.label], nan=np.inf), -reduction[s.label])), False
+
+
 def pareto_frame(table: pd.DataFrame, settings: Sequence[Setting]) -> pd.DataFrame:
     """The choosing table in the sweep's columns, for :func:`aura_core.evaluation.plots.tradeoff_figure`."""
     by_label = {s.label: s for s in settings}
@@ -144,11 +171,20 @@ def pareto_frame(table: pd.DataFrame, settings: Sequence[Setting]) -> pd.DataFra
     return rows
 
 
-def winner(report: pd.DataFrame, judge: str = DEFAULT_SCORER) -> str:
-    """The plain sentence: which chosen method removes the most toxic share on the reporting half, and by how much."""
-    rows = report[(report.judge == judge) & (report.method != PLAIN)].sort_values("toxic_share_reduction", ascending=False)
+def winner(report: pd.DataFrame, judge: str = DEFAULT_SCORER, over_budget: Collection[str] = ()) -> str:
+    """The plain sentence: which chosen method removes the most toxic share on the reporting half, and by how much.
+
+    Methods with no setting within the budget (``over_budget``) are named apart, never crowned.
+    """
+    measured = report[(report.judge == judge) & (report.method != PLAIN)]
+    outside = "".join(
+        f" {method_label(m)} had no setting within +{BUDGET:.0%} perplexity (its least costly one is shown)."
+        for m in measured.method
+        if m in over_budget
+    )
+    rows = measured[~measured.method.isin(list(over_budget))].sort_values("toxic_share_reduction", ascending=False)
     if rows.empty:
-        return "No method was measured."
+        return ("No method was measured within the budget." + outside).strip()
     best, rest = rows.iloc[0], rows.iloc[1:]
     if pd.isna(best.toxic_share_reduction):
         return f"Under {judge}, the plain model wrote no toxic completion on the reporting half: no reduction can be measured."
@@ -159,9 +195,11 @@ def winner(report: pd.DataFrame, judge: str = DEFAULT_SCORER) -> str:
     )
     overlap = any(r.toxic_share_reduction_high >= best.toxic_share_reduction_low for r in rest.itertuples())
     verdict = "the intervals overlap, so the lead is not resolved" if overlap else "its interval clears the others'"
+    if rest.empty:
+        return f"Under {judge}, only **{method_label(best.method)}** is within the budget: {ci}× less toxic share.{outside}"
     return (
         f"Under {judge}, at most +{BUDGET:.0%} perplexity on the choosing half, **{method_label(best.method)}** removes the most: "
-        f"{ci}× less toxic share, against {others}; {verdict}."
+        f"{ci}× less toxic share, against {others}; {verdict}.{outside}"
     )
 
 
@@ -197,7 +235,11 @@ def write_report(
         _table(choosing),
         "",
         f"Each method's setting (largest reduction within +{BUDGET:.0%} perplexity): "
-        + "; ".join(f"{method_label(m)}: {unit_family_label(s.family)}, λ = {s.strength:g}" for m, s in chosen.items())
+        + "; ".join(
+            f"{method_label(m)}: {unit_family_label(s.family)}, λ = {s.strength:g}"
+            + (f" (none within +{BUDGET:.0%}: the least costly)" if m in runner.over_budget else "")
+            for m, s in chosen.items()
+        )
         + ".",
         "",
         f"## Reporting half: {plan.report_samples} completions × {plan.new_tokens} tokens, both judges",
@@ -221,7 +263,7 @@ def write_report(
             f"{'–' if plain else ci('public_ppl_change_rel', '{:+.1%}')} | "
             f"{ci('zero_shot_acc', '{:.1%}') if plain else ci('zero_shot_change', '{:+.1%}')} | {int(r.units_touched):,} |"
         )
-    lines += ["", *[f"- {winner(report, judge)}" for judge in JUDGES], ""]
+    lines += ["", *[f"- {winner(report, judge, runner.over_budget)}" for judge in JUDGES], ""]
     lines += ["## Log", "", "```", *study.log, "```", ""]
     path = folder / f"{stem}.md"
     path.write_text("\n".join(lines), encoding="utf-8")

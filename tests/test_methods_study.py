@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
+import pandas as pd
+
 from studies.methods import main
 from studies.prompts import halves
 
@@ -37,3 +40,28 @@ def test_smoke_methods_study_writes_both_halves_both_judges_and_a_chart(tmp_path
     ]
     assert len(rows) == 8, "the plain model and three methods, under two judges"
     assert (tmp_path / "METHODS-tiny-gpt2.html").read_text(encoding="utf-8").count("Linear-AcT") >= 1
+
+
+def test_a_method_with_no_setting_within_the_budget_gets_its_least_costly_one_and_no_crown():
+    from studies.fidelity import Setting
+    from studies.methods import choose_setting, winner
+
+    mild, wild = Setting("n=1", "linear-act", strength=0.5), Setting("n=1", "linear-act")
+    ppl = {mild.label: 0.10, wild.label: 72_000.0}  # both over +5 %: the damage must not win
+    assert choose_setting([mild, wild], ppl, {mild.label: 1.4, wild.label: 121.5}, 0.05) == (mild, False)
+    fits = Setting("n=1", "aura")
+    assert choose_setting([fits, wild], {fits.label: 0.01, wild.label: 0.04}, {fits.label: 1.3, wild.label: 1.1}, 0.05) == (
+        fits,
+        True,
+    )
+    report = pd.DataFrame(
+        {
+            "judge": ["profanity-check"] * 3,
+            "method": ["none", "aura", "linear-act"],
+            "toxic_share_reduction": [np.nan, 1.3, 9.0],
+            "toxic_share_reduction_low": [np.nan, 1.05, 5.0],
+            "toxic_share_reduction_high": [np.nan, 1.66, 18.0],
+        }
+    )
+    sentence = winner(report, "profanity-check", over_budget={"linear-act"})
+    assert "**AurA**" in sentence and "Linear-AcT had no setting within +5%" in sentence
