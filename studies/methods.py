@@ -22,7 +22,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -36,7 +36,7 @@ from aura_core.evaluation.reports import with_interval
 from aura_core.evaluation.scoring import DEFAULT_SCORER
 from aura_core.method.registry import PLAIN, method_label
 from aura_core.model.architecture import unit_families, unit_family_label
-from studies.fidelity import BUDGET, JUDGES, Plan, Setting, Study, _table
+from studies.fidelity import BUDGET, JUDGES, Plan, Setting, Study, _scores, _table
 from studies.prompts import CHALLENGING, ROOT
 
 METHODS = ("aura", "aura-cond", "linear-act")
@@ -102,13 +102,9 @@ class MethodsStudy:
         settings = self.settings()
         study.say(f"choosing: {len(settings) + 1} conditions × {len(evaluation.prompts)} prompts × {self.plan.choose_samples}")
         table = study.measure(evaluation, settings)
-        by_label = table.drop_duplicates("method").set_index("method")
         chosen: dict[str, Setting] = {}
         for method in self.plan.methods:
-            candidates = [s for s in settings if s.method == method and s.label in by_label.index]
-            ppl = {s.label: float(by_label.loc[s.label, "ppl_change_rel"]) for s in candidates}
-            reduction = {s.label: float(by_label.loc[s.label, "toxic_share_reduction_same_preprompt"]) for s in candidates}
-            chosen[method], within = choose_setting(candidates, ppl, reduction, BUDGET)
+            chosen[method], within = choose_setting(_scores(table, [s for s in settings if s.method == method]), BUDGET)
             if not within:
                 self.over_budget.add(method)
             study.say(
@@ -136,25 +132,27 @@ class MethodsStudy:
         return table
 
 
-def choose_setting(
-    candidates: Sequence[Setting], ppl: Mapping[str, float], reduction: Mapping[str, float], budget: float
-) -> tuple[Setting, bool]:
+def choose_setting(scores: pd.DataFrame, budget: float) -> tuple[Setting, bool]:
     """The largest reduction within ``budget`` perplexity change, and whether any setting was within it.
 
-    With none within, the least costly setting, so an over-budget method is never crowned by its damage.
+    ``scores`` holds a row per setting (``setting``, ``reduction``, ``ppl``), as the fidelity study's
+    ``_scores`` gives. With none within, the least costly setting, so an over-budget method is never
+    crowned by its damage.
 
     >>> a, b = Setting("n=1", "aura", strength=0.5), Setting("n=1", "aura")
-    >>> choose_setting([a, b], {a.label: 0.02, b.label: 0.04}, {a.label: 1.2, b.label: 1.5}, 0.05)[0] is b
+    >>> frame = pd.DataFrame({"setting": [a, b], "reduction": [1.2, 1.5], "ppl": [0.02, 0.04]})
+    >>> choose_setting(frame, 0.05)[0] is b
     True
-    >>> choose_setting([a, b], {a.label: 0.10, b.label: 7.0}, {a.label: 1.2, b.label: 99.0}, 0.05) == (a, False)
+    >>> choose_setting(frame.assign(reduction=[1.2, 99.0], ppl=[0.10, 7.0]), 0.05) == (a, False)
     True
     """
-    if not candidates:
+    rows = list(scores.itertuples())
+    if not rows:
         raise ValueError("no setting to choose from")
-    within = [s for s in candidates if ppl[s.label] <= budget]  # NaN is never within
+    within = [r for r in rows if r.ppl <= budget]  # NaN is never within
     if within:
-        return max(within, key=lambda s: reduction[s.label]), True
-    return min(candidates, key=lambda s: (np.nan_to_num(ppl[s.label], nan=np.inf), -reduction[s.label])), False
+        return max(within, key=lambda r: r.reduction).setting, True
+    return min(rows, key=lambda r: (np.nan_to_num(r.ppl, nan=np.inf), -r.reduction)).setting, False
 
 
 def pareto_frame(table: pd.DataFrame, settings: Sequence[Setting]) -> pd.DataFrame:
@@ -189,14 +187,14 @@ def winner(report: pd.DataFrame, judge: str = DEFAULT_SCORER, over_budget: Colle
     if pd.isna(best.toxic_share_reduction):
         return f"Under {judge}, the plain model wrote no toxic completion on the reporting half: no reduction can be measured."
     ci = with_interval(best.toxic_share_reduction, best.toxic_share_reduction_low, best.toxic_share_reduction_high)
+    if rest.empty:
+        return f"Under {judge}, only **{method_label(best.method)}** is within the budget: {ci}× less toxic share.{outside}"
     others = "; ".join(
         f"{method_label(r.method)} {with_interval(r.toxic_share_reduction, r.toxic_share_reduction_low, r.toxic_share_reduction_high)}"
         for r in rest.itertuples()
     )
     overlap = any(r.toxic_share_reduction_high >= best.toxic_share_reduction_low for r in rest.itertuples())
     verdict = "the intervals overlap, so the lead is not resolved" if overlap else "its interval clears the others'"
-    if rest.empty:
-        return f"Under {judge}, only **{method_label(best.method)}** is within the budget: {ci}× less toxic share.{outside}"
     return (
         f"Under {judge}, at most +{BUDGET:.0%} perplexity on the choosing half, **{method_label(best.method)}** removes the most: "
         f"{ci}× less toxic share, against {others}; {verdict}.{outside}"

@@ -47,10 +47,11 @@ def test_a_method_with_no_setting_within_the_budget_gets_its_least_costly_one_an
     from studies.methods import choose_setting, winner
 
     mild, wild = Setting("n=1", "linear-act", strength=0.5), Setting("n=1", "linear-act")
-    ppl = {mild.label: 0.10, wild.label: 72_000.0}  # both over +5 %: the damage must not win
-    assert choose_setting([mild, wild], ppl, {mild.label: 1.4, wild.label: 121.5}, 0.05) == (mild, False)
+    # Both over +5 %: the damage must not win.
+    over = pd.DataFrame({"setting": [mild, wild], "reduction": [1.4, 121.5], "ppl": [0.10, 72_000.0]})
+    assert choose_setting(over, 0.05) == (mild, False)
     fits = Setting("n=1", "aura")
-    assert choose_setting([fits, wild], {fits.label: 0.01, wild.label: 0.04}, {fits.label: 1.3, wild.label: 1.1}, 0.05) == (
+    assert choose_setting(pd.DataFrame({"setting": [fits, wild], "reduction": [1.3, 1.1], "ppl": [0.01, 0.04]}), 0.05) == (
         fits,
         True,
     )
